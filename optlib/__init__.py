@@ -1,0 +1,24 @@
+"""optlib: the optimizers and schedules of the book, as drop-in ``torch.optim`` code.
+
+Every optimizer is a ``torch.optim.Optimizer``: it works with ``torch.optim.lr_scheduler``,
+DDP and ``ZeroRedundancyOptimizer``, and saves and loads ``state_dict`` in torch's format.
+The book's helpers (data, toy problems, plots, checkers) live in ``optlib.book``; the
+core never imports them.
+"""
+
+from .adam import Adam, AdamW, NAdam, RAdam
+from .adaptive import Adagrad, RMSprop
+from .clipping import clip_grad_norm_
+from .groups import param_groups
+from .memory import state_bytes
+from .optimizer import Optimizer
+from .sgd import SGD
+from .tensorlist import PerTensor, TensorList
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
+    "clip_grad_norm_", "param_groups", "state_bytes",
+    "Optimizer", "TensorList", "PerTensor",
+]

@@ -1,0 +1,190 @@
+"""Adam and its torch.optim relatives: AdamW, NAdam, RAdam."""
+
+from __future__ import annotations
+
+import torch
+
+from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require, step_counter
+from .tensorlist import TensorList, per_tensor, pick
+
+
+def _zeros(p):
+    return torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+class _AdamFamily(Optimizer):
+    """Validation and state shared by Adam, AdamW, NAdam and RAdam (torch's messages)."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay, **options):
+        check_lr(lr)
+        require(0.0 <= eps, f"Invalid epsilon value: {eps}")
+        check_betas(betas)
+        require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **options)
+        super().__init__(params, defaults)
+
+    def init_state(self, p, group):
+        return {"step": step_counter(), "exp_avg": _zeros(p), "exp_avg_sq": _zeros(p)}
+
+    @staticmethod
+    def decay_or_l2(group, p: TensorList, g: TensorList) -> TensorList:
+        """Weight decay, coupled or not: θ ← θ(1 − ηλ) (decoupled) or g ← g + λθ (L2)."""
+        wd = group["weight_decay"]
+        if wd != 0:
+            if group["decoupled_weight_decay"]:
+                p.mul_(1 - as_float(group["lr"]) * wd)
+            else:
+                g = g.add(p, alpha=wd)
+        return g
+
+    @staticmethod
+    def moments(group, g: TensorList, s: State) -> tuple[TensorList, TensorList]:
+        """m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²  (torch's op order: lerp, then mul/addcmul)."""
+        beta1, beta2 = group["betas"]
+        m = s.exp_avg.lerp_(g, 1 - beta1)
+        v = s.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        return m, v
+
+
+class Adam(_AdamFamily):
+    r"""Adam (Kingma & Ba, ICLR 2015); numbers equal ``torch.optim.Adam``.
+
+    .. math::
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
+        v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        \hat m_t &= m_t / (1-\beta_1^t), \qquad \hat v_t = v_t / (1-\beta_2^t) \\
+        \theta_t &\leftarrow \theta_{t-1} - \eta\, \hat m_t / (\sqrt{\hat v_t} + \epsilon)
+
+    ``weight_decay`` adds :math:`\lambda\theta` to the gradient (L2, so it also enters
+    :math:`m` and :math:`v`) unless ``decoupled_weight_decay=True``, which is AdamW.
+    ``amsgrad`` (Reddi et al., ICLR 2018) divides by the running maximum of the raw
+    :math:`v_t` instead. ``maximize`` ascends.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad=amsgrad,
+                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+
+    def init_state(self, p, group):
+        state = super().init_state(p, group)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = _zeros(p)
+        return state
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, (beta1, beta2), eps = as_float(group["lr"]), group["betas"], group["eps"]
+        if group["maximize"]:
+            g = -g
+        t = s.advance("step")
+        g = self.decay_or_l2(group, p, g)
+        m, v = self.moments(group, g, s)
+        if group["amsgrad"]:
+            v = s.max_exp_avg_sq.maximum_(v)               # v_max ← max(v_max, v), raw v
+        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+        denom = (v.sqrt() / bc2**0.5).add_(eps)            # √v̂ + ε
+        p.addcdiv_(m, denom, value=-(lr / bc1))            # θ ← θ − η m̂/(√v̂ + ε)
+
+
+class AdamW(Adam):
+    r"""AdamW (Loshchilov & Hutter, ICLR 2019); numbers equal ``torch.optim.AdamW``.
+
+    Adam with *decoupled* weight decay, applied to the parameter before the Adam step:
+
+    .. math::
+        \theta \leftarrow \theta\,(1 - \eta\lambda), \qquad
+        \theta \leftarrow \theta - \eta\, \hat m_t / (\sqrt{\hat v_t} + \epsilon)
+
+    The gradient that enters :math:`m` and :math:`v` carries no decay term. Note that
+    torch (and so optlib) multiplies :math:`\lambda` by the full learning rate
+    :math:`\eta`; the paper multiplies it by the schedule multiplier only, so
+    ``weight_decay`` here equals the paper's :math:`\lambda` divided by the base lr.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)
+
+
+class NAdam(_AdamFamily):
+    r"""NAdam (Dozat, ICLR workshop 2016); numbers equal ``torch.optim.NAdam``.
+
+    Adam with Nesterov momentum and a warming-up momentum schedule
+    :math:`\mu_t = \beta_1 (1 - \tfrac12 0.96^{t\psi})`, :math:`\Pi_t = \prod_{i\le t}\mu_i`:
+
+    .. math::
+        \theta_t \leftarrow \theta_{t-1}
+          - \eta\,\frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{\sqrt{\hat v_t}+\epsilon}
+          - \eta\,\frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}}\,\frac{m_t}{\sqrt{\hat v_t}+\epsilon}
+    """
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False):
+        require(0.0 <= momentum_decay, f"Invalid momentum_decay value: {momentum_decay}")
+        super().__init__(params, lr, betas, eps, weight_decay, momentum_decay=momentum_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+
+    def init_state(self, p, group):
+        return {**super().init_state(p, group), "mu_product": step_counter(1.0)}
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, (beta1, beta2), eps, psi = (as_float(group["lr"]), group["betas"], group["eps"],
+                                        group["momentum_decay"])
+        if group["maximize"]:
+            g = -g
+        t = s.advance("step")
+        bc2 = 1 - beta2**t
+        g = self.decay_or_l2(group, p, g)
+        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))                 # μ_t
+        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))      # μ_{t+1}
+        s.mu_product.mul_(mu)                                        # Π_t = Π_{t−1} μ_t
+        prod = s.values("mu_product")
+        m, v = self.moments(group, g, s)
+        denom = v.div(bc2).sqrt_().add_(eps)                         # √(v/(1−β₂ᵗ)) + ε
+        p.addcdiv_(g, denom, value=-lr * (1.0 - mu) / (1.0 - prod))
+        p.addcdiv_(m, denom, value=(-lr * mu_next) / (1.0 - prod * mu_next))
+
+
+class RAdam(_AdamFamily):
+    r"""RAdam (Liu et al., ICLR 2020); numbers equal ``torch.optim.RAdam``.
+
+    Adam whose adaptive step is switched on only once the variance of :math:`\hat v`
+    is tractable, and then scaled by the rectification term :math:`r_t`:
+
+    .. math::
+        \rho_\infty = \tfrac{2}{1-\beta_2} - 1,\quad
+        \rho_t = \rho_\infty - \tfrac{2t\beta_2^t}{1-\beta_2^t},\quad
+        r_t = \sqrt{\tfrac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
+        \theta_t \leftarrow \theta_{t-1} - \eta\,\hat m_t \cdot
+            \begin{cases} r_t \sqrt{1-\beta_2^t}/(\sqrt{v_t}+\epsilon) & \rho_t > 5 \\
+                          1 & \text{otherwise (momentum SGD)} \end{cases}
+
+    torch switches at :math:`\rho_t > 5` (the paper writes 4), i.e. from step 6 for
+    :math:`\beta_2 = 0.999`.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled_weight_decay=False, *, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, (beta1, beta2), eps = as_float(group["lr"]), group["betas"], group["eps"]
+        if group["maximize"]:
+            g = -g
+        t = s.advance("step")
+        g = self.decay_or_l2(group, p, g)
+        m, v = self.moments(group, g, s)
+        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+        m_hat = m / bc1
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * t * (beta2**t) / bc2         # length of the approximated SMA
+        rectified = per_tensor(rho_t > 5.0, len(p))
+        step = m_hat.mul(lr)                                # η m̂ (all a momentum-SGD step ...)
+        if any(rectified):                                  # ... unless v̂ is trustworthy
+            rho, c2 = pick(rho_t, rectified), pick(bc2, rectified)
+            r = ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5
+            adaptive = c2**0.5 / v.select(rectified).sqrt().add_(eps)
+            step.select(rectified).mul_(adaptive).mul_(r)   # η m̂ · √(1−β₂ᵗ)/(√v+ε) · r_t
+        p.add_(step, alpha=-1.0)

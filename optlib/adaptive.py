@@ -1,0 +1,111 @@
+"""Per-coordinate step sizes from a running sum or average of squared gradients."""
+
+from __future__ import annotations
+
+import torch
+
+from .optimizer import Optimizer, State, as_float, check_lr, require, step_counter
+from .tensorlist import TensorList
+
+
+class Adagrad(Optimizer):
+    r"""AdaGrad (Duchi, Hazan & Singer, JMLR 2011); numbers equal ``torch.optim.Adagrad``.
+
+    .. math::
+        g_t &\leftarrow \nabla f(\theta_{t-1}) + \lambda\theta_{t-1},\qquad
+        \eta_t = \frac{\eta}{1 + (t-1)\,\delta} \\
+        s_t &\leftarrow s_{t-1} + g_t^2 \quad (s_0 = \text{initial\_accumulator\_value}) \\
+        \theta_t &\leftarrow \theta_{t-1} - \eta_t\, \frac{g_t}{\sqrt{s_t} + \epsilon}
+
+    The sum only grows, so every coordinate's step only shrinks. As in torch, the
+    state exists from construction (eagerly), and ``eps`` sits outside the square root.
+    Sparse gradients are refused (torch has a sparse path; optlib keeps one rule).
+    """
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False):
+        check_lr(lr)
+        require(0.0 <= lr_decay, f"Invalid lr_decay value: {lr_decay}")
+        require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        require(0.0 <= initial_accumulator_value,
+                f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
+        require(0.0 <= eps, f"Invalid epsilon value: {eps}")
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, maximize=maximize)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p].update(self.init_state(p, group))
+
+    def init_state(self, p, group):
+        v = group["initial_accumulator_value"]
+        fill = complex(v, v) if torch.is_complex(p) else v
+        return {"step": step_counter(), "sum": torch.full_like(p, fill, memory_format=torch.preserve_format)}
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, wd, eps = as_float(group["lr"]), group["weight_decay"], group["eps"]
+        t = s.advance("step")
+        if group["maximize"]:
+            g = -g
+        if wd != 0:
+            g = g.add(p, alpha=wd)                           # g ← g + λθ
+        lr_t = lr / (1 + (t - 1) * group["lr_decay"])        # η_t = η / (1 + (t−1)δ)
+        acc = s.sum.addcmul_(g, g, value=1)                  # s ← s + g²
+        std = acc.sqrt().add_(eps)                           # √s + ε
+        p.addcdiv_(g, std, value=-lr_t)                      # θ ← θ − η_t g/(√s+ε)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (Tieleman & Hinton, 2012, lecture 6.5); numbers equal ``torch.optim.RMSprop``.
+
+    .. math::
+        v_t &\leftarrow \alpha v_{t-1} + (1-\alpha) g_t^2,\qquad
+        \bar g_t \leftarrow \alpha \bar g_{t-1} + (1-\alpha) g_t \ \text{(centered)} \\
+        d_t &= \sqrt{v_t - \bar g_t^2 \text{ (centered) or } v_t} + \epsilon \\
+        b_t &\leftarrow \mu b_{t-1} + g_t / d_t \ \ (b_0 = 0),\qquad
+        \theta_t \leftarrow \theta_{t-1} - \eta\, b_t \quad (\text{or } \eta\, g_t/d_t \text{ if } \mu=0)
+
+    No bias correction: :math:`v` starts at 0, so the first steps are large
+    (:math:`g/\sqrt{(1-\alpha)g^2} = 10\,\mathrm{sign}(g)` for :math:`\alpha=0.99`).
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, *, maximize=False):
+        check_lr(lr)
+        require(0.0 <= eps, f"Invalid epsilon value: {eps}")
+        require(0.0 <= momentum, f"Invalid momentum value: {momentum}")
+        require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        require(0.0 <= alpha, f"Invalid alpha value: {alpha}")
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def init_state(self, p, group):
+        zeros = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
+        state = {"step": step_counter(), "square_avg": zeros()}
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = zeros()
+        if group["centered"]:
+            state["grad_avg"] = zeros()
+        return state
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, alpha, eps, wd, mu = (as_float(group["lr"]), group["alpha"], group["eps"],
+                                  group["weight_decay"], group["momentum"])
+        s.advance("step")
+        if group["maximize"]:
+            g = -g
+        if wd != 0:
+            g = g.add(p, alpha=wd)                                   # g ← g + λθ
+        v = s.square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)     # v ← αv + (1−α)g²
+        if group["centered"]:
+            g_avg = s.grad_avg.lerp_(g, 1 - alpha)                   # ḡ ← αḡ + (1−α)g
+            denom = v.addcmul(g_avg, g_avg, value=-1).sqrt_()        # √(v − ḡ²)
+        else:
+            denom = v.sqrt()
+        denom.add_(eps)                                              # ε outside the root
+        if mu > 0:
+            buf = s.momentum_buffer.mul_(mu).addcdiv_(g, denom)      # b ← μb + g/d
+            p.add_(buf, alpha=-lr)
+        else:
+            p.addcdiv_(g, denom, value=-lr)                          # θ ← θ − η g/d

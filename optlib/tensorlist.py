@@ -1,0 +1,263 @@
+"""Arithmetic on a whole parameter group at once.
+
+An update rule in ``optlib`` is written once, on :class:`TensorList` objects, in the
+same words as torch's single-tensor code (``m.lerp_(g, 1 - beta1)``). Each method is
+one ``torch._foreach_*`` call over every tensor of the group, so the readable rule is
+also the fast one: on CUDA a foreach call is a handful of fused kernel launches, on CPU
+it is a C++ loop with none of Python's per-tensor overhead.
+
+Scalars may be plain numbers (the same for every tensor) or :class:`PerTensor` values
+(one number per tensor, for example bias corrections when tensors have taken different
+numbers of steps). ``PerTensor`` supports ordinary arithmetic elementwise, with Python
+float semantics, so ``1 - beta1 ** t`` reads the same whichever ``t`` is.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+Number = float | int
+
+
+class PerTensor(tuple):
+    """One Python number per tensor of a :class:`TensorList`, with elementwise arithmetic."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def of(values: Iterable[Number]) -> PerTensor | float:
+        """Collapse to a single float when every tensor has the same value (the usual case)."""
+        values = tuple(values)
+        if values and all(v == values[0] for v in values):
+            return values[0]
+        return PerTensor(values)
+
+    def _map(self, fn: Callable, other) -> PerTensor:
+        if isinstance(other, list):  # a TensorList: let it handle the operation
+            return NotImplemented
+        if isinstance(other, PerTensor):
+            return PerTensor(fn(a, b) for a, b in zip(self, other, strict=True))
+        return PerTensor(fn(a, other) for a in self)
+
+    def _rmap(self, fn: Callable, other) -> PerTensor:
+        return PerTensor(fn(other, a) for a in self)
+
+    def __add__(self, o):
+        return self._map(operator.add, o)
+
+    def __radd__(self, o):
+        return self._rmap(operator.add, o)
+
+    def __sub__(self, o):
+        return self._map(operator.sub, o)
+
+    def __rsub__(self, o):
+        return self._rmap(operator.sub, o)
+
+    def __mul__(self, o):
+        return self._map(operator.mul, o)
+
+    def __rmul__(self, o):
+        return self._rmap(operator.mul, o)
+
+    def __truediv__(self, o):
+        return self._map(operator.truediv, o)
+
+    def __rtruediv__(self, o):
+        return self._rmap(operator.truediv, o)
+
+    def __pow__(self, o):
+        return self._map(operator.pow, o)
+
+    def __rpow__(self, o):
+        return self._rmap(operator.pow, o)
+
+    def __neg__(self):
+        return PerTensor(-a for a in self)
+
+    def __gt__(self, o):  # comparisons give per-tensor booleans
+        return self._map(operator.gt, o)
+
+    def sqrt(self) -> PerTensor:
+        return PerTensor(math.sqrt(a) for a in self)
+
+
+def per_tensor(x, n: int) -> list:
+    """A number or PerTensor as a list of ``n`` per-tensor values."""
+    return list(x) if isinstance(x, PerTensor) else [x] * n
+
+
+def pick(x, mask: Sequence[bool]):
+    """The entries of a PerTensor where ``mask`` holds (a plain number is shared by all)."""
+    return PerTensor(v for v, keep in zip(x, mask, strict=True) if keep) if isinstance(x, PerTensor) else x
+
+
+def _scalars(x):
+    """A number or PerTensor as foreach accepts it (a number, or a list of numbers)."""
+    return list(x) if isinstance(x, PerTensor) else x
+
+
+class TensorList(list):
+    """A list of tensors whose arithmetic runs one ``torch._foreach_*`` call for all of them.
+
+    Method names and arguments follow ``torch.Tensor``; a trailing underscore means in
+    place, exactly as for tensors. ``other`` may be a TensorList (elementwise pairs), a
+    number or a :class:`PerTensor`.
+    """
+
+    # ---- construction -------------------------------------------------------------------
+    def clone(self) -> TensorList:
+        return TensorList(t.clone() for t in self)
+
+    def select(self, mask: Sequence[bool]) -> TensorList:
+        """The tensors where ``mask`` is true (the same tensor objects, so in-place ops stick)."""
+        return TensorList(t for t, keep in zip(self, mask, strict=True) if keep)
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> TensorList:
+        """Apply a per-tensor function (for rules that depend on each tensor's shape)."""
+        return TensorList(fn(t) for t in self)
+
+    # ---- in place -----------------------------------------------------------------------
+    def add_(self, other, alpha: Number = 1) -> TensorList:
+        if isinstance(other, list):
+            torch._foreach_add_(self, other, alpha=alpha)
+        else:
+            torch._foreach_add_(self, _scalars(other * alpha if alpha != 1 else other))
+        return self
+
+    def sub_(self, other, alpha: Number = 1) -> TensorList:
+        if isinstance(other, list):
+            torch._foreach_sub_(self, other, alpha=alpha)
+        else:
+            torch._foreach_sub_(self, _scalars(other * alpha if alpha != 1 else other))
+        return self
+
+    def mul_(self, other) -> TensorList:
+        torch._foreach_mul_(self, _scalars(other))
+        return self
+
+    def div_(self, other) -> TensorList:
+        torch._foreach_div_(self, _scalars(other))
+        return self
+
+    def addcmul_(self, tensor1: list, tensor2: list, value=1) -> TensorList:
+        torch._foreach_addcmul_(self, tensor1, tensor2, _scalars(value))
+        return self
+
+    def addcdiv_(self, tensor1: list, tensor2: list, value=1) -> TensorList:
+        torch._foreach_addcdiv_(self, tensor1, tensor2, _scalars(value))
+        return self
+
+    def lerp_(self, end: list, weight) -> TensorList:
+        torch._foreach_lerp_(self, end, _scalars(weight))
+        return self
+
+    def maximum_(self, other: list) -> TensorList:
+        torch._foreach_maximum_(self, other)
+        return self
+
+    def clamp_min_(self, value) -> TensorList:
+        torch._foreach_clamp_min_(self, _scalars(value))
+        return self
+
+    def clamp_max_(self, value) -> TensorList:
+        torch._foreach_clamp_max_(self, _scalars(value))
+        return self
+
+    def sqrt_(self) -> TensorList:
+        torch._foreach_sqrt_(self)
+        return self
+
+    def sign_(self) -> TensorList:
+        torch._foreach_sign_(self)
+        return self
+
+    def zero_(self) -> TensorList:
+        torch._foreach_zero_(self)
+        return self
+
+    def copy_(self, src: list) -> TensorList:
+        torch._foreach_copy_(self, src)
+        return self
+
+    # ---- out of place -------------------------------------------------------------------
+    def add(self, other, alpha: Number = 1) -> TensorList:
+        if isinstance(other, list):
+            return TensorList(torch._foreach_add(self, other, alpha=alpha))
+        return TensorList(torch._foreach_add(self, _scalars(other * alpha if alpha != 1 else other)))
+
+    def sub(self, other, alpha: Number = 1) -> TensorList:
+        if isinstance(other, list):
+            return TensorList(torch._foreach_sub(self, other, alpha=alpha))
+        return TensorList(torch._foreach_sub(self, _scalars(other * alpha if alpha != 1 else other)))
+
+    def mul(self, other) -> TensorList:
+        return TensorList(torch._foreach_mul(self, _scalars(other)))
+
+    def div(self, other) -> TensorList:
+        return TensorList(torch._foreach_div(self, _scalars(other)))
+
+    def addcmul(self, tensor1: list, tensor2: list, value=1) -> TensorList:
+        return TensorList(torch._foreach_addcmul(self, tensor1, tensor2, _scalars(value)))
+
+    def addcdiv(self, tensor1: list, tensor2: list, value=1) -> TensorList:
+        return TensorList(torch._foreach_addcdiv(self, tensor1, tensor2, _scalars(value)))
+
+    def lerp(self, end: list, weight) -> TensorList:
+        return TensorList(torch._foreach_lerp(self, end, _scalars(weight)))
+
+    def sqrt(self) -> TensorList:
+        return TensorList(torch._foreach_sqrt(self))
+
+    def reciprocal(self) -> TensorList:
+        return TensorList(torch._foreach_reciprocal(self))
+
+    def abs(self) -> TensorList:
+        return TensorList(torch._foreach_abs(self))
+
+    def sign(self) -> TensorList:
+        return TensorList(torch._foreach_sign(self))
+
+    def neg(self) -> TensorList:
+        return TensorList(torch._foreach_neg(self))
+
+    def maximum(self, other: list) -> TensorList:
+        return TensorList(torch._foreach_maximum(self, other))
+
+    def norm(self, ord: Number = 2) -> list[Tensor]:
+        """One 0-dim tensor per tensor: its ``ord``-norm over all elements."""
+        return list(torch._foreach_norm(self, ord))
+
+    # ---- operators, for rules that read best as formulas --------------------------------
+    __neg__ = neg
+
+    def __add__(self, other):
+        return self.add(other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self.sub(other)
+
+    def __rsub__(self, other):
+        return self.neg().add_(other)
+
+    def __mul__(self, other):
+        return self.mul(other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self.div(other)
+
+    def __rtruediv__(self, other):
+        # As torch.Tensor does it: c / x = (1/x) · c (the rounding matters for parity).
+        return self.reciprocal().mul_(other)
+
+    # A TensorList is a list: ``==`` stays list equality, and ``+`` with a plain list
+    # would concatenate, so keep arithmetic to TensorLists, numbers and PerTensor.
