@@ -96,7 +96,7 @@ class State:
 class Optimizer(torch.optim.Optimizer):
     """Base class: subclasses define ``init_state`` and ``update`` (see the module docstring)."""
 
-    #: Name used in error messages ("Adam does not support sparse gradients").
+    #: Whether the rule may see complex parameters (as real pairs, like torch.optim).
     supports_complex: bool = True
 
     def init_state(self, p: Tensor, group: dict) -> dict:
@@ -135,6 +135,20 @@ class Optimizer(torch.optim.Optimizer):
             states.append(st)
             new.append(fresh)
         return State(states, new)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's ``load_state_dict``, except that 0-dim state (step counters, NAdam's
+        running product of momenta) keeps its saved dtype: torch casts it to the
+        parameter's dtype, which makes a resumed run drift from an uninterrupted one."""
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        scalars = {(position, key): value.clone()
+                   for position, pid in enumerate(saved_ids)
+                   for key, value in state_dict["state"].get(pid, {}).items()
+                   if isinstance(value, Tensor) and value.dim() == 0}
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for (position, key), value in scalars.items():
+            self.state[params[position]][key] = value
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
