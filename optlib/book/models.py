@@ -1,0 +1,110 @@
+"""Tiny models that train in seconds on a CPU: an MLP, a small CNN, a tiny transformer."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None):
+    """Initialize with ``seed`` without disturbing the global random stream (None: use it)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def mlp(sizes=(64, 128, 10), activation=nn.ReLU, seed: int | None = None) -> nn.Sequential:
+    """Linear layers of the given widths with ``activation()`` between them (none after the last)."""
+    sizes = tuple(sizes)
+    if len(sizes) < 2 or any(not (isinstance(s, int) and s >= 1) for s in sizes):
+        raise ValueError(f"sizes must be at least two positive integers, got {sizes!r}")
+    layers: list[nn.Module] = []
+    with _seeded(seed):
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def small_cnn(num_classes: int = 10, width: int = 16, seed: int | None = None) -> nn.Sequential:
+    """Two 3×3 convolutions (8×8 → 4×4 → 2×2) and a linear head, for (N, 1, 8, 8) digits."""
+    with _seeded(seed):
+        return nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * width * 2 * 2, num_classes),
+        )
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
+                                 nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyTransformer(nn.Module):
+    """A causal character-level transformer (GPT-style, pre-norm, learned positions).
+
+    ``forward(idx)`` maps token ids (B, T) with T ≤ ``block_size`` to logits (B, T, V);
+    ``loss(idx, targets)`` is the mean next-token cross-entropy.
+    """
+
+    def __init__(self, vocab_size: int, block_size: int = 64, d_model: int = 64,
+                 n_layers: int = 2, n_heads: int = 4, seed: int | None = None):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.block_size = block_size
+        with _seeded(seed):
+            self.tok = nn.Embedding(vocab_size, d_model)
+            self.pos = nn.Embedding(block_size, d_model)
+            self.blocks = nn.ModuleList(Block(d_model, n_heads) for _ in range(n_layers))
+            self.ln = nn.LayerNorm(d_model)
+            self.head = nn.Linear(d_model, vocab_size)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        T = idx.shape[1]
+        if T > self.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}")
+        x = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x))
+
+    def loss(self, idx: Tensor, targets: Tensor) -> Tensor:
+        logits = self(idx)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    @torch.no_grad()
+    def generate(self, idx: Tensor, n: int, generator: torch.Generator | None = None,
+                 temperature: float = 1.0) -> Tensor:
+        """Append ``n`` sampled tokens to ``idx`` (B, T)."""
+        for _ in range(n):
+            logits = self(idx[:, -self.block_size:])[:, -1] / temperature
+            nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx

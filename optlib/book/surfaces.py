@@ -1,0 +1,224 @@
+"""Two-dimensional toy problems: see an optimizer's path, not just its loss.
+
+A :class:`Surface` is a function of a point ``xy`` (a tensor whose last dimension is 2)
+with what a plot needs: a window, the minimum, the Hessian's eigenvalues where known.
+:func:`run` drives any torch optimizer on it and returns the trajectory, and
+:func:`plot_trajectories` draws several trajectories over the contour lines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class Surface:
+    """A 2-D loss ``f(xy)``: ``xy`` has shape (..., 2), the result shape (...).
+
+    ``noise`` > 0 adds Gaussian noise of that standard deviation to every gradient that
+    :func:`run` computes (a stand-in for minibatch noise), drawn from a generator seeded
+    with ``seed`` at the start of each run, so runs are repeatable and every optimizer
+    sees the same noise.
+    """
+
+    def __init__(self, name: str, fn: Callable[[Tensor], Tensor], minimum=None,
+                 xlim=(-2.0, 2.0), ylim=(-2.0, 2.0), hessian_eigenvalues=None,
+                 noise: float = 0.0, seed: int = 0):
+        self.name = name
+        self._fn = fn
+        self.minimum = None if minimum is None else torch.as_tensor(minimum, dtype=torch.float64)
+        self.xlim = tuple(xlim)
+        self.ylim = tuple(ylim)
+        self.hessian_eigenvalues = hessian_eigenvalues
+        self.noise = float(noise)
+        self.seed = seed
+
+    def f(self, xy) -> Tensor:
+        xy = torch.as_tensor(xy)
+        if xy.shape[-1] != 2:
+            raise ValueError(f"xy must have a last dimension of 2, got shape {tuple(xy.shape)}")
+        return self._fn(xy)
+
+    __call__ = f
+
+    def gradient(self, xy) -> Tensor:
+        """The exact gradient at ``xy`` (shape (2,), float64)."""
+        p = torch.as_tensor(xy, dtype=torch.float64).detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(self.f(p), p)
+        return g
+
+    def hessian(self, xy) -> Tensor:
+        """The exact Hessian at ``xy`` (2 × 2, float64)."""
+        p = torch.as_tensor(xy, dtype=torch.float64)
+        return torch.autograd.functional.hessian(self.f, p)
+
+    def __repr__(self) -> str:
+        return f"Surface({self.name!r})"
+
+
+def _rotation(angle: float) -> Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+
+
+def _quadratic_form(condition: float, angle: float, scale: float) -> Tensor:
+    if not condition >= 1.0:
+        raise ValueError(f"condition must be >= 1, got {condition}")
+    if not scale > 0.0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    R = _rotation(angle)
+    return R @ torch.diag(torch.tensor([scale, scale * condition], dtype=torch.float64)) @ R.T
+
+
+def quadratic(condition: float = 10.0, angle: float = 0.0, scale: float = 1.0) -> Surface:
+    """f(x) = ½ xᵀAx with eigenvalues ``scale`` and ``scale·condition``; the eigenvectors
+    are the axes rotated by ``angle`` (radians). Gradient descent is stable for
+    lr < 2 / (scale·condition)."""
+    A = _quadratic_form(condition, angle, scale)
+
+    def fn(xy):
+        A_ = A.to(xy.dtype)
+        return 0.5 * ((xy @ A_) * xy).sum(-1)
+
+    return Surface(f"quadratic (κ={condition:g})", fn, minimum=[0.0, 0.0],
+                   hessian_eigenvalues=(scale, scale * condition))
+
+
+def noisy_quadratic(condition: float = 10.0, noise: float = 1.0, seed: int = 0) -> Surface:
+    """:func:`quadratic` whose gradients (in :func:`run`) carry Gaussian noise of std ``noise``."""
+    if not noise >= 0.0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    q = quadratic(condition)
+    return Surface(f"noisy quadratic (κ={condition:g}, σ={noise:g})", q._fn, minimum=[0.0, 0.0],
+                   hessian_eigenvalues=q.hessian_eigenvalues, noise=noise, seed=seed)
+
+
+def rosenbrock(a: float = 1.0, b: float = 100.0) -> Surface:
+    """f(x, y) = (a − x)² + b (y − x²)²: a curved, narrow valley; minimum at (a, a²)."""
+
+    def fn(xy):
+        x, y = xy[..., 0], xy[..., 1]
+        return (a - x) ** 2 + b * (y - x**2) ** 2
+
+    # Hessian at the minimum: [[2 + 8 b a², −4 b a], [−4 b a, 2 b]].
+    H = torch.tensor([[2 + 8 * b * a**2, -4 * b * a], [-4 * b * a, 2 * b]], dtype=torch.float64)
+    eig = tuple(torch.linalg.eigvalsh(H).tolist())
+    return Surface("Rosenbrock", fn, minimum=[a, a**2], xlim=(-2.0, 2.0), ylim=(-1.0, 3.0),
+                   hessian_eigenvalues=eig)
+
+
+def beale() -> Surface:
+    """Beale's function: flat plateaus and steep walls; minimum 0 at (3, 0.5)."""
+
+    def fn(xy):
+        x, y = xy[..., 0], xy[..., 1]
+        return ((1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2
+                + (2.625 - x + x * y**3) ** 2)
+
+    s = Surface("Beale", fn, minimum=[3.0, 0.5], xlim=(-4.5, 4.5), ylim=(-4.5, 4.5))
+    s.hessian_eigenvalues = tuple(torch.linalg.eigvalsh(s.hessian(s.minimum)).tolist())
+    return s
+
+
+def saddle() -> Surface:
+    """f(x, y) = ½ (x² − y²): a saddle point at the origin, no minimum."""
+
+    def fn(xy):
+        return 0.5 * (xy[..., 0] ** 2 - xy[..., 1] ** 2)
+
+    return Surface("saddle", fn, minimum=None, hessian_eigenvalues=(-1.0, 1.0))
+
+
+def _scheduler(optimizer, schedule):
+    if schedule is None:
+        return None
+    if isinstance(schedule, (torch.optim.lr_scheduler.LRScheduler,
+                             torch.optim.lr_scheduler.ReduceLROnPlateau)):
+        return schedule
+    if callable(schedule):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    raise ValueError(f"schedule must be a step -> multiplier callable or None, got {schedule!r}")
+
+
+def run(surface: Surface, make_optimizer: Callable, start, steps: int,
+        schedule: Callable[[int], float] | None = None) -> Tensor:
+    """Run ``make_optimizer([xy])`` for ``steps`` steps from ``start``; return the
+    trajectory, a float64 tensor (steps + 1, 2) whose row 0 is ``start``.
+
+    ``schedule`` (a ``step -> multiplier`` callable) is applied with ``LambdaLR``. The
+    gradient is computed inside a closure, so optimizers that need one work too. If the
+    point stops being finite (divergence), the remaining rows are NaN.
+    """
+    if not (isinstance(steps, int) and steps >= 0):
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    xy = torch.tensor(start, dtype=torch.float64).reshape(2).requires_grad_(True)
+    optimizer = make_optimizer([xy])
+    scheduler = _scheduler(optimizer, schedule)
+    generator = torch.Generator().manual_seed(surface.seed)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = surface.f(xy)
+        loss.backward()
+        if surface.noise:
+            xy.grad.add_(torch.randn(2, generator=generator, dtype=torch.float64),
+                         alpha=surface.noise)
+        return loss
+
+    path = torch.full((steps + 1, 2), float("nan"), dtype=torch.float64)
+    path[0] = xy.detach()
+    for t in range(1, steps + 1):
+        optimizer.step(closure)
+        if scheduler is not None:
+            scheduler.step()
+        if not torch.isfinite(xy).all():
+            break
+        path[t] = xy.detach()
+    return path
+
+
+def loss_curve(surface: Surface, trajectory: Tensor) -> Tensor:
+    """f at every point of a trajectory: shape (steps + 1,)."""
+    with torch.no_grad():
+        return surface.f(torch.as_tensor(trajectory, dtype=torch.float64))
+
+
+def plot_trajectories(surface: Surface, trajectories: Mapping[str, Tensor], ax=None,
+                      levels: int = 30, log_levels: bool = True, markers: bool = True):
+    """Contour lines of ``surface`` in its window, and each trajectory as a path from
+    its start (a circle) on; the minimum, if any, is a star."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.4))
+    xs = torch.linspace(*surface.xlim, 200, dtype=torch.float64)
+    ys = torch.linspace(*surface.ylim, 200, dtype=torch.float64)
+    X, Y = torch.meshgrid(xs, ys, indexing="xy")
+    with torch.no_grad():
+        Z = surface.f(torch.stack([X, Y], dim=-1)).numpy()
+    low, high = float(Z.min()), float(Z.max())
+    if log_levels and low >= 0 and high > 0:
+        floor = max(low, high * 1e-6) if low == 0 else low
+        lv = np.geomspace(floor, high, levels)
+    else:
+        lv = np.linspace(low, high, levels)
+    ax.contour(X.numpy(), Y.numpy(), Z, levels=lv, cmap="Greys_r", linewidths=0.6, alpha=0.7)
+    for label, path in trajectories.items():
+        path = torch.as_tensor(path).detach().cpu().double().numpy()
+        (line,) = ax.plot(path[:, 0], path[:, 1], label=str(label), lw=1.4,
+                          marker="." if markers else None, markersize=3)
+        ax.plot(path[0, 0], path[0, 1], "o", color=line.get_color(), markersize=5)
+    if surface.minimum is not None:
+        m = surface.minimum.numpy()
+        ax.plot(m[0], m[1], "*", color="black", markersize=11, label="minimum")
+    ax.set_xlim(*surface.xlim)
+    ax.set_ylim(*surface.ylim)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(surface.name)
+    ax.grid(False)
+    ax.legend(loc="best")
+    return ax
