@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # Two workers on the 2-core build machine; each chapter keeps its torch to one thread.
 JOBS   ?= 2
 
-.PHONY: install test unit notebooks lint book book-strict student bench clean
+.PHONY: install test unit notebooks lint book book-strict student browser-test mathjax bench clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +29,39 @@ unit: install
 notebooks: install
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env chapters
 
-book: install
+book: install mathjax
 	$(BIN)/jupyter-book build .
 	@echo "open _build/html/index.html"
 
-book-strict: install
+book-strict: install mathjax
 	$(BIN)/jupyter-book build -W -n --keep-going .
+
+# The student edition, for teachers: the same book with every exercise's solution removed
+# (sphinx-exercise's hide_solutions), built to _build/student/html.
+student: install mathjax
+	$(BIN)/python scripts/build_student.py
+
+# Opens the built site (_build/html, from `make book` or `make book-strict`) in headless
+# Chromium: pages render, images load, links resolve, math is typeset, Colab links are right.
+# Needs Debian's chromium and chromium-driver (.ci/run installs them).
+browser-test: install
+	$(BIN)/python -m pytest -q tests/test_book_site.py
+
+# MathJax served by the book itself, so math renders without internet: the npm package
+# `mathjax`, unpacked into _vendor/mathjax (git-ignored; _ext/offline_mathjax.py uses it).
+MATHJAX_VERSION := 3.2.2
+MATHJAX_PARTS   := tex-mml-chtml.js a11y adaptors input output sre ui
+mathjax: _vendor/mathjax/tex-mml-chtml.js
+
+_vendor/mathjax/tex-mml-chtml.js:
+	@command -v npm >/dev/null || { echo "npm (Node.js) is needed to fetch MathJax"; exit 1; }
+	rm -rf _build/npm _vendor/mathjax && mkdir -p _build/npm _vendor/mathjax
+	cd _build/npm && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null \
+		&& tar -xzf mathjax-$(MATHJAX_VERSION).tgz package/es5
+	for part in $(MATHJAX_PARTS); do cp -R _build/npm/package/es5/$$part _vendor/mathjax/; done
 
 bench: install
 	$(BIN)/python benchmarks/step_time.py
 
 clean:
-	rm -rf _build
+	rm -rf _build _vendor/mathjax
