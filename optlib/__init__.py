@@ -6,19 +6,29 @@ The book's helpers (data, toy problems, plots, checkers) live in ``optlib.book``
 core never imports them.
 """
 
+from . import schedules
 from .adam import Adam, AdamW, NAdam, RAdam
 from .adaptive import Adagrad, RMSprop
 from .clipping import clip_grad_norm_
+from .factored import Adafactor
 from .groups import param_groups
+from .large_batch import LAMB, LARS
+from .lr_range import lr_range_test
+from .matrix import Muon, MuonWithAdamW, muon_param_groups
 from .memory import state_bytes
 from .optimizer import Optimizer
+from .second_order import SophiaG, gnb_update_hessian
 from .sgd import SGD
+from .sign import Lion
 from .tensorlist import PerTensor, TensorList
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
+    "Adafactor", "Muon", "MuonWithAdamW", "muon_param_groups", "Lion", "SophiaG",
+    "gnb_update_hessian", "LAMB", "LARS",
     "clip_grad_norm_", "param_groups", "state_bytes",
+    "schedules", "lr_range_test",
     "Optimizer", "TensorList", "PerTensor",
 ]

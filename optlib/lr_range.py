@@ -1,0 +1,188 @@
+"""The learning-rate range test (Smith 2017, "Cyclical Learning Rates for Training Neural
+Networks", §3.3): train briefly while the learning rate grows geometrically, watch the loss.
+
+The loss first barely moves (lr too small), then falls quickly, then turns up and
+explodes (lr too large). A good learning rate sits on the fast-falling part.
+:func:`lr_range_test` runs the sweep on a copy of the training state and puts the model
+and the optimizer back exactly as it found them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._progress import progress as _progress
+
+__all__ = ["LRRangeResult", "lr_range_test", "steepest_lr"]
+
+
+@dataclass
+class LRRangeResult:
+    """What :func:`lr_range_test` measured.
+
+    ``lrs[i]``: the learning rate of step i; ``raw_losses[i]``: the minibatch loss computed
+    just before that step (so it shows the effect of the steps before it);
+    ``losses[i]``: its bias-corrected moving average; ``diverged``: the sweep stopped
+    early because the smoothed loss exploded or stopped being finite.
+    ``suggested_lr``: see :func:`steepest_lr`; ``min_loss_lr_over_10``: a tenth of the
+    lr at the lowest smoothed loss (the fastai "minimum" rule).
+    """
+
+    lrs: list
+    losses: list
+    raw_losses: list
+    suggested_lr: float | None
+    min_loss_lr_over_10: float | None
+    diverged: bool
+
+    def plot(self, ax=None, suggestion: bool = True):
+        """Smoothed loss against lr (log axis), with the suggestion marked (needs matplotlib)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots()
+        ax.plot(self.lrs, self.losses, label="smoothed loss")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        if suggestion and self.suggested_lr is not None:
+            ax.axvline(self.suggested_lr, color="gray", linestyle="--",
+                       label=f"steepest descent: {self.suggested_lr:.2g}")
+            ax.legend()
+        return ax
+
+
+def steepest_lr(lrs, losses, skip_start: int | None = None, skip_end: int = 5) -> float | None:
+    """The lr where the smoothed loss falls fastest per unit of log(lr).
+
+    Rule: drop the first ``skip_start`` points (default ``len // 10``; the moving
+    average has not settled yet) and the last ``skip_end`` (where it blows up); take
+    d loss / d log(lr) by ``numpy.gradient`` (central differences) on what is left and
+    return the lr at its minimum. Trimming is relaxed when too few points are left
+    (fewer than 3 gives ``None``). Non-finite losses end the curve. This is
+    torch-lr-finder's suggestion (skip_start=10, skip_end=5 for 100 steps).
+    """
+    lrs = np.asarray(lrs, dtype=float)
+    losses = np.asarray(losses, dtype=float)
+    finite = np.isfinite(losses)
+    n = len(losses) if finite.all() else int(np.argmin(finite))
+    start = n // 10 if skip_start is None else skip_start
+    end = n - skip_end
+    if end - start < 3:
+        start, end = 0, n
+    if end - start < 3:
+        return None
+    x, y = np.log(lrs[start:end]), losses[start:end]
+    return float(lrs[start + int(np.argmin(np.gradient(y, x)))])
+
+
+def _check(name: str, ok: bool, value) -> None:
+    if not ok:
+        raise ValueError(f"{name} {value!r} is invalid")
+
+
+def _batch_stream(batches: Iterable):
+    """Yield batches forever: a re-iterable (a list, a DataLoader) is restarted when it
+    runs out; a one-shot iterator simply ends the sweep when exhausted."""
+    while True:
+        it = iter(batches)
+        empty = True
+        for b in it:
+            empty = False
+            yield b
+        if empty or it is batches:
+            return
+
+
+def lr_range_test(model: torch.nn.Module, loss_fn: Callable, batches: Iterable,
+                  optimizer: torch.optim.Optimizer, start_lr: float = 1e-7, end_lr: float = 10.0,
+                  num_steps: int = 100, smooth: float = 0.98, diverge_factor: float = 4.0,
+                  progress: bool | None = None) -> LRRangeResult:
+    r"""Leslie Smith's learning-rate range test with a geometric sweep.
+
+    Step i (0 ≤ i < ``num_steps``) trains on the next ``(x, y)`` of ``batches`` with
+    every param group's lr set to
+
+    .. math:: \eta_i = \eta_{start}\,(\eta_{end}/\eta_{start})^{i/(N-1)}
+
+    (the first at ``start_lr``, the last at ``end_lr``), recording the loss
+    ``loss_fn(model(x), y)`` computed before the step. The curve is smoothed with the
+    bias-corrected exponential moving average of fastai,
+    :math:`a_i = \beta a_{i-1} + (1-\beta)\ell_i`, :math:`\bar\ell_i = a_i / (1-\beta^{i+1})`
+    (``smooth`` = β; 0 means no smoothing). The sweep stops early once the smoothed loss
+    exceeds ``diverge_factor`` × its best value so far or is not finite (that point is
+    kept). ``batches`` is restarted when it runs out if it can be (a list, a DataLoader).
+
+    Afterwards the model (parameters, buffers, ``.grad``, train/eval mode), the optimizer
+    (state and every group's hyperparameters, lr included) and torch's CPU random state
+    are exactly as before (bitwise). Works with any ``torch.optim.Optimizer``.
+
+    Returns an :class:`LRRangeResult`; ``suggested_lr`` follows :func:`steepest_lr`.
+    """
+    _check("start_lr", isinstance(start_lr, (int, float)) and 0 < start_lr, start_lr)
+    if not (isinstance(end_lr, (int, float)) and end_lr > start_lr):
+        raise ValueError(f"end_lr must be greater than start_lr ({start_lr}), got {end_lr!r}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}")
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"smooth must be in [0, 1), got {smooth!r}")
+    if not diverge_factor > 1.0:
+        raise ValueError(f"diverge_factor must be greater than 1, got {diverge_factor!r}")
+
+    # Everything the sweep changes, saved by value.
+    model_state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    grads = {p: (None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()}
+    modes = {m: m.training for m in model.modules()}
+    optim_state = copy.deepcopy(optimizer.state_dict())
+    rng_state = torch.get_rng_state()
+
+    ratio = end_lr / start_lr
+    lrs, raw, smoothed = [], [], []
+    avg, best, diverged = 0.0, math.inf, False
+    try:
+        model.train()
+        stream = _batch_stream(batches)
+        for i in _progress(range(num_steps), total=num_steps, desc="lr range test",
+                           enabled=progress):
+            try:
+                x, y = next(stream)
+            except StopIteration:
+                break
+            lr = start_lr * ratio ** (i / (num_steps - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            value = loss.item()
+            avg = smooth * avg + (1.0 - smooth) * value
+            s = avg / (1.0 - smooth ** (i + 1))
+            lrs.append(lr)
+            raw.append(value)
+            smoothed.append(s)
+            if not math.isfinite(s) or s > diverge_factor * best:
+                diverged = True
+                break
+            best = min(best, s)
+    finally:
+        with torch.no_grad():
+            model.load_state_dict(model_state)
+            for p, g in grads.items():
+                p.grad = g
+        for m, training in modes.items():
+            m.training = training
+        optimizer.load_state_dict(optim_state)
+        torch.set_rng_state(rng_state)
+
+    finite = [(lr, s) for lr, s in zip(lrs, smoothed) if math.isfinite(s)]
+    min_over_10 = min(finite, key=lambda pair: pair[1])[0] / 10 if finite else None
+    return LRRangeResult(lrs=lrs, losses=smoothed, raw_losses=raw,
+                         suggested_lr=steepest_lr(lrs, smoothed),
+                         min_loss_lr_over_10=min_over_10, diverged=diverged)
