@@ -1,0 +1,264 @@
+"""The built book, checked in a real browser (headless Chromium driven by Selenium).
+
+Serves the built site on localhost and opens every page of ``_toc.yml`` in Debian's
+``chromium``: each page renders (a title and an article), its images load
+(``naturalWidth > 0``), its internal links resolve (HTTP 200, and the ``#fragment`` exists
+on the target page), its math is typeset by MathJax with no errors, and nothing is
+fetched from outside localhost (the browser's DNS is switched off for every other host, so
+a CDN MathJax or a remote image would fail the test). Each chapter's Colab button must
+open that chapter's notebook in the repository named by ``_config.yml``.
+
+Run it after a build: ``make book`` (or ``make book-strict``), then ``make browser-test``.
+Skipped when there is no built site (the plain ``make unit`` run before any build) or no
+browser (``OPTLIB_REQUIRE_BROWSER=1``, set by ``.ci/run`` once it has installed chromium,
+turns a missing browser into a failure). ``OPTLIB_BOOK_HTML=DIR`` checks another build;
+``OPTLIB_STUDENT_HTML=DIR`` the student edition (default ``_build/student/html``);
+``OPTLIB_BOOK_TOC=FILE`` reads the pages from another table of contents.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = Path(os.environ.get("OPTLIB_BOOK_HTML", ROOT / "_build" / "html"))
+STUDENT_SITE = Path(os.environ.get("OPTLIB_STUDENT_HTML", ROOT / "_build" / "student" / "html"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+REQUIRE_BROWSER = os.environ.get("OPTLIB_REQUIRE_BROWSER") == "1"
+PAGE_TIMEOUT_S = 60
+
+# Console errors that come from the toolchain, not from the book, and break nothing:
+# sphinx-thebe's config script is emitted twice by Jupyter Book 1.0.4 (present with the
+# repository's first, untouched _config.yml too; Thebe is not used by this book), the
+# pydata theme logs an empty saved theme mode on a first visit, and there is no favicon.
+KNOWN_CONSOLE_NOISE = re.compile(
+    r"Identifier 'THEBE_JS_URL' has already been declared"
+    r"|Got invalid theme mode"
+    r"|/favicon\.ico - Failed to load resource"
+)
+
+
+# ---------------------------------------------------------------- what the book contains
+
+def _toc_files(node) -> list[str]:
+    """Every ``file:`` entry of the table of contents, in reading order."""
+    if isinstance(node, list):
+        return [f for item in node for f in _toc_files(item)]
+    if not isinstance(node, dict):
+        return []
+    files = [node["file"]] if "file" in node else []
+    files += [node["root"]] if "root" in node else []
+    for key in ("parts", "chapters", "sections"):
+        files += _toc_files(node.get(key, []))
+    return files
+
+
+TOC_PATH = Path(os.environ.get("OPTLIB_BOOK_TOC", ROOT / "_toc.yml"))
+TOC = yaml.safe_load(TOC_PATH.read_text(encoding="utf-8"))
+PAGES = [str(Path(f).with_suffix("")) for f in _toc_files(TOC)]
+CHAPTERS = [p for p in PAGES if (ROOT / f"{p}.ipynb").is_file()]
+
+
+def colab_url(page: str) -> str:
+    """The launch URL that the book theme must give the notebook ``page``."""
+    repo = CONFIG["repository"]
+    owner_name = urlsplit(repo["url"]).path.strip("/")
+    prefix = repo.get("path_to_book", "").strip("/")
+    path = f"{prefix}/{page}.ipynb" if prefix else f"{page}.ipynb"
+    base = CONFIG["launch_buttons"]["colab_url"].rstrip("/")
+    return f"{base}/github/{owner_name}/blob/{repo.get('branch', 'main')}/{path}"
+
+
+# ------------------------------------------------------------------------ the test bench
+
+def _skip_or_fail(reason: str):
+    if REQUIRE_BROWSER:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _browser_paths() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    return chromium, driver
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the stdlib's name)
+        pass
+
+
+def _serve(directory: Path):
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+@pytest.fixture(scope="module")
+def site():
+    if not (SITE / "index.html").is_file():
+        pytest.skip(f"no built book in {SITE}: run `make book` first")
+    server, base = _serve(SITE)
+    yield base
+    server.shutdown()
+    server.server_close()
+
+
+def _make_browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _skip_or_fail("selenium is not installed (pip install selenium)")
+    chromium, driver = _browser_paths()
+    for path in (chromium, driver):
+        if not Path(path).is_file():
+            _skip_or_fail(f"{path} not found: install Debian's chromium and chromium-driver "
+                          "(apt-get install -y chromium chromium-driver; .ci/run does this)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager fetch a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update",
+        "--disable-default-apps", "--disable-extensions", "--disable-sync",
+        "--no-first-run", "--no-default-browser-check", "--window-size=1280,1000",
+        # Every host but localhost is unresolvable: the site must be self-contained.
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    browser.set_page_load_timeout(PAGE_TIMEOUT_S)
+    browser.set_script_timeout(PAGE_TIMEOUT_S)
+    return browser
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    b = _make_browser()
+    yield b
+    b.quit()
+
+
+@functools.cache
+def _fetch(url: str) -> tuple[int, str]:
+    """HTTP status and (for HTML) text of a URL on the local server."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            body = response.read()
+            kind = response.headers.get("Content-Type", "")
+            return response.status, body.decode("utf-8", "replace") if "html" in kind else ""
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+
+
+def _open(browser, url: str):
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get(url)
+    browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "if (document.readyState === 'complete') done();"
+        "else window.addEventListener('load', () => done());"
+    )
+
+
+# ------------------------------------------------------------------------------ the tests
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_images_math_and_links(site, browser, page):
+    from selenium.webdriver.common.by import By
+
+    url = urljoin(site, f"{page}.html")
+    assert _fetch(url)[0] == 200, f"{url} is not served"
+    _open(browser, url)
+
+    # Renders: a title, an article with a heading, no Python traceback in the text.
+    assert browser.title.strip(), f"{page}: empty <title>"
+    articles = browser.find_elements(By.CSS_SELECTOR, "article.bd-article")
+    assert articles, f"{page}: no article element"
+    assert articles[0].find_elements(By.CSS_SELECTOR, "h1"), f"{page}: the article has no <h1>"
+
+    # Images: every <img> on the page has loaded.
+    broken = browser.execute_script(
+        "return Array.from(document.images)"
+        "  .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);"
+    )
+    assert not broken, f"{page}: images that did not load: {broken}"
+
+    # Math: MathJax is the local copy, has finished, typeset every formula, and no errors.
+    n_math = len(browser.find_elements(By.CSS_SELECTOR, ".math"))
+    if n_math:
+        sources = browser.execute_script(
+            "return Array.from(document.scripts).map(s => s.src).filter(s => /mathjax/i.test(s));"
+        )
+        assert sources and all(s.startswith(site) for s in sources), (
+            f"{page}: MathJax must be served by the book itself (run `make mathjax`): {sources}")
+        browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "const wait = () => (window.MathJax && MathJax.startup && MathJax.startup.promise)"
+            "  ? MathJax.startup.promise.then(() => done(), () => done())"
+            "  : setTimeout(wait, 100);"
+            "wait();"
+        )
+        typeset = len(browser.find_elements(By.CSS_SELECTOR, "mjx-container"))
+        errors = browser.find_elements(By.CSS_SELECTOR, "mjx-merror")
+        assert typeset >= n_math, f"{page}: {n_math} formulas but {typeset} typeset by MathJax"
+        assert not errors, f"{page}: MathJax errors: {[e.text for e in errors][:5]}"
+
+    # Internal links: every link to this site resolves, and so does its #fragment.
+    hrefs = browser.execute_script("return Array.from(document.links).map(a => a.href);")
+    bad = []
+    for href in sorted(set(hrefs)):
+        if not href.startswith(site):
+            continue
+        target, fragment = urldefrag(href)
+        status, html = _fetch(target)
+        if status != 200:
+            bad.append(f"{href} (HTTP {status})")
+        elif fragment and html and not re.search(rf'\b(id|name)="{re.escape(fragment)}"', html):
+            bad.append(f"{href} (no #{fragment} on the page)")
+    assert not bad, f"{page}: broken internal links: {bad}"
+
+    # Nothing failed to load (a blocked CDN, a missing script or font shows up here).
+    severe = [e["message"] for e in browser.get_log("browser")
+              if e.get("level") == "SEVERE" and not KNOWN_CONSOLE_NOISE.search(e["message"])]
+    assert not severe, f"{page}: browser errors: {severe}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_colab_button_opens_this_chapter(site, browser, page):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, urljoin(site, f"{page}.html"))
+    links = [a.get_attribute("href") for a in browser.find_elements(
+        By.CSS_SELECTOR, "a[href^='https://colab.research.google.com/']")]
+    assert links == [colab_url(page)], f"{page}: Colab links {links}"
+
+
+def test_student_edition_has_no_solutions(site):
+    if not (STUDENT_SITE / "index.html").is_file():
+        pytest.skip(f"no student edition in {STUDENT_SITE}: run `make student` first")
+    solution = re.compile(r'class="[^"]*\bsolution\b')
+    for page in CHAPTERS:
+        full = (SITE / f"{page}.html").read_text(encoding="utf-8")
+        student = (STUDENT_SITE / f"{page}.html").read_text(encoding="utf-8")
+        assert solution.search(full), f"{page}: the full edition shows no solution"
+        assert not solution.search(student), f"{page}: the student edition shows a solution"
+        exercise = re.compile(r'class="[^"]*\bexercise\b')
+        assert len(exercise.findall(student)) == len(exercise.findall(full)), (
+            f"{page}: the editions have different exercises")
