@@ -1,0 +1,95 @@
+"""Adafactor: Adam-like steps with a second moment stored in factored form (rows + columns)."""
+
+from __future__ import annotations
+
+import torch
+
+from .optimizer import Optimizer, State, as_float, require, step_counter
+from .tensorlist import TensorList, per_tensor
+
+
+class Adafactor(Optimizer):
+    r"""Adafactor (Shazeer & Stern, *Adafactor: Adaptive Learning Rates with Sublinear
+    Memory Cost*, ICML 2018); numbers equal ``torch.optim.Adafactor`` (torch 2.13).
+
+    For a matrix gradient :math:`G \in \mathbb{R}^{n\times m}` (of a tensor with two or
+    more dimensions; leading dimensions are batch dimensions), keep only the row and
+    column means of :math:`G^2`, an :math:`n + m` instead of :math:`nm` state:
+
+    .. math::
+        \hat\beta_{2,t} &= 1 - t^{\tau}, \quad \rho_t = \min(\eta, 1/\sqrt t), \quad
+        \alpha_t = \max(\epsilon_2, \operatorname{RMS}(\theta_{t-1}))\,\rho_t \\
+        R_t &\leftarrow \hat\beta_{2,t} R_{t-1}
+            + (1-\hat\beta_{2,t})\,\operatorname{mean}_{\text{cols}}(G^2), \\
+        C_t &\leftarrow \hat\beta_{2,t} C_{t-1}
+            + (1-\hat\beta_{2,t})\,\operatorname{mean}_{\text{rows}}(G^2) \\
+        \hat V_t &= R_t C_t / \max(\operatorname{mean}(R_t), \epsilon_1)
+            \quad\text{(a rank-one fit of } E[G^2]\text{; a vector keeps the full EMA)} \\
+        U_t &= G / \max(\sqrt{\hat V_t}, \epsilon_1), \qquad
+        \theta_t \leftarrow \theta_{t-1}(1 - \eta\lambda)
+            - \alpha_t\, U_t / \max(1, \operatorname{RMS}(U_t)/d)
+
+    No first moment; the step is *relative* (:math:`\alpha_t` scales with the parameter's
+    RMS) and clipped to RMS :math:`d`. As in torch, ``lr`` caps the relative step
+    :math:`\rho_t` (the paper's constant 0.01) and scales the decoupled weight decay, and
+    :math:`\epsilon_1` (default: the dtype's machine epsilon) floors the normaliser and
+    :math:`\sqrt{\hat V}` instead of being added to :math:`G^2` as in the paper.
+    """
+
+    supports_complex = False
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+                 weight_decay=0.0, *, maximize=False):
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        # torch's messages, in torch's order
+        require(0.0 <= lr, f"Learning rate should be >= 0 but is: {lr}")
+        require(0.0 >= beta2_decay, f"beta2_decay should be <= 0 but is: {beta2_decay}")
+        require(eps[0] is None or 0.0 <= eps[0], f"epsilon1 should be >= 0 but is: {eps[0]}")
+        require(0.0 <= eps[1], f"epsilon2 should be >= 0 but is: {eps[1]}")
+        require(1.0 <= d, f"Clipping threshold d should be >= 1 but is: {d}")
+        require(0.0 <= weight_decay, f"weight_decay should be >= 0 but is: {weight_decay}")
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d,
+                                      weight_decay=weight_decay, maximize=maximize))
+
+    def init_state(self, p, group):
+        if p.dim() > 1:      # factor the last two dimensions
+            return {"step": step_counter(),
+                    "row_var": p.new_zeros((*p.shape[:-1], 1)),
+                    "col_var": p.new_zeros((*p.shape[:-2], 1, p.shape[-1]))}
+        return {"step": step_counter(), "variance": p.new_zeros(p.shape)}
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, wd, d = as_float(group["lr"]), group["weight_decay"], group["d"]
+        eps1, eps2 = group["eps"]
+        if group["maximize"]:
+            g = -g
+        t = per_tensor(s.advance("step"), len(p))
+        # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
+        alpha = [max(eps2, x.norm(2).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
+                 for x, ti in zip(p, t, strict=True)]
+        if wd != 0:
+            p.mul_(1 - lr * wd)                                      # θ ← θ(1 − ηλ)
+        # The second-moment estimate depends on each tensor's shape: one tensor at a time.
+        for x, gx, ti, a in zip(p, g, t, alpha, strict=True):
+            u = _scaled_gradient(gx, self.state[x], ti ** group["beta2_decay"], eps1)
+            clip = max(1.0, u.norm(2).item() / (u.numel() ** 0.5 * d))   # max(1, RMS(U)/d)
+            x.add_(u, alpha=-a / clip)                               # θ ← θ − α U / clip
+
+
+def _scaled_gradient(g: torch.Tensor, state: dict, one_minus_beta2: float, eps1):
+    """U = G / max(sqrt(V̂), ε₁), with V̂ factored for tensors of two or more dimensions."""
+    if eps1 is None:
+        eps1 = torch.finfo(g.dtype).eps
+    if g.dim() > 1:
+        row_var, col_var = state["row_var"], state["col_var"]
+        row_mean = torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1))
+        row_var.lerp_(row_mean, one_minus_beta2)                     # R ← β̂R + (1−β̂) mean_cols(G²)
+        col_mean = torch.norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2))
+        col_var.lerp_(col_mean, one_minus_beta2)                     # C ← β̂C + (1−β̂) mean_rows(G²)
+        v_hat = row_var @ col_var                                    # R C ...
+        v_hat.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))   # ... / max(mean R, ε₁)
+    else:
+        state["variance"].lerp_(g * g, one_minus_beta2)
+        v_hat = state["variance"].clone()
+    return v_hat.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)

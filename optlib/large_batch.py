@@ -1,0 +1,111 @@
+"""Layer-wise trust ratios for large-batch training: LARS (SGD) and LAMB (Adam).
+
+Both scale each tensor's step by ``||θ|| / ||update||``, so every layer moves by about
+the same *fraction* of its weights whatever the scale of its gradient: the fix You et al.
+found for the layers whose weights and gradients differ by orders of magnitude, which
+otherwise cap the learning rate (and so the batch size) of the whole network.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .adam import _AdamFamily
+from .optimizer import Optimizer, State, as_float, check_lr, require
+from .tensorlist import PerTensor, TensorList
+
+
+def trust_ratio(w_norms: list, u_norms: list, ratio=lambda w, u: w / u) -> PerTensor | float:
+    """Per tensor ``ratio(||θ||, ||u||)`` from the norms (0-dim tensors), and 1 where either
+    norm is 0: a tensor with zero weights (a zero-initialised bias) or a zero update
+    still takes a plain step instead of none or an infinite one."""
+    w, u = torch.stack(w_norms), torch.stack(u_norms)
+    r = torch.where((w > 0) & (u > 0), ratio(w, u), torch.ones_like(w))
+    return PerTensor.of(r.tolist())
+
+
+class LAMB(_AdamFamily):
+    r"""LAMB (You et al., *Large Batch Optimization for Deep Learning: Training BERT in
+    76 minutes*, ICLR 2020, Alg. 2), exactly as in the paper:
+
+    .. math::
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
+        v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        r_t &= \frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}, \qquad
+        u_t = r_t + \lambda\theta_{t-1} \\
+        \theta_t &\leftarrow \theta_{t-1} - \eta\,\frac{\|\theta_{t-1}\|}{\|u_t\|}\, u_t
+        \quad\text{(per tensor; the ratio is 1 when either norm is 0)}
+
+    that is AdamW's direction (Adam's :math:`r_t`, with the decay added to it) rescaled
+    per tensor so that its norm is :math:`\eta\|\theta\|`.
+
+    Popular implementations differ, and none of that is done here: NVIDIA's FusedLAMB and
+    timm's ``Lamb`` clip the *global* gradient norm to 1.0 inside the step (use
+    :func:`optlib.clip_grad_norm_` before ``step()`` for that); timm applies the ratio
+    only to tensors whose weight decay is non-zero (so biases and norms, put in a
+    ``weight_decay=0`` group, take plain AdamW steps); ``trust_clip`` variants clamp the
+    ratio to at most 1, the first paper version clamped :math:`\|\theta\|` to 10 and
+    DeepSpeed clamps the ratio to [0.01, 10]; the paper's v3 and some code drop the bias
+    correction.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
+        # Adam's validation (torch's messages) and state (step, exp_avg, exp_avg_sq).
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, (beta1, beta2), eps, wd = (as_float(group["lr"]), group["betas"], group["eps"],
+                                       group["weight_decay"])
+        t = s.advance("step")
+        m, v = self.moments(group, g, s)                           # Adam's moments
+        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+        u = m.div(bc1).div_(v.div(bc2).sqrt_().add_(eps))          # r = m̂ / (√v̂ + ε)
+        if wd != 0:
+            u.add_(p, alpha=wd)                                    # u = r + λθ
+        ratio = trust_ratio(p.norm(), u.norm())                    # ‖θ‖ / ‖u‖
+        p.sub_(u.mul_(ratio * lr))                                 # θ ← θ − η (‖θ‖/‖u‖) u
+
+
+class LARS(Optimizer):
+    r"""LARS (You, Gitman & Ginsburg, *Large Batch Training of Convolutional Networks*,
+    arXiv:1708.03888, 2017, Alg. 1), exactly as in the paper:
+
+    .. math::
+        \ell &= \text{tc}\,\frac{\|\theta\|}{\|g\| + \lambda\|\theta\| + \epsilon}
+            \quad\text{(per tensor; 1 when } \|\theta\| \text{ or } \|g\| \text{ is 0)} \\
+        v &\leftarrow \mu v + \eta\,\ell\,(g + \lambda\theta) \quad (v_0 = 0), \qquad
+        \theta \leftarrow \theta - v
+
+    with trust coefficient tc, momentum :math:`\mu` and weight decay :math:`\lambda`.
+    The learning rate sits *inside* the momentum buffer, as in the paper (so changing
+    :math:`\eta` does not rescale the momentum already accumulated).
+
+    Popular implementations differ: timm's ``Lars`` applies the ratio only to tensors
+    whose weight decay is non-zero (biases and norms in a ``weight_decay=0`` group take
+    plain SGD steps), puts the lr outside the buffer (torch-SGD momentum, seeded with
+    the first gradient); LARC (``trust_clip``) clamps :math:`\ell` to at most 1/lr;
+    pytorch-optimizer skips every tensor with one dimension; the paper also decays
+    :math:`\eta` polynomially (power 2), which here is a schedule's job.
+    """
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
+                 eps=1e-8):
+        check_lr(lr)
+        require(0.0 <= momentum, f"Invalid momentum value: {momentum}")
+        require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        require(0.0 <= trust_coefficient, f"Invalid trust_coefficient value: {trust_coefficient}")
+        require(0.0 <= eps, f"Invalid epsilon value: {eps}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      trust_coefficient=trust_coefficient, eps=eps))
+
+    def init_state(self, p, group):
+        return {"momentum_buffer": p.new_zeros(p.shape)}
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, mu, wd, tc, eps = (as_float(group["lr"]), group["momentum"], group["weight_decay"],
+                               group["trust_coefficient"], group["eps"])
+        local = trust_ratio(p.norm(), g.norm(),                     # ℓ = tc‖θ‖/(‖g‖+λ‖θ‖+ε)
+                            lambda w, gn: tc * w / (gn + wd * w + eps))
+        d = g.add(p, alpha=wd) if wd != 0 else g                    # g + λθ
+        s.momentum_buffer.mul_(mu).add_(d.mul(local * lr))          # v ← μv + η ℓ (g + λθ)
+        p.sub_(s.momentum_buffer)                                   # θ ← θ − v

@@ -1,0 +1,198 @@
+"""Muon: momentum whose update matrix is orthogonalised, for the 2-D weights of hidden layers."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+
+from .adam import AdamW
+from .optimizer import Optimizer, State, as_float, require
+from .tensorlist import TensorList
+
+#: Keller Jordan's quintic Newton-Schulz coefficients (torch's defaults).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def zeropower_via_newtonschulz(G: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: int = 5,
+                               eps: float = 1e-7) -> torch.Tensor:
+    r"""An approximate :math:`UV^\top` of :math:`G = USV^\top` by a quintic Newton-Schulz
+    iteration :math:`X \leftarrow aX + (bA + cA^2)X`, :math:`A = XX^\top`, in bfloat16
+    (as torch and the original do: the result only needs to be roughly orthogonal).
+
+    The coefficients push every singular value of :math:`X_0 = G/\|G\|_F` (all in (0, 1])
+    towards 1 fast, at the price of landing anywhere in about [0.7, 1.2] instead of on 1:
+    good enough for a step direction. Tall matrices are transposed so that
+    :math:`XX^\top` is the small Gram matrix.
+    """
+    require(steps < 100, "Number of steps must be less than 100 for computational efficiency")
+    require(G.ndim == 2, "Input tensor gradient must be a 2D matrix")
+    require(len(coefficients) == 3, "Coefficients must be a tuple of exactly 3 values")
+    a, b, c = coefficients
+    X = G.bfloat16()
+    tall = G.size(0) > G.size(1)
+    if tall:
+        X = X.T
+    X.div_(X.norm().clamp(min=eps))                   # spectral norm ≤ Frobenius norm ≤ 1
+    for _ in range(steps):
+        A = X @ X.T
+        B = torch.addmm(A, A, A, beta=b, alpha=c)     # bA + cA²
+        X = torch.addmm(X, B, X, beta=a)              # aX + BX
+    return X.T if tall else X
+
+
+def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape) -> float:
+    """The lr for a matrix of ``shape``: ``"original"`` (Keller Jordan) scales by
+    sqrt(max(1, rows/cols)); ``"match_rms_adamw"`` (Moonshot, Liu et al. 2025) by
+    0.2 sqrt(max(rows, cols)), which makes the update's RMS about AdamW's."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return lr * math.sqrt(max(1, rows / cols))
+    return lr * 0.2 * math.sqrt(max(rows, cols))
+
+
+class Muon(Optimizer):
+    r"""Muon (Keller Jordan et al., *Muon: An optimizer for hidden layers in neural
+    networks*, 2024; Liu et al., *Muon is Scalable for LLM Training*, 2025); numbers equal
+    ``torch.optim.Muon`` (torch 2.13).
+
+    .. math::
+        B_t &\leftarrow \mu B_{t-1} + (1-\mu) G_t, \qquad
+        \tilde B_t = \begin{cases} (1-\mu) G_t + \mu B_t & \text{Nesterov} \\
+                                   B_t & \text{otherwise} \end{cases} \\
+        O_t &= \operatorname{NS}_k(\tilde B_t) \approx UV^\top
+            \text{ for } \tilde B_t = USV^\top \\
+        \theta_t &\leftarrow \theta_{t-1}(1 - \eta\lambda) - \eta'\, O_t
+
+    with :math:`\eta'` the shape-adjusted lr (:func:`adjusted_lr`). Orthogonalising sets
+    every singular value of the step to about 1, so directions that the gradient barely
+    visits move as fast as its dominant ones. Only for 2-D parameters: embeddings, the
+    output head, biases and norms belong to AdamW (:func:`muon_param_groups`,
+    :class:`MuonWithAdamW`).
+    """
+
+    supports_complex = False
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5, adjust_lr_fn=None):
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        _check_muon(lr, weight_decay, momentum, ns_coefficients, ns_steps, adjust_lr_fn)
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
+                        adjust_lr_fn=adjust_lr_fn)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        _require_2d(self.param_groups[-1]["params"])
+
+    def init_state(self, p, group):
+        return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, wd, mu = as_float(group["lr"]), group["weight_decay"], group["momentum"]
+        buf = s.momentum_buffer.lerp_(g, 1 - mu)                    # B ← μB + (1−μ)G
+        b = g.lerp(buf, mu) if group["nesterov"] else buf           # B̃ = G + μ(B − G)
+        p.mul_(1 - lr * wd)                                         # θ ← θ(1 − ηλ)
+        # Orthogonalisation and the lr adjustment depend on each matrix's shape.
+        for x, bx in zip(p, b, strict=True):
+            o = zeropower_via_newtonschulz(bx, group["ns_coefficients"], group["ns_steps"],
+                                           group["eps"])
+            x.add_(o, alpha=-adjusted_lr(lr, group["adjust_lr_fn"], x.shape))   # θ ← θ − η' O
+
+
+def _require_2d(params):
+    for p in params:
+        require(p.ndim == 2,
+                f"Muon only supports 2D parameters whereas we found a parameter with size: "
+                f"{p.size()}. Optimize embeddings, the output head, biases and norms with "
+                "AdamW instead: see optlib.muon_param_groups and optlib.MuonWithAdamW")
+
+
+def _validated(cls, kwargs: dict) -> Optimizer:
+    """An instance of ``cls`` with hyperparameters ``kwargs``, checked by its constructor."""
+    accepted = inspect.signature(cls.__init__).parameters
+    hyper = {k: v for k, v in kwargs.items() if k in accepted and k != "params"}
+    return cls([torch.zeros(1, 1)], **hyper)
+
+
+def _check_muon(lr, weight_decay, momentum, ns_coefficients, ns_steps, adjust_lr_fn):
+    # torch's messages; torch checks the last two only when stepping, we check them at once
+    require(0.0 <= lr, f"Learning rate should be >= 0 but is: {lr}")
+    require(0.0 <= momentum, f"momentum should be >= 0 but is: {momentum}")
+    require(0.0 <= weight_decay, f"weight decay should be >= 0 but is: {weight_decay}")
+    require(adjust_lr_fn in (None, "original", "match_rms_adamw"),
+            f"Adjust learning rate function {adjust_lr_fn} is not supported")
+    require(ns_steps < 100, "Number of steps must be less than 100 for computational efficiency")
+    require(len(ns_coefficients) == 3, "Coefficients must be a tuple of exactly 3 values")
+
+
+def muon_param_groups(model: torch.nn.Module, head: torch.nn.Module | None = None):
+    """Split a model's parameters the way Muon is used in practice.
+
+    Returns ``(muon_params, adamw_params)``: the 2-D weights of hidden layers go to Muon;
+    everything else to AdamW: parameters of ``nn.Embedding`` modules (a lookup table, not a
+    linear map of the activations), the output head (``head``, by default the last
+    ``nn.Linear`` registered in the model, which maps to logits), biases and norm scales
+    (fewer than 2 dimensions), and tensors of more than 2 dimensions (convolutions;
+    Muon variants that flatten them exist, torch's refuses them). A weight tied between
+    the embedding and the head is listed once, with AdamW.
+    """
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if head is None and linears:
+        head = linears[-1]
+    to_adamw = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding)
+                for p in m.parameters()}
+    if head is not None:
+        to_adamw |= {id(p) for p in head.parameters()}
+    muon, adamw, seen = [], [], set()
+    for p in model.parameters():
+        if id(p) in seen or not p.requires_grad:
+            continue
+        seen.add(id(p))
+        (muon if p.ndim == 2 and id(p) not in to_adamw else adamw).append(p)
+    return muon, adamw
+
+
+class MuonWithAdamW(Optimizer):
+    """Muon for the hidden 2-D weights and AdamW for the rest, as one optimizer.
+
+    ``MuonWithAdamW(model)`` splits the model with :func:`muon_param_groups`; or pass
+    groups yourself, each with ``use_muon=True`` or ``False``. Muon groups take Muon's
+    hyperparameters (``muon_kwargs``, defaults torch's: lr 1e-3, weight decay 0.1, ...),
+    AdamW groups AdamW's (``adamw_kwargs``); a group's own keys win. Each group is stepped
+    by exactly :class:`Muon`'s or :class:`AdamW`'s rule (the same code), so the numbers
+    equal those of two separate optimizers, while schedulers, ``state_dict`` and
+    ``zero_grad`` see one. A typical choice (Keller Jordan's speedruns) is Muon lr 0.02
+    with AdamW lr 3e-4 to 8e-3 for the rest.
+    """
+
+    def __init__(self, params, muon_kwargs=None, adamw_kwargs=None):
+        if isinstance(params, torch.nn.Module):
+            muon, adamw = muon_param_groups(params)
+            params = [dict(params=muon, use_muon=True), dict(params=adamw, use_muon=False)]
+            params = [group for group in params if group["params"]]
+        # One instance of each family (on a dummy tensor): its constructor validates the
+        # hyperparameters, its defaults fill the groups, its rule steps them.
+        self._rules = {True: _validated(Muon, muon_kwargs or {}),
+                       False: _validated(AdamW, adamw_kwargs or {})}
+        super().__init__(params, {})
+
+    def add_param_group(self, param_group):
+        require(param_group.get("use_muon") in (True, False),
+                "Invalid param_group: each group needs use_muon=True or use_muon=False")
+        use_muon = param_group["use_muon"]
+        defaults = self._rules[use_muon].defaults
+        group = {**defaults, **param_group}
+        _validated(Muon if use_muon else AdamW, {k: group[k] for k in defaults})
+        super().add_param_group(group)
+        if use_muon:
+            _require_2d(self.param_groups[-1]["params"])
+
+    def init_state(self, p, group):
+        return self._rules[group["use_muon"]].init_state(p, group)
+
+    def update(self, group, p, g, s):
+        self._rules[group["use_muon"]].update(group, p, g, s)

@@ -1,0 +1,44 @@
+"""Sign-based updates: every coordinate moves by the same amount, only the direction is learned."""
+
+from __future__ import annotations
+
+from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require
+from .tensorlist import TensorList
+
+
+class Lion(Optimizer):
+    r"""Lion, "EvoLved Sign Momentum" (Chen et al., *Symbolic Discovery of Optimization
+    Algorithms*, NeurIPS 2023, Alg. 2); numbers equal the ``lion-pytorch`` package's ``Lion``.
+
+    .. math::
+        \theta &\leftarrow \theta\,(1 - \eta\lambda) \\
+        c_t &= \beta_1 m_{t-1} + (1-\beta_1)\, g_t \\
+        \theta &\leftarrow \theta - \eta\, \operatorname{sign}(c_t) \\
+        m_t &\leftarrow \beta_2 m_{t-1} + (1-\beta_2)\, g_t
+
+    The step interpolates momentum and gradient with :math:`\beta_1` but the *stored*
+    momentum uses the slower :math:`\beta_2`. Every coordinate moves by exactly
+    :math:`\eta` (``sign(0) = 0``), so the update has a larger norm than Adam's: the
+    authors use an lr 3-10x smaller than AdamW's and a weight decay 3-10x larger, to keep
+    the effective decay :math:`\eta\lambda` the same. One state tensor (``exp_avg``): half
+    of Adam's memory.
+    """
+
+    supports_complex = False  # the reference takes the complex sign z/|z|: no real-view twin
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+        check_lr(lr)
+        check_betas(betas)
+        require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
+
+    def init_state(self, p, group):
+        return {"exp_avg": p.new_zeros(p.shape)}
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, (beta1, beta2), wd = as_float(group["lr"]), group["betas"], group["weight_decay"]
+        m = s.exp_avg
+        p.mul_(1 - lr * wd)                                    # decoupled decay, first
+        c = m.mul(beta1).add_(g, alpha=1 - beta1).sign_()      # sign(β₁m + (1−β₁)g)
+        p.add_(c, alpha=-lr)
+        m.mul_(beta2).add_(g, alpha=1 - beta2)                 # m ← β₂m + (1−β₂)g, after the step

@@ -1,0 +1,139 @@
+"""Shared checks for the optimizers beyond Adam (helpers, plus the generic contract tests)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import optlib
+
+SHAPES = ((4, 5), (6,), (2, 3, 4))
+MATRICES = ((4, 5), (6, 3), (5, 5))
+
+
+def make_params(shapes=SHAPES, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
+
+
+def gradient(step: int, i: int, p: torch.Tensor, gen: torch.Generator):
+    """Varied gradients: scales 0.1/1/10, sign flips, exact zeros, and no gradient now and then."""
+    if i == 1 and step % 4 == 3:
+        return None
+    g = torch.randn(p.shape, generator=gen, dtype=p.dtype) * 10.0 ** (step % 3 - 1)
+    if step % 5 == 0:
+        g = -g
+    if step % 7 == 0:
+        g.view(-1)[0] = 0.0
+    return g
+
+
+def run_pair(make_ours, make_theirs, steps=25, shapes=SHAPES, dtype=torch.float64, seed=0,
+             step_kwargs=None, between=None):
+    """Step optlib's and the reference optimizer on identical gradients; return both params.
+
+    ``make_*`` take a parameter list; ``between(step, ours, theirs)`` runs after each step
+    (for example Sophia's Hessian refresh)."""
+    a, b = make_params(shapes, dtype, seed), make_params(shapes, dtype, seed)
+    ours, theirs = make_ours(a), make_theirs(b)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for step in range(steps):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            g = gradient(step, i, x, gen)
+            x.grad = None if g is None else g.clone()
+            y.grad = None if g is None else g.clone()
+        ours.step(**(step_kwargs or {}))
+        theirs.step(**(step_kwargs or {}))
+        if between is not None:
+            between(step, ours, theirs)
+    return a, b, ours, theirs
+
+
+def assert_close(a, b, rtol=1e-12, atol=1e-14):
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x.detach(), y.detach(), rtol=rtol, atol=atol)
+
+
+def drive(opt, params, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        for i, p in enumerate(params):
+            g = gradient(step, i, p, gen)
+            p.grad = g
+        opt.step()
+
+
+# ---- the contract every optimizer of this family keeps -----------------------------------
+
+def _schedule_free(params, **kw):
+    opt = optlib.AdamWScheduleFree(params, **kw)
+    opt.train()
+    return opt
+
+
+FACTORIES = {
+    "Lion": (lambda ps: optlib.Lion(ps, lr=1e-2, weight_decay=0.1), SHAPES),
+    "LAMB": (lambda ps: optlib.LAMB(ps, lr=1e-2, weight_decay=0.1), SHAPES),
+    "LARS": (lambda ps: optlib.LARS(ps, lr=0.5, weight_decay=1e-3), SHAPES),
+    "SophiaG": (lambda ps: optlib.SophiaG(ps, lr=1e-2), SHAPES),
+    "Adafactor": (lambda ps: optlib.Adafactor(ps, weight_decay=0.1), SHAPES),
+    "Muon": (lambda ps: optlib.Muon(ps, lr=1e-2), MATRICES),
+    "AdamWScheduleFree": (lambda ps: _schedule_free(ps, lr=1e-2, warmup_steps=3), SHAPES),
+    "Adam8bit": (lambda ps: optlib.Adam8bit(ps, lr=1e-2, min_8bit_size=8, block_size=8), SHAPES),
+}
+NAMES = [n for n in FACTORIES if hasattr(optlib, n)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_resume_is_bit_exact(name):
+    make, shapes = FACTORIES[name]
+    a = make_params(shapes)
+    opt = make(a)
+    drive(opt, a, 7, seed=1)
+    b = [torch.nn.Parameter(x.detach().clone()) for x in a]
+    resumed = make(b)
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+    drive(opt, a, 6, seed=2)
+    drive(resumed, b, 6, seed=2)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sparse_gradients_refused_and_weights_untouched(name):
+    make, shapes = FACTORIES[name]
+    a = make_params(shapes)
+    opt = make(a)
+    before = [x.detach().clone() for x in a]
+    for x in a:
+        x.grad = torch.ones_like(x)
+    a[0].grad = torch.ones_like(a[0]).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    for x, y in zip(a, before, strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameters_without_grad_are_skipped(name):
+    make, shapes = FACTORIES[name]
+    a = make_params(shapes)
+    opt = make(a)
+    before = a[0].detach().clone()
+    for x in a[1:]:
+        x.grad = torch.ones_like(x)
+    opt.step()
+    assert torch.equal(a[0], before)
+    assert len(opt.state.get(a[0], {})) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_runs_and_keeps_dtype(name):
+    make, shapes = FACTORIES[name]
+    a = make_params(shapes, dtype=torch.float32)
+    opt = make(a)
+    drive(opt, a, 5, seed=3)
+    for x in a:
+        assert x.dtype == torch.float32 and torch.isfinite(x).all()
