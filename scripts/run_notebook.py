@@ -5,10 +5,13 @@
 Runs each notebook top to bottom in a fresh kernel (the current environment's
 python3), stores the outputs, strips execution counts and per-cell timing metadata so
 diffs stay readable, and prints the wall time (the budget is 3 minutes per chapter).
+The kernel runs with ``OPTLIB_PROGRESS=0``: no progress bars in the stored outputs
+(under nbval the bars are off anyway, because the kernel inherits ``PYTEST_CURRENT_TEST``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +20,9 @@ import nbformat
 from nbclient import NotebookClient
 
 KEEP_NOTEBOOK_METADATA = {"kernelspec", "language_info"}
+
+# The kernel inherits this process's environment: keep tqdm bars out of stored outputs.
+os.environ["OPTLIB_PROGRESS"] = "0"
 
 
 def tidy(nb: nbformat.NotebookNode) -> None:
