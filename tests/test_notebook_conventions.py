@@ -1,0 +1,137 @@
+"""Every chapter follows the book's notebook conventions (CONTRIBUTING.md).
+
+Static checks on the committed ``.ipynb`` files (nothing is executed; nbval re-runs them):
+
+- the first code cell is the Colab install cell, installing from ``repository.url`` of
+  ``_config.yml`` (the same URL the launch buttons use);
+- at least three ``{exercise}`` directives, each with a labelled ``{solution}``;
+- execution counts stripped (``scripts/run_notebook.py`` does it), kernelspec ``python3``;
+- no output on stderr (nbval compares it, and a warning in the book is a bug);
+- ``nbval-ignore-output`` only on cells whose output cannot be stable: timings, hardware;
+- every chapter named in ``_toc.yml`` exists.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+REPOSITORY = CONFIG["repository"]["url"]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+
+COLAB_CELL = f'''\
+# In Colab, install optlib (and the book's helpers) from the book's repository; elsewhere, do nothing.
+import sys
+if "google.colab" in sys.modules:
+    %pip install -q "optlib[book] @ git+{REPOSITORY}"'''
+
+# A directive in backtick or colon fences: ```{exercise} Title  /  :::{solution} ex-label
+DIRECTIVE = re.compile(
+    r"^(?P<fence>`{3,}|:{3,})\{(?P<kind>exercise|solution)(?:-start)?\}[ \t]*(?P<arg>[^\n]*)\n"
+    r"(?P<body>.*?)^(?P=fence)[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+LABEL = re.compile(r"^:label:[ \t]*(\S+)", re.MULTILINE)
+# What may make a cell's output unstable from one machine or run to the next.
+UNSTABLE = re.compile(
+    r"time|timeit|perf_counter|elapsed|second|speed|throughput|bandwidth|benchmark|"
+    r"cuda|gpu|cpu|device|hardware|platform|processor|version|memory|bytes|"
+    r"compile|fused|foreach",
+    re.IGNORECASE,
+)
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _exercises_and_solutions(nb) -> tuple[list[str | None], list[str]]:
+    exercises, solutions = [], []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for match in DIRECTIVE.finditer(cell.source):
+            if match["kind"] == "exercise":
+                label = LABEL.search(match["body"])
+                exercises.append(label.group(1) if label else None)
+            else:
+                solutions.append(match["arg"].strip())
+    return exercises, solutions
+
+
+ids = [p.stem for p in CHAPTERS]
+
+
+def test_there_are_chapters():
+    assert CHAPTERS, "no chapters/*.ipynb"
+
+
+def test_every_chapter_in_the_toc_exists():
+    toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
+    for name in re.findall(r"file:\s*(chapters/\S+)", toc):
+        assert (ROOT / f"{Path(name).with_suffix('')}.ipynb").is_file(), f"_toc.yml names {name}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_first_code_cell_installs_optlib_in_colab_only(path):
+    cells = _code_cells(_read(path))
+    assert cells, f"{path.name} has no code"
+    first = cells[0].source.strip()
+    assert first == COLAB_CELL, (
+        f"{path.name}: the first code cell must be exactly the Colab install cell, with the "
+        f"URL of repository.url in _config.yml ({REPOSITORY}):\n{COLAB_CELL}\n--- found:\n{first}")
+    assert not cells[0].get("outputs"), f"{path.name}: the install cell prints nothing outside Colab"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_at_least_three_exercises_each_with_a_solution(path):
+    exercises, solutions = _exercises_and_solutions(_read(path))
+    assert len(exercises) >= 3, f"{path.name}: {len(exercises)} exercises, at least 3 expected"
+    unlabelled = exercises.count(None)
+    assert not unlabelled, f"{path.name}: {unlabelled} exercise(s) without :label: (a solution needs one)"
+    missing = [e for e in exercises if e not in solutions]
+    assert not missing, f"{path.name}: exercises without a solution: {missing}"
+    orphans = [s for s in solutions if s not in exercises]
+    assert not orphans, f"{path.name}: solutions for no exercise in this chapter: {orphans}"
+    assert len(set(exercises)) == len(exercises), f"{path.name}: duplicate exercise labels"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_tidy_for_git_and_for_nbval(path):
+    nb = _read(path)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", (
+        f"{path.name}: kernelspec must be python3")
+    stray = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (
+        c.get("execution_count") is not None
+        or any(o.get("execution_count") is not None for o in c.get("outputs", [])))]
+    assert not stray, (f"{path.name}: execution counts in cells {stray}; "
+                       "run scripts/run_notebook.py to execute and tidy")
+    stderr = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
+        o.get("output_type") == "stream" and o.get("name") == "stderr" for o in c.get("outputs", []))]
+    assert not stderr, f"{path.name}: output on stderr in cells {stderr} (warnings? progress bars?)"
+    errors = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
+        o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert not errors, f"{path.name}: cells {errors} raised"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_ignore_output_only_for_timings_and_hardware(path):
+    nb = _read(path)
+    suspicious = [
+        i for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and "nbval-ignore-output" in c.metadata.get("tags", [])
+        and not UNSTABLE.search(c.source)
+    ]
+    assert not suspicious, (
+        f"{path.name}: cells {suspicious} are tagged nbval-ignore-output but do not look like "
+        "timings or hardware names; make their output deterministic instead")
