@@ -127,8 +127,7 @@ def heatmap(values, xticklabels: Sequence, yticklabels: Sequence, ax=None,
             "(rows = yticklabels, columns = xticklabels)"
         )
     masked = np.ma.masked_invalid(grid)
-    cm = mpl.colormaps[cmap].copy()
-    cm.set_bad("#bbbbbb")
+    cm = mpl.colormaps[cmap].with_extremes(bad="#bbbbbb")
     image = ax.imshow(masked, cmap=cm, aspect="auto", vmin=vmin, vmax=vmax)
     finite = grid[np.isfinite(grid)]
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
