@@ -6,7 +6,14 @@ import copy
 
 import pytest
 import torch
-from test_beyond_adam_common import MATRICES, SHAPES, assert_close, make_params, run_pair
+from test_beyond_adam_common import (
+    MATRICES,
+    SHAPES,
+    assert_close,
+    make_params,
+    one_thread,  # noqa: F401  (autouse fixture)
+    run_pair,
+)
 
 import optlib
 

@@ -1,0 +1,157 @@
+"""Lion, SophiaG and schedule-free AdamW against their authors' packages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_beyond_adam_common import (
+    assert_close,
+    make_params,
+    one_thread,  # noqa: F401  (autouse fixture)
+    run_pair,
+)
+
+import optlib
+
+# ---- Lion -------------------------------------------------------------------------------
+
+LION_SETTINGS = [
+    dict(),
+    dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1),
+    dict(lr=0.1, betas=(0.95, 0.98), weight_decay=1.0),
+    dict(lr=3e-3, betas=(0.0, 0.5), weight_decay=0.0),
+]
+
+
+@pytest.mark.parametrize("kwargs", LION_SETTINGS)
+def test_lion_float64_parity(kwargs, float64):
+    lion_pytorch = pytest.importorskip("lion_pytorch")
+    a, b, ours, theirs = run_pair(lambda ps: optlib.Lion(ps, **kwargs),
+                                  lambda ps: lion_pytorch.Lion(ps, use_triton=False, **kwargs),
+                                  steps=25)
+    assert_close(a, b, rtol=1e-14, atol=1e-15)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(ours.state[x]["exp_avg"], theirs.state[y]["exp_avg"])
+
+
+def test_lion_golden_value_and_memory():
+    p = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = optlib.Lion([p], lr=1e-4, weight_decay=0.1)
+    p.grad = torch.tensor([0.5], dtype=torch.float64)
+    opt.step()
+    assert p.item() == pytest.approx(0.99989, abs=1e-15)    # REFERENCE.md §9 golden value
+    assert optlib.state_bytes(opt) == 8                       # one float64 moment
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+    (dict(betas=(1.0, 0.99)), "Invalid beta parameter at index 0: 1.0"),
+    (dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
+    (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+])
+def test_lion_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optlib.Lion(make_params(), **kwargs)
+
+
+# ---- SophiaG ----------------------------------------------------------------------------
+
+SOPHIA_SETTINGS = [
+    (dict(), 5120),
+    (dict(lr=1e-2, rho=0.05, weight_decay=0.2), 64),
+    (dict(lr=0.1, betas=(0.9, 0.95), rho=1.0, weight_decay=0.0, maximize=True), 4),
+    (dict(lr=3e-3, betas=(0.0, 0.5), rho=0.01), 1),
+]
+
+
+def _hessian_refresh(every=3):
+    """Every `every` steps, put fresh 'sampled-label' gradients in .grad and refresh h."""
+    gen = torch.Generator().manual_seed(99)
+
+    def between(step, ours, theirs):
+        if step % every != every - 1:
+            return
+        for po, pt in zip(ours.param_groups[0]["params"], theirs.param_groups[0]["params"],
+                          strict=True):
+            g = torch.randn(po.shape, generator=gen, dtype=po.dtype)
+            po.grad, pt.grad = g.clone(), g.clone()
+        ours.update_hessian()
+        theirs.update_hessian()
+    return between
+
+
+@pytest.mark.parametrize("kwargs, bs", SOPHIA_SETTINGS)
+def test_sophia_float64_parity(kwargs, bs, float64):
+    sophia_opt = pytest.importorskip("sophia_opt")
+    a, b, ours, theirs = run_pair(lambda ps: optlib.SophiaG(ps, **kwargs),
+                                  lambda ps: sophia_opt.SophiaG(ps, **kwargs),
+                                  steps=25, step_kwargs=dict(bs=bs), between=_hessian_refresh())
+    assert_close(a, b, rtol=1e-13, atol=1e-15)
+    for x, y in zip(a, b, strict=True):
+        for key in ("exp_avg", "hessian"):
+            torch.testing.assert_close(ours.state[x][key], theirs.state[y][key],
+                                       rtol=1e-13, atol=1e-15)
+
+
+def test_sophia_before_any_hessian_is_sign_descent(float64):
+    p = torch.nn.Parameter(torch.zeros(5))
+    opt = optlib.SophiaG([p], lr=0.1, weight_decay=0.0)
+    p.grad = torch.tensor([3.0, -1e-3, 0.0, 2.0, -5.0])
+    opt.step()
+    torch.testing.assert_close(p.detach(), -0.1 * torch.sign(p.grad))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+    (dict(betas=(1.0, 0.99)), "Invalid beta parameter at index 0: 1.0"),
+    (dict(betas=(0.9, 1.5)), "Invalid beta parameter at index 1: 1.5"),
+    (dict(rho=-0.1), "Invalid rho parameter at index 1: -0.1"),
+    (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+])
+def test_sophia_validation_matches_reference(kwargs, message):
+    sophia_opt = pytest.importorskip("sophia_opt")
+    for cls in (optlib.SophiaG, sophia_opt.SophiaG):
+        with pytest.raises(ValueError, match=message):
+            cls(make_params(), **kwargs)
+    with pytest.raises(ValueError, match="Invalid bs value: 0"):
+        optlib.SophiaG(make_params()).step(bs=0)
+
+
+def _classifier(seed=0, classes=3, features=4):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(features, classes, bias=False)
+
+
+def test_gnb_samples_labels_from_the_model_and_restores_grads(float64):
+    model = _classifier()
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    opt = optlib.SophiaG(model.parameters(), betas=(0.9, 0.5))
+    model.weight.grad = torch.full_like(model.weight, 7.0)         # the training step's grads
+    assert optlib.gnb_update_hessian(opt, model, x, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(model.weight.grad, torch.full_like(model.weight, 7.0))
+    # the same computation by hand
+    logits = x @ model.weight.T
+    y_hat = torch.multinomial(torch.softmax(logits, -1), 1,
+                              generator=torch.Generator().manual_seed(2)).squeeze(-1)
+    g, = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y_hat), model.weight)
+    torch.testing.assert_close(opt.state[model.weight]["hessian"], 0.5 * g * g)
+    # the authors' schedule: refresh after steps k-1, 2k-1, ...
+    ran = [optlib.gnb_update_hessian(opt, model, x, step=t, every=10) for t in range(20)]
+    assert [t for t, r in enumerate(ran) if r] == [9, 19]
+
+
+def test_gnb_estimates_the_gauss_newton_diagonal(float64):
+    """E[B ĝ⊙ĝ] is the diagonal of the Gauss-Newton matrix of the mean loss; for a linear
+    softmax classifier that is mean_i x_id² p_ic (1 − p_ic)."""
+    model = _classifier(seed=3)
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(4))
+    beta2, draws = 0.999, 2000          # an average of ~1500 draws, effectively
+    opt = optlib.SophiaG(model.parameters(), betas=(0.9, beta2))
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(draws):
+        optlib.gnb_update_hessian(opt, model, x, generator=gen)
+    estimate = len(x) * opt.state[model.weight]["hessian"] / (1 - beta2**draws)
+    probs = torch.softmax(x @ model.weight.detach().T, -1)
+    exact = ((probs * (1 - probs)).T @ (x * x)) / len(x)
+    torch.testing.assert_close(estimate.sum(), exact.sum(), rtol=0.05, atol=0)
+    torch.testing.assert_close(estimate, exact, rtol=0.2, atol=0.02 * exact.max().item())
