@@ -63,7 +63,7 @@ def check_betas(betas) -> None:
 
 
 class State:
-    """The state of a group's parameters, one :class:`TensorList` per key.
+    """The state of a group's parameters, one :class:`~optlib.TensorList` per key.
 
     ``s.exp_avg`` is the list of every parameter's ``exp_avg`` tensor (the very tensors
     in ``optimizer.state``, so in-place updates persist). ``s.new`` tells, per

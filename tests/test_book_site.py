@@ -262,3 +262,45 @@ def test_student_edition_has_no_solutions(site):
         exercise = re.compile(r'class="[^"]*\bexercise\b')
         assert len(exercise.findall(student)) == len(exercise.findall(full)), (
             f"{page}: the editions have different exercises")
+
+
+# ------------------------------------------------- the course guide's grader is real code
+
+def _code_block(page: str, caption: str) -> str:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    match = re.search(r"```\{code-block\} python\n:caption: " + re.escape(caption)
+                      + r"\n\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert match, f"{page}: no code block captioned {caption}"
+    return match.group(1)
+
+
+def _text_blocks(page: str) -> list[str]:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    return re.findall(r"^```text\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+
+
+def test_course_guide_grader_gives_what_the_guide_says(tmp_path, monkeypatch):
+    import contextlib
+    import io
+    import runpy
+
+    submission = _code_block("course_guide.md", "submission.py")
+    (tmp_path / "grade.py").write_text(_code_block("course_guide.md", "grade.py"))
+    (tmp_path / "good.py").write_text(submission)
+    fixed = "m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)"
+    assert fixed in submission
+    (tmp_path / "bad.py").write_text(submission.replace(fixed, "m_hat, v_hat = m, v"))
+    passing, failing = _text_blocks("course_guide.md")[-2:]
+
+    def grade(name):  # python grade.py NAME, in this process
+        monkeypatch.setattr("sys.argv", ["grade.py", str(tmp_path / name)])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(tmp_path / "grade.py"), run_name="__main__")
+        return out.getvalue()
+
+    expected = [line for line in passing.splitlines() if not line.startswith("$")]
+    assert grade("good.py").splitlines() == expected
+    got = grade("bad.py")
+    for line in failing.splitlines():
+        assert line in got, f"the guide shows {line!r}; the grader printed:\n{got}"
