@@ -155,3 +155,105 @@ def test_gnb_estimates_the_gauss_newton_diagonal(float64):
     exact = ((probs * (1 - probs)).T @ (x * x)) / len(x)
     torch.testing.assert_close(estimate.sum(), exact.sum(), rtol=0.05, atol=0)
     torch.testing.assert_close(estimate, exact, rtol=0.2, atol=0.02 * exact.max().item())
+
+
+# ---- AdamWScheduleFree ------------------------------------------------------------------
+
+SF_SETTINGS = [
+    dict(),
+    dict(lr=1e-2, weight_decay=0.1, warmup_steps=5),
+    dict(lr=0.05, betas=(0.5, 0.9), eps=1e-3, r=1.0, weight_lr_power=1.0, warmup_steps=30),
+    dict(lr=3e-3, betas=(0.95, 0.99), weight_decay=0.01, weight_lr_power=0.0),
+]
+
+
+def _train(opt):
+    opt.train()
+    return opt
+
+
+def _eval_now_and_then(step, ours, theirs):
+    """Switch both to eval and back every few steps, as a training loop that evaluates does."""
+    if step % 6 == 5:
+        ours.eval()
+        theirs.eval()
+        for po, pt in zip(ours.param_groups[0]["params"], theirs.param_groups[0]["params"],
+                          strict=True):
+            torch.testing.assert_close(po, pt, rtol=1e-13, atol=1e-15)
+        ours.train()
+        theirs.train()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("kwargs", SF_SETTINGS)
+def test_schedule_free_float64_parity(kwargs, foreach, float64):
+    schedulefree = pytest.importorskip("schedulefree")
+    a, b, ours, theirs = run_pair(
+        lambda ps: _train(optlib.AdamWScheduleFree(ps, **kwargs)),
+        lambda ps: _train(schedulefree.AdamWScheduleFree(ps, foreach=foreach, **kwargs)),
+        steps=25, between=_eval_now_and_then)
+    assert_close(a, b, rtol=1e-13, atol=1e-15)
+    ours.eval()
+    theirs.eval()
+    assert_close(a, b, rtol=1e-13, atol=1e-15)                  # x, the averaged iterate
+    for key in ("k", "weight_sum", "lr_max", "scheduled_lr"):
+        assert ours.param_groups[0][key] == pytest.approx(theirs.param_groups[0][key], rel=1e-15)
+
+
+def test_schedule_free_group_without_grads_advances_like_the_reference(float64):
+    schedulefree = pytest.importorskip("schedulefree")
+    shapes = ((3, 2), (4,))
+    a, b = make_params(shapes), make_params(shapes)
+    ours = _train(optlib.AdamWScheduleFree([dict(params=[a[0]]), dict(params=[a[1]])],
+                                           warmup_steps=4))
+    theirs = _train(schedulefree.AdamWScheduleFree([dict(params=[b[0]]), dict(params=[b[1]])],
+                                                   warmup_steps=4))
+    for step in range(6):
+        for x, y in zip(a, b, strict=True):
+            g = torch.full_like(x, 0.1 * (step + 1))
+            x.grad, y.grad = g.clone(), g.clone()
+        if step < 3:
+            a[1].grad = b[1].grad = None                       # group 2 idle for 3 steps
+        ours.step()
+        theirs.step()
+    assert_close(a, b, rtol=1e-13, atol=1e-15)
+    assert [g["k"] for g in ours.param_groups] == [g["k"] for g in theirs.param_groups] == [6, 6]
+
+
+def test_schedule_free_refuses_steps_in_eval_mode():
+    opt = optlib.AdamWScheduleFree(make_params())
+    with pytest.raises(RuntimeError, match=r"eval mode.*optimizer\.train\(\)"):
+        opt.step()                                             # a new optimizer is in eval mode
+    opt.train()
+    opt.eval()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        opt.step()
+
+
+def test_schedule_free_eval_train_round_trip(float64):
+    params = make_params()
+    opt = _train(optlib.AdamWScheduleFree(params, lr=0.1))
+    for _ in range(3):                   # after one step x = y = z: take a few
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    y = [p.detach().clone() for p in params]
+    opt.eval()
+    assert not all(torch.equal(p, q) for p, q in zip(params, y, strict=True))
+    opt.train()
+    assert_close(params, y, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
+    (dict(betas=(0.0, 0.99)), "Invalid beta parameter at index 0: 0.0"),
+    (dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
+    (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
+    (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
+    (dict(warmup_steps=-1), "Invalid warmup_steps value: -1"),
+    (dict(r=-1.0), "Invalid r value: -1.0"),
+    (dict(weight_lr_power=-1.0), "Invalid weight_lr_power value: -1.0"),
+])
+def test_schedule_free_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optlib.AdamWScheduleFree(make_params(), **kwargs)
