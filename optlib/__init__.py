@@ -17,6 +17,7 @@ from .lr_range import lr_range_test
 from .matrix import Muon, MuonWithAdamW, muon_param_groups
 from .memory import state_bytes
 from .optimizer import Optimizer
+from .quantized import Adam8bit
 from .schedule_free import AdamWScheduleFree
 from .second_order import SophiaG, gnb_update_hessian
 from .sgd import SGD
@@ -29,6 +30,7 @@ __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
     "Adafactor", "Muon", "MuonWithAdamW", "muon_param_groups", "Lion", "SophiaG",
     "gnb_update_hessian", "LAMB", "LARS", "AdamWScheduleFree",
+    "Adam8bit",
     "clip_grad_norm_", "param_groups", "state_bytes",
     "schedules", "lr_range_test",
     "Optimizer", "TensorList", "PerTensor",
