@@ -3,8 +3,8 @@
     python scripts/run_notebook.py chapters/01_foundations.ipynb [more.ipynb ...]
 
 Runs each notebook top to bottom in a fresh kernel (the current environment's
-python3), stores the outputs, strips execution counts and per-cell timing metadata so
-diffs stay readable, and prints the wall time (the budget is 3 minutes per chapter).
+python3), stores the outputs, renumbers execution counts 1, 2, 3, ... and strips per-cell timing
+metadata so diffs stay readable, and prints the wall time (the budget is 3 minutes per chapter).
 The kernel runs with ``OPTLIB_PROGRESS=0``: no progress bars in the stored outputs
 (under nbval the bars are off anyway, because the kernel inherits ``PYTEST_CURRENT_TEST``).
 """
@@ -29,14 +29,18 @@ def tidy(nb: nbformat.NotebookNode) -> None:
     nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEEP_NOTEBOOK_METADATA}
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata.get("language_info", {}).pop("version", None)
+    # Number code cells 1, 2, 3, ... in order: stable diffs, and not None, because nbval
+    # treats a cell whose execution_count is None as never run and fails it if it has outputs.
+    count = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("ExecuteTime", None)
         if cell.cell_type == "code":
-            cell.execution_count = None
+            count += 1
+            cell.execution_count = count
             for out in cell.get("outputs", []):
                 if "execution_count" in out:
-                    out["execution_count"] = None
+                    out["execution_count"] = count
 
 
 def run(path: Path, timeout: int = 600) -> float:

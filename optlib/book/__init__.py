@@ -33,7 +33,44 @@ def setup(seed: int = 0, threads: int = 1) -> torch.device:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     plots.apply_style()
+    _semicolons_silence_under_nbval()
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _semicolons_silence_under_nbval() -> None:
+    """Make a trailing ``;`` hide a cell's result under nbval too.
+
+    IPython decides whether ``;`` silences a result by reading the cell back from its
+    history, but nbval runs cells with ``store_history=False``: the check then reads the
+    wrong cell, and ``book.plots.curves(...);`` shows ``<Axes: ...>`` under nbval only, so
+    the stored and the fresh outputs differ. This hook remembers the running cell when it
+    is not stored in the history and decides from it; everything else is unchanged.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or getattr(shell, "_optlib_semicolon_hook", False):
+        return
+    hook = shell.displayhook
+    original = hook.quiet
+    current = {"cell": None}
+
+    def remember(info) -> None:
+        current["cell"] = None if info.store_history else info.raw_cell
+
+    def quiet() -> bool:
+        if current["cell"] is not None:
+            try:
+                return hook.semicolon_at_end_of_expression(shell.transform_cell(current["cell"]))
+            except Exception:  # an IPython without these internals: keep its behaviour
+                pass
+        return original()
+
+    shell.events.register("pre_run_cell", remember)
+    hook.quiet = quiet
+    shell._optlib_semicolon_hook = True
 
 
 __all__ = ["setup", "checkers", "data", "models", "plots", "progress", "surfaces", "train"]
