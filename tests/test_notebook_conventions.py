@@ -5,7 +5,9 @@ Static checks on the committed ``.ipynb`` files (nothing is executed; nbval re-r
 - the first code cell is the Colab install cell, installing from ``repository.url`` of
   ``_config.yml`` (the same URL the launch buttons use);
 - at least three ``{exercise}`` directives, each with a labelled ``{solution}``;
-- execution counts stripped (``scripts/run_notebook.py`` does it), kernelspec ``python3``;
+- execution counts 1, 2, 3, ... in cell order (``scripts/run_notebook.py`` writes them; nbval
+  fails a cell whose count is None but has outputs: "Unrun reference cell has outputs"),
+  kernelspec ``python3``;
 - no output on stderr (nbval compares it, and a warning in the book is a bug);
 - ``nbval-ignore-output`` only on cells whose output cannot be stable: timings, hardware;
 - every chapter named in ``_toc.yml`` exists.
@@ -111,10 +113,12 @@ def test_tidy_for_git_and_for_nbval(path):
     nb = _read(path)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3", (
         f"{path.name}: kernelspec must be python3")
-    stray = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (
-        c.get("execution_count") is not None
-        or any(o.get("execution_count") is not None for o in c.get("outputs", [])))]
-    assert not stray, (f"{path.name}: execution counts in cells {stray}; "
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    unrun = [c.get("execution_count") is None and not c.get("outputs") for c in code]
+    stray = [i for i, c in enumerate(code, start=1) if not unrun[i - 1] and (
+        c.get("execution_count") != i
+        or any(o.get("execution_count") not in (None, i) for o in c.get("outputs", [])))]
+    assert not stray, (f"{path.name}: code cells {stray} are not numbered 1, 2, 3, ... in order; "
                        "run scripts/run_notebook.py to execute and tidy")
     stderr = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
         o.get("output_type") == "stream" and o.get("name") == "stderr" for o in c.get("outputs", []))]
