@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from . import models
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
@@ -81,12 +83,14 @@ def escape_steps(paths: Tensor, coordinate: int = 1, radius: float = 1.0) -> lis
 
 
 def deep_mlp(depth: int, width: int = 64, in_features: int = 64, out_features: int = 10,
-             activation: str = "relu", weight_scale: float = 1.0, seed: int = 0) -> nn.Sequential:
+             activation: str = "relu", weight_scale: float = 1.0, seed: int = 0,
+             dtype: torch.dtype = torch.float32) -> nn.Sequential:
     """``depth`` hidden layers ``Linear(width) → activation``, then a linear read-out.
 
     Hidden weights are drawn from N(0, weight_scale² / fan_in) and biases are zero, so
     ``weight_scale`` is the knob the theory talks about: 1 is LeCun's initialization,
-    √2 with ReLU is He et al.'s (Kaiming). The read-out uses scale 1.
+    √2 with ReLU is He et al.'s (Kaiming). The read-out uses scale 1. The parameters have
+    ``dtype`` (float64 keeps gradients of 1e-30 and below measurable).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -94,22 +98,16 @@ def deep_mlp(depth: int, width: int = 64, in_features: int = 64, out_features: i
         raise ValueError(f"depth must be a positive integer, got {depth!r}")
     if not weight_scale > 0:
         raise ValueError(f"weight_scale must be positive, got {weight_scale}")
+    sizes = (in_features,) + (width,) * depth + (out_features,)
+    model = models.mlp(sizes, activation=ACTIVATIONS[activation], seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    layers: list[nn.Module] = []
-    fan_in = in_features
-    for _ in range(depth):
-        layers += [_linear(fan_in, width, weight_scale, generator), ACTIVATIONS[activation]()]
-        fan_in = width
-    layers.append(_linear(fan_in, out_features, 1.0, generator))
-    return nn.Sequential(*layers)
-
-
-def _linear(fan_in: int, fan_out: int, scale: float, generator: torch.Generator) -> nn.Linear:
-    layer = nn.Linear(fan_in, fan_out)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
     with torch.no_grad():
-        layer.weight.normal_(0.0, scale / math.sqrt(fan_in), generator=generator)
-        layer.bias.zero_()
-    return layer
+        for i, layer in enumerate(linears):
+            scale = 1.0 if i == len(linears) - 1 else weight_scale
+            layer.weight.normal_(0.0, scale / math.sqrt(layer.in_features), generator=generator)
+            layer.bias.zero_()
+    return model.to(dtype)
 
 
 def gradient_norms(model: nn.Sequential, x: Tensor, y: Tensor,
