@@ -82,7 +82,7 @@ class Adam(_AdamFamily):
         if group["amsgrad"]:
             v = s.max_exp_avg_sq.maximum_(v)               # v_max ← max(v_max, v), raw v
         bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-        denom = (v.sqrt() / bc2**0.5).add_(eps)            # √v̂ + ε
+        denom = v.sqrt().div_(bc2**0.5).add_(eps)            # √v̂ + ε
         p.addcdiv_(m, denom, value=-(lr / bc1))            # θ ← θ − η m̂/(√v̂ + ε)
 
 
