@@ -103,6 +103,16 @@ class Adam8bit(Adam):
                 torch.zeros_like(p), book, group["block_size"])
         return state
 
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        # torch casts every loaded state tensor to its parameter's dtype; put codes back into
+        # bytes and scales into float32 (both casts are exact for these values).
+        for st in self.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key + "_code" in st:
+                    st[key + "_code"] = st[key + "_code"].to(torch.uint8)
+                    st[key + "_absmax"] = st[key + "_absmax"].to(torch.float32)
+
     def update(self, group, p: TensorList, g: TensorList, s: State):
         block = group["block_size"]
         # The state Adam's rule sees: 8-bit moments dequantized, small tensors as they are.

@@ -95,10 +95,11 @@ def gnb_update_hessian(optimizer: SophiaG, model: torch.nn.Module, inputs, *, st
     For a classifier whose ``model(inputs)`` returns logits of shape ``(..., classes)``:
     sample labels :math:`\hat y \sim \operatorname{softmax}(\text{logits})` (from the
     *model*, not the data: that is what makes :math:`E[\hat g\hat g^\top]` the Gauss-Newton
-    matrix), take the mean cross-entropy at those labels, backpropagate it, optionally clip
-    the gradient norm (the authors clip at 1.0 here too), and call
-    ``optimizer.update_hessian()``. The gradients the training step left in ``.grad`` are
-    put back afterwards, so it may be called before or after ``optimizer.step()``.
+    matrix), take the mean cross-entropy at those labels, differentiate it with respect to
+    the optimizer's parameters, optionally clip that gradient's norm (the authors clip at
+    1.0 here too), and call ``optimizer.update_hessian()`` with it. No ``.grad`` is changed
+    (those of the training step are put back; parameters of other optimizers are not
+    touched), so it may be called before or after ``optimizer.step()``.
 
     With ``step`` given it runs only when ``step % every == every - 1`` (the authors use
     ``every = 10``, refreshing after the 10th, 20th, ... step) and returns whether it ran.
@@ -108,22 +109,23 @@ def gnb_update_hessian(optimizer: SophiaG, model: torch.nn.Module, inputs, *, st
     require(every >= 1, f"Invalid every value: {every}")
     if step is not None and step % every != every - 1:
         return False
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    with torch.enable_grad():
+        logits = model(inputs)
+        logits = logits.reshape(-1, logits.shape[-1])
+        with torch.no_grad():
+            probs = torch.softmax(logits.float(), dim=-1)
+            y_hat = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        loss = torch.nn.functional.cross_entropy(logits, y_hat)
+        # autograd.grad, not backward: no .grad of any parameter (this optimizer's or
+        # another's) accumulates the sampled-label gradient
+        sampled = torch.autograd.grad(loss, params, allow_unused=True)
     saved = [p.grad for p in params]
-    for p in params:
-        p.grad = None
     try:
-        with torch.enable_grad():
-            logits = model(inputs)
-            logits = logits.reshape(-1, logits.shape[-1])
-            with torch.no_grad():
-                probs = torch.softmax(logits.float(), dim=-1)
-                y_hat = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            loss = torch.nn.functional.cross_entropy(logits, y_hat)
-            loss.backward()
+        for p, g in zip(params, sampled, strict=True):
+            p.grad = g
         if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None],
-                                           max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.update_hessian()
     finally:
         for p, g in zip(params, saved, strict=True):

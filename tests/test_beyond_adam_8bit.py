@@ -68,6 +68,18 @@ def test_first_step_equals_adam_then_tracks_it(float64):
     assert st["exp_avg_code"].dtype == torch.uint8 and st["exp_avg_absmax"].numel() == 10
 
 
+def test_state_dict_keeps_codes_in_bytes():
+    a = make_params(((64, 40),), dtype=torch.float32)
+    opt = optlib.Adam8bit(a, min_8bit_size=0)
+    a[0].grad = torch.randn_like(a[0])
+    opt.step()
+    resumed = optlib.Adam8bit([torch.nn.Parameter(a[0].detach().clone())], min_8bit_size=0)
+    resumed.load_state_dict(opt.state_dict())
+    st = next(iter(resumed.state.values()))
+    assert st["exp_avg_code"].dtype == torch.uint8 and st["exp_avg_sq_absmax"].dtype == torch.float32
+    assert optlib.state_bytes(resumed) == optlib.state_bytes(opt)
+
+
 def _least_squares(seed=0):
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(512, 256, generator=gen)

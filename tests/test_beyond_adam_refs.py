@@ -135,9 +135,26 @@ def test_gnb_samples_labels_from_the_model_and_restores_grads(float64):
                               generator=torch.Generator().manual_seed(2)).squeeze(-1)
     g, = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y_hat), model.weight)
     torch.testing.assert_close(opt.state[model.weight]["hessian"], 0.5 * g * g)
+    # clipping applies to the sampled gradient
+    clipped = optlib.SophiaG(model.parameters(), betas=(0.9, 0.5))
+    optlib.gnb_update_hessian(clipped, model, x, max_grad_norm=1e-3,
+                              generator=torch.Generator().manual_seed(2))
+    g_clipped = g * min(1.0, 1e-3 / (g.norm().item() + 1e-6))
+    torch.testing.assert_close(clipped.state[model.weight]["hessian"], 0.5 * g_clipped**2)
     # the authors' schedule: refresh after steps k-1, 2k-1, ...
     ran = [optlib.gnb_update_hessian(opt, model, x, step=t, every=10) for t in range(20)]
     assert [t for t, r in enumerate(ran) if r] == [9, 19]
+
+
+def test_gnb_leaves_other_optimizers_gradients_alone(float64):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    opt = optlib.SophiaG(model[2].parameters())          # the first layer belongs to another
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    optlib.gnb_update_hessian(opt, model, torch.randn(6, 4))
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight))
+    assert model[0].bias.grad is None and model[2].weight.grad is None
+    assert opt.state[model[2].weight]["hessian"].abs().sum() > 0
 
 
 def test_gnb_estimates_the_gauss_newton_diagonal(float64):
