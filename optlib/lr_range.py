@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -82,11 +83,6 @@ def steepest_lr(lrs, losses, skip_start: int | None = None, skip_end: int = 5) -
     return float(lrs[start + int(np.argmin(np.gradient(y, x)))])
 
 
-def _check(name: str, ok: bool, value) -> None:
-    if not ok:
-        raise ValueError(f"{name} {value!r} is invalid")
-
-
 def _batch_stream(batches: Iterable):
     """Yield batches forever: a re-iterable (a list, a DataLoader) is restarted when it
     runs out; a one-shot iterator simply ends the sweep when exhausted."""
@@ -125,10 +121,11 @@ def lr_range_test(model: torch.nn.Module, loss_fn: Callable, batches: Iterable,
 
     Returns an :class:`LRRangeResult`; ``suggested_lr`` follows :func:`steepest_lr`.
     """
-    _check("start_lr", isinstance(start_lr, (int, float)) and 0 < start_lr, start_lr)
-    if not (isinstance(end_lr, (int, float)) and end_lr > start_lr):
+    if isinstance(start_lr, bool) or not isinstance(start_lr, numbers.Real) or not start_lr > 0:
+        raise ValueError(f"start_lr must be positive, got {start_lr!r}")
+    if isinstance(end_lr, bool) or not isinstance(end_lr, numbers.Real) or not end_lr > start_lr:
         raise ValueError(f"end_lr must be greater than start_lr ({start_lr}), got {end_lr!r}")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 2:
         raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}")
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"smooth must be in [0, 1), got {smooth!r}")

@@ -202,7 +202,7 @@ def test_silent_under_pytest(capsys):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(start_lr=0), "start_lr 0 is invalid"),
+    (dict(start_lr=0), "start_lr must be positive, got 0"),
     (dict(start_lr=1.0, end_lr=0.5), r"end_lr must be greater than start_lr \(1.0\), got 0.5"),
     (dict(num_steps=1), "num_steps must be an integer >= 2, got 1"),
     (dict(smooth=1.0), r"smooth must be in \[0, 1\), got 1.0"),
