@@ -93,6 +93,11 @@ FACTORIES = {
     "AdamWScheduleFree": (lambda ps: _schedule_free(ps, lr=1e-2, warmup_steps=3), SHAPES),
     "Adam8bit": (lambda ps: optlib.Adam8bit(ps, lr=1e-2, min_8bit_size=8, block_size=8), SHAPES),
 }
+FACTORIES["MuonWithAdamW"] = (
+    lambda ps: optlib.MuonWithAdamW([dict(params=[p for p in ps if p.ndim == 2], use_muon=True),
+                                     dict(params=[p for p in ps if p.ndim != 2], use_muon=False)],
+                                    muon_kwargs=dict(lr=0.02), adamw_kwargs=dict(lr=1e-2)),
+    SHAPES)
 NAMES = [n for n in FACTORIES if hasattr(optlib, n)]
 
 
@@ -147,3 +152,13 @@ def test_float32_runs_and_keeps_dtype(name):
     drive(opt, a, 5, seed=3)
     for x in a:
         assert x.dtype == torch.float32 and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("name", ["Lion", "Adafactor", "Muon", "Adam8bit"])
+def test_complex_parameters_refused(name):
+    make, _ = FACTORIES[name]
+    p = torch.nn.Parameter(torch.randn(3, 3, dtype=torch.complex64))
+    opt = make([p])
+    p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match="complex"):
+        opt.step()

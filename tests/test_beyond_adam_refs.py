@@ -93,6 +93,27 @@ def test_sophia_float64_parity(kwargs, bs, float64):
                                        rtol=1e-13, atol=1e-15)
 
 
+def test_sophia_complex_parameters_are_real_pairs():
+    """A complex parameter steps like the real (..., 2) tensor of its parts. (The reference
+    agrees in `step` but its `update_hessian` squares complex gradients, g*g instead of the
+    parts' squares, so it cannot be the twin here.)"""
+    sophia_opt = pytest.importorskip("sophia_opt")
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 3, generator=gen, dtype=torch.complex128)
+    a = torch.nn.Parameter(z.clone())
+    b = torch.nn.Parameter(torch.view_as_real(z).clone())
+    ours, theirs = optlib.SophiaG([a], lr=0.1), sophia_opt.SophiaG([b], lr=0.1)
+    for step in range(6):
+        g = torch.randn(4, 3, generator=gen, dtype=torch.complex128)
+        a.grad, b.grad = g.clone(), torch.view_as_real(g).clone()
+        if step % 2:
+            ours.update_hessian()
+            theirs.update_hessian()
+        ours.step(bs=8)
+        theirs.step(bs=8)
+    torch.testing.assert_close(torch.view_as_real(a.detach()), b.detach(), rtol=1e-13, atol=1e-15)
+
+
 def test_sophia_before_any_hessian_is_sign_descent(float64):
     p = torch.nn.Parameter(torch.zeros(5))
     opt = optlib.SophiaG([p], lr=0.1, weight_decay=0.0)

@@ -106,6 +106,30 @@ def test_muon_float32_parity_and_state():
         assert ours.state[x].keys() == theirs.state[y].keys()
 
 
+def test_muon_state_dict_loads_into_torch(float64):
+    a, b, ours, theirs = run_pair(lambda ps: optlib.Muon(ps, lr=0.02),
+                                  lambda ps: torch.optim.Muon(ps, lr=0.02), steps=5,
+                                  shapes=MATRICES)
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
+    for x, y in zip(a, b, strict=True):
+        x.grad = torch.ones_like(x)
+        y.grad = torch.ones_like(y)
+    ours.step()
+    theirs.step()
+    assert_close(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_tensor_lr_like_torch(float64):
+    for ours, theirs, shapes in ((optlib.Muon, torch.optim.Muon, MATRICES),
+                                 (optlib.Adafactor, torch.optim.Adafactor, SHAPES)):
+        a, b, _, _ = run_pair(lambda ps, cls=ours: cls(ps, lr=torch.tensor(0.01)),
+                              lambda ps, cls=theirs: cls(ps, lr=torch.tensor(0.01)),
+                              steps=5, shapes=shapes)
+        assert_close(a, b, rtol=1e-13, atol=1e-15)
+        with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+            ours(make_params(shapes), lr=torch.tensor([0.1, 0.2]))
+
+
 def test_newton_schulz_orthogonalises():
     g = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
     o = optlib.matrix.zeropower_via_newtonschulz(g).float()
