@@ -181,3 +181,33 @@ def test_picklable_readable_and_lambdalr_state_dict(schedule):
 def test_bad_arguments_raise_valueerror_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(w=st.integers(0, 30), extra=st.integers(0, 60),
+                  m=st.sampled_from([0.0, 0.05, 0.5, 1.0]))
+def test_warmup_schedules_equal_transformers_for_random_lengths(w, extra, m):
+    total = max(1, w + extra)
+    n = 2 * total + 3
+    hyp = [transformers_opt._get_cosine_schedule_with_warmup_lr_lambda(
+        t, num_warmup_steps=w, num_training_steps=total, num_cycles=0.5, min_lr_rate=m)
+        for t in range(n)]
+    assert_close(ours(S.warmup_cosine(w, total, m), n), hyp)
+    lin = [transformers_opt._get_linear_schedule_with_warmup_lr_lambda(
+        t, num_warmup_steps=w, num_training_steps=total) for t in range(n)]
+    assert_close(ours(S.warmup_linear(w, total), n), lin)
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(w=st.integers(0, 20), s=st.integers(0, 20), d=st.integers(0, 20),
+                  m=st.sampled_from([0.0, 0.1, 1.0]), decay=st.sampled_from(["linear", "cosine", "1-sqrt"]))
+def test_wsd_equals_transformers_for_random_lengths(w, s, d, m, decay):
+    n = w + s + d + 5
+    ref = [transformers_opt._get_wsd_scheduler_lambda(
+        t, num_warmup_steps=w, num_stable_steps=s, num_decay_steps=d, warmup_type="linear",
+        decay_type=decay, min_lr_ratio=m, num_cycles=0.5) for t in range(n)]
+    assert_close(ours(S.wsd(w, s, d, m, decay), n), ref)

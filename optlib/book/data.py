@@ -133,7 +133,7 @@ def sparse_classification(n: int = 2000, d: int = 500, density: float = 0.02, se
 def text() -> str:
     """The book's character corpus (about 250 kB of English prose: Python standard-library
     docstrings, PSF-licensed; see ``optlib/book/data/README.md``)."""
-    return resources.files("optlib.book").joinpath("data", "corpus.txt").read_text("utf-8")
+    return resources.files("optlib.book").joinpath("data").joinpath("corpus.txt").read_text("utf-8")
 
 
 class CharDataset:
