@@ -83,7 +83,8 @@ class LARS(Optimizer):
     Popular implementations differ: timm's ``Lars`` applies the ratio only to tensors
     whose weight decay is non-zero (biases and norms in a ``weight_decay=0`` group take
     plain SGD steps), puts the lr outside the buffer (torch-SGD momentum, seeded with
-    the first gradient); LARC (``trust_clip``) clamps :math:`\ell` to at most 1/lr;
+    the first gradient); LARC (``trust_clip``) gives each tensor the step size
+    :math:`\min(\ell, \eta)` instead of :math:`\ell\eta`;
     pytorch-optimizer skips every tensor with one dimension; the paper also decays
     :math:`\eta` polynomially (power 2), which here is a schedule's job.
     """
