@@ -67,9 +67,9 @@ class Muon(Optimizer):
 
     with :math:`\eta'` the shape-adjusted lr (:func:`~optlib.matrix.adjusted_lr`).
     Orthogonalising sets every singular value of the step to about 1, so directions that
-    the gradient barely visits move as fast as its dominant ones. Only for 2-D parameters: embeddings, the
-    output head, biases and norms belong to AdamW (:func:`muon_param_groups`,
-    :class:`MuonWithAdamW`).
+    the gradient barely visits move as fast as its dominant ones. Only for 2-D parameters:
+    embeddings, the output head, biases and norms belong to AdamW
+    (:func:`muon_param_groups`, :class:`MuonWithAdamW`).
     """
 
     supports_complex = False
