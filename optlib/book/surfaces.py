@@ -137,9 +137,6 @@ def saddle() -> Surface:
 def _scheduler(optimizer, schedule):
     if schedule is None:
         return None
-    if isinstance(schedule, (torch.optim.lr_scheduler.LRScheduler,
-                             torch.optim.lr_scheduler.ReduceLROnPlateau)):
-        return schedule
     if callable(schedule):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     raise ValueError(f"schedule must be a step -> multiplier callable or None, got {schedule!r}")
