@@ -20,11 +20,71 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "per_example_grads", "minibatch_noise", "predicted_noise", "sharpness",
+    "Rule", "compare_updates", "per_example_grads", "minibatch_noise", "predicted_noise", "sharpness",
     "EpochRun", "train_epochs",
-    "quadratic_eigenvalues", "polyak_parameters", "heavy_ball_rate", "gd_rate",
-    "heavy_ball_grid", "steps_to_tolerance",
+    "quadratic_eigenvalues", "polyak_parameters", "heavy_ball_rate", "nesterov_rate", "gd_rate",
+    "heavy_ball_grid", "steps_to_tolerance", "run_per_coordinate", "heavy_ball_path",
 ]
+
+
+#: A from-scratch update rule: ``rule(params, grads, state)`` changes ``params`` in place;
+#: ``state`` is a dict the rule owns (empty on the first call).
+Rule = Callable[[list[Tensor], list[Tensor], dict], None]
+
+
+def compare_updates(make_model: Callable[[], nn.Module], data, contenders: dict, steps: int = 20,
+                    batch_size: int = 32, seed: int = 0,
+                    lr_at: Callable[[int], float] | None = None) -> dict[str, float]:
+    """Train identical float64 copies of a model on the same minibatches, one per contender,
+    and return each one's largest parameter difference from the first contender's.
+
+    A contender is either a :data:`Rule` (a from-scratch rule; it is called as
+    ``rule(params, grads, state, lr=...)`` when ``lr_at`` is given) or a factory
+    ``params -> torch.optim.Optimizer``. ``lr_at(step)`` (step = 0, 1, ...), when given,
+    is the learning rate of each step: it is written into the optimizers' groups.
+    """
+    from .data import batches
+
+    models = {}
+    for name in contenders:
+        torch.manual_seed(seed)
+        models[name] = make_model().double()
+    x, y = data.x_train.double(), data.y_train
+    stream = batches(x, y, batch_size, seed=seed)
+    opts = {n: c(list(models[n].parameters())) if not _is_rule(c) else None
+            for n, c in contenders.items()}
+    states: dict[str, dict] = {n: {} for n in contenders}
+    for t in range(steps):
+        xb, yb = next(stream)
+        for name, contender in contenders.items():
+            model = models[name]
+            params = list(model.parameters())
+            for p in params:
+                p.grad = None
+            F.cross_entropy(model(xb), yb).backward()
+            if opts[name] is None:
+                kwargs = {} if lr_at is None else {"lr": lr_at(t)}
+                with torch.no_grad():
+                    contender(params, [p.grad for p in params], states[name], **kwargs)
+            else:
+                if lr_at is not None:
+                    for g in opts[name].param_groups:
+                        g["lr"] = lr_at(t)
+                opts[name].step()
+    first = list(models.values())[0]
+    return {name: max((a - b).abs().max().item()
+                      for a, b in zip(first.parameters(), m.parameters(), strict=True))
+            for name, m in models.items()}
+
+
+def _is_rule(contender) -> bool:
+    """A rule takes (params, grads, state); an optimizer factory takes (params)."""
+    import inspect
+
+    try:
+        return len(inspect.signature(contender).parameters) >= 3
+    except (TypeError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- chapter 2
@@ -106,8 +166,8 @@ def sharpness(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable = F.cros
 
 @dataclass
 class EpochRun:
-    """What :func:`train_epochs` measured: per-epoch full-batch training loss, test
-    accuracy at the end, optimizer steps taken and the mean wall time of one epoch."""
+    """What :func:`train_epochs` measured: full-batch training loss before training and
+    after every epoch, test accuracy at the end, optimizer steps taken and the mean wall time of one epoch."""
 
     train_loss: list[float] = field(default_factory=list)
     test_accuracy: float = float("nan")
@@ -135,6 +195,8 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data, batch
     n = len(x)
     base = [g["lr"] for g in optimizer.param_groups]
     run = EpochRun()
+    with torch.no_grad():
+        run.train_loss.append(loss_fn(model(x), y).item())     # epoch 0: before training
     elapsed = 0.0
     for _ in range(epochs):
         start = time.perf_counter()
@@ -154,7 +216,7 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data, batch
             run.train_loss.append(loss_fn(model(x), y).item())
         if run.diverged:
             break
-    run.seconds_per_epoch = elapsed / len(run.train_loss)
+    run.seconds_per_epoch = elapsed / (len(run.train_loss) - 1)
     with torch.no_grad():
         pred = model(data.x_test).argmax(1)
         run.test_accuracy = (pred == data.y_test).float().mean().item()
@@ -240,3 +302,46 @@ def steps_to_tolerance(losses: Tensor, tol: float) -> Tensor:
     any_ = stays.any(0)
     first = stays.float().argmax(0).double()
     return torch.where(any_, first, torch.full_like(first, math.inf))
+
+
+def run_per_coordinate(surface, lrs: Sequence[float], start: Sequence[float],
+                       steps: int) -> Tensor:
+    """Gradient descent on a 2-D surface with one learning rate per coordinate,
+    θ ← θ − η ⊙ ∇f(θ); returns the trajectory (steps+1, 2) like ``surfaces.run``."""
+    eta = torch.tensor(lrs, dtype=torch.float64)
+    theta = torch.tensor(start, dtype=torch.float64)
+    path = [theta]
+    for _ in range(steps):
+        theta = theta - eta * surface.gradient(theta)
+        path.append(theta)
+    return torch.stack(path)
+
+
+def heavy_ball_path(lr: float, beta: float, curvature: float, start: float, steps: int) -> Tensor:
+    """Positions θ_0..θ_steps of heavy ball (b ← βb + λθ, θ ← θ − ηb) on f = ½λθ²."""
+    theta, b = float(start), 0.0
+    path = [theta]
+    for _ in range(steps):
+        b = beta * b + curvature * theta
+        theta = theta - lr * b
+        path.append(theta)
+    return torch.tensor(path, dtype=torch.float64)
+
+
+def nesterov_rate(lr, beta, eigenvalues: Sequence[float]) -> Tensor:
+    """Exact asymptotic per-step rate of Nesterov's momentum on a quadratic (works on grids).
+
+    In an eigendirection with curvature λ, with a = ηλ, the iterates follow the roots of
+    z² − (1 + β)(1 − a) z + β(1 − a) = 0; the rate is their largest modulus, maximized
+    over λ. Stable iff every a lies in (0, 2(1 + β)/(1 + 2β)).
+    """
+    lr = torch.as_tensor(lr, dtype=torch.float64)
+    beta = torch.as_tensor(beta, dtype=torch.float64)
+    rate = None
+    for lam in eigenvalues:
+        q = 1 - lr * lam
+        b = ((1 + beta) * q).to(torch.complex128)
+        disc = torch.sqrt(b * b - 4 * beta * q)
+        r = torch.maximum(((b + disc) / 2).abs(), ((b - disc) / 2).abs())
+        rate = r if rate is None else torch.maximum(rate, r)
+    return rate
