@@ -47,11 +47,16 @@ class LAMB(_AdamFamily):
     ratio to at most 1, the first paper version clamped :math:`\|\theta\|` to 10 and
     DeepSpeed clamps the ratio to [0.01, 10]; the paper's v3 and some code drop the bias
     correction.
+
+    ``trust_ratio=False`` (for example in the group of biases and norms) replaces the ratio
+    by 1 for that group's tensors: plain AdamW-direction steps of size :math:`\eta`, as
+    timm and NVIDIA do for parameters without weight decay.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
+                 trust_ratio=True):
         # Adam's validation (torch's messages) and state (step, exp_avg, exp_avg_sq).
-        super().__init__(params, lr, betas, eps, weight_decay)
+        super().__init__(params, lr, betas, eps, weight_decay, trust_ratio=trust_ratio)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
         lr, (beta1, beta2), eps, wd = (as_float(group["lr"]), group["betas"], group["eps"],
@@ -62,7 +67,7 @@ class LAMB(_AdamFamily):
         u = m.div(bc1).div_(v.div(bc2).sqrt_().add_(eps))          # r = m̂ / (√v̂ + ε)
         if wd != 0:
             u.add_(p, alpha=wd)                                    # u = r + λθ
-        ratio = trust_ratio(p.norm(), u.norm())                    # ‖θ‖ / ‖u‖
+        ratio = trust_ratio(p.norm(), u.norm()) if group["trust_ratio"] else 1.0   # ‖θ‖/‖u‖
         p.sub_(u.mul_(ratio * lr))                                 # θ ← θ − η (‖θ‖/‖u‖) u
 
 
@@ -87,17 +92,22 @@ class LARS(Optimizer):
     :math:`\min(\ell, \eta)` instead of :math:`\ell\eta`;
     pytorch-optimizer skips every tensor with one dimension; the paper also decays
     :math:`\eta` polynomially (power 2), which here is a schedule's job.
+
+    ``trust_ratio=False`` (for example in the group of biases and norms) sets
+    :math:`\ell = 1` for that group: plain momentum steps, as timm does for parameters
+    without weight decay.
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
-                 eps=1e-8):
+                 eps=1e-8, *, trust_ratio=True):
         check_lr(lr)
         require(0.0 <= momentum, f"Invalid momentum value: {momentum}")
         require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
         require(0.0 <= trust_coefficient, f"Invalid trust_coefficient value: {trust_coefficient}")
         require(0.0 <= eps, f"Invalid epsilon value: {eps}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      trust_coefficient=trust_coefficient, eps=eps))
+                                      trust_coefficient=trust_coefficient, eps=eps,
+                                      trust_ratio=trust_ratio))
 
     def init_state(self, p, group):
         return {"momentum_buffer": p.new_zeros(p.shape)}
@@ -105,8 +115,9 @@ class LARS(Optimizer):
     def update(self, group, p: TensorList, g: TensorList, s: State):
         lr, mu, wd, tc, eps = (as_float(group["lr"]), group["momentum"], group["weight_decay"],
                                group["trust_coefficient"], group["eps"])
-        local = trust_ratio(p.norm(), g.norm(),                     # ℓ = tc‖θ‖/(‖g‖+λ‖θ‖+ε)
-                            lambda w, gn: tc * w / (gn + wd * w + eps))
+        local = 1.0
+        if group["trust_ratio"]:                                    # ℓ = tc‖θ‖/(‖g‖+λ‖θ‖+ε)
+            local = trust_ratio(p.norm(), g.norm(), lambda w, gn: tc * w / (gn + wd * w + eps))
         d = g.add(p, alpha=wd) if wd != 0 else g                    # g + λθ
         s.momentum_buffer.mul_(mu).add_(d.mul(local * lr))          # v ← μv + η ℓ (g + λθ)
         p.sub_(s.momentum_buffer)                                   # θ ← θ − v

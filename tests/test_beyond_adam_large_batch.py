@@ -114,6 +114,24 @@ def test_lamb_moves_every_tensor_by_lr_times_its_norm(float64):
         assert (p - q).norm().item() == pytest.approx(0.01 * q.norm().item(), rel=1e-12)
 
 
+def test_trust_ratio_can_be_switched_off_per_group(float64):
+    a, b = make_params(), make_params()
+    lamb = optlib.LAMB([dict(params=a[:2]), dict(params=a[2:], trust_ratio=False)], lr=0.01)
+    adam = torch.optim.Adam(b[2:], lr=0.01, eps=1e-6, foreach=False)
+    lars = optlib.LARS([dict(params=a[:1], trust_ratio=False)], lr=0.1, momentum=0.0)
+    for x, y in zip(a, b, strict=True):
+        g = torch.randn_like(x)
+        x.grad, y.grad = g.clone(), g.clone()
+    before = a[0].detach().clone()
+    lamb.step()
+    adam.step()
+    assert_close(a[2:], b[2:], rtol=1e-13, atol=1e-15)        # wd 0 and no ratio: Adam
+    after_lamb = a[0].detach().clone()
+    lars.step()
+    torch.testing.assert_close(a[0].detach(), after_lamb - 0.1 * a[0].grad)   # plain SGD
+    assert not torch.equal(before, after_lamb)
+
+
 def test_lars_local_lr_golden_value(float64):
     p = torch.nn.Parameter(torch.tensor([3.0, 4.0]))        # ‖θ‖ = 5
     opt = optlib.LARS([p], lr=2.0, momentum=0.9, weight_decay=0.1, trust_coefficient=0.01,
