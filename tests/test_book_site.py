@@ -356,3 +356,40 @@ def test_api_reference_documents_every_public_name():
     assert not missing, f"api.md does not document optlib.{missing}: add them (autoclass/autofunction)"
     for module in whole_modules:
         importlib.import_module(module)  # a typo in api.md would only show in the book build
+
+
+# ------------------------------------------------------------------ the bibliography
+
+# The works that issue #9 names, each to be in references.bib and cited in the book.
+REQUIRED_REFERENCES = [
+    "kingma2015adam", "loshchilov2019adamw", "you2017lars", "you2020lamb",
+    "shazeer2018adafactor", "chen2023lion", "liu2024sophia", "jordan2024muon",
+    "defazio2024schedulefree", "dettmers2022eightbit", "smith2017clr", "goyal2017imagenet",
+    "polyak1964heavyball", "nesterov1983method", "sutskever2013importance", "duchi2011adagrad",
+    "tieleman2012rmsprop", "vaswani2017attention", "goodfellow2016deep", "ruder2016overview",
+]
+
+
+def _book_text() -> str:
+    import nbformat
+
+    texts = []
+    for page in PAGES:
+        path = ROOT / f"{page}.md"
+        if path.is_file():
+            texts.append(path.read_text(encoding="utf-8"))
+        elif (ROOT / f"{page}.ipynb").is_file():
+            nb = nbformat.read(ROOT / f"{page}.ipynb", as_version=4)
+            texts += [c.source for c in nb.cells if c.cell_type == "markdown"]
+    return "\n".join(texts)
+
+
+def test_every_required_work_is_in_the_bibliography_and_cited():
+    bib = (ROOT / "references.bib").read_text(encoding="utf-8")
+    keys = set(re.findall(r"@\w+\{([^,\s]+),", bib))
+    assert not [k for k in REQUIRED_REFERENCES if k not in keys]
+    cited = set()
+    for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", _book_text()):
+        cited.update(k.strip() for k in group.split(","))
+    assert not [k for k in REQUIRED_REFERENCES if k not in cited], "cite them with {cite}`key`"
+    assert not sorted(cited - keys), "citations of keys that references.bib lacks"
