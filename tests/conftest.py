@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# One intra-op thread per test process: the unit tests use small tensors, for which
+# torch's thread pool costs more than it gains, and CI runs two pytest workers on two cores.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def float64():
