@@ -10,6 +10,7 @@ Static checks on the committed ``.ipynb`` files (nothing is executed; nbval re-r
   kernelspec ``python3``;
 - no output on stderr (nbval compares it, and a warning in the book is a bug);
 - ``nbval-ignore-output`` only on cells whose output cannot be stable: timings, hardware;
+- nothing is downloaded at run time (Colab installs optlib and that is all);
 - every chapter named in ``_toc.yml`` exists.
 """
 
@@ -46,6 +47,13 @@ UNSTABLE = re.compile(
     r"cuda|gpu|cpu|device|hardware|platform|processor|version|memory|bytes|"
     r"compile|fused|foreach",
     re.IGNORECASE,
+)
+
+
+# Code that fetches something from the network.
+DOWNLOAD = re.compile(
+    r"download\s*=\s*True|urlretrieve|urlopen|requests\.get|\bwget\b|\bcurl\b|"
+    r"hf_hub_download|from_pretrained\(|load_dataset\(|fetch_openml|torch\.hub"
 )
 
 
@@ -139,3 +147,10 @@ def test_ignore_output_only_for_timings_and_hardware(path):
     assert not suspicious, (
         f"{path.name}: cells {suspicious} are tagged nbval-ignore-output but do not look like "
         "timings or hardware names; make their output deterministic instead")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_nothing_is_downloaded(path):
+    cells = _code_cells(_read(path))[1:]  # the first installs optlib in Colab, nothing else
+    fetching = [c.source.splitlines()[0] for c in cells if DOWNLOAD.search(c.source)]
+    assert not fetching, f"{path.name}: cells that download: {fetching}"
