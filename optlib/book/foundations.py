@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..sgd import SGD
 from . import models
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -27,18 +28,17 @@ def gd_paths(surface, lr: float, starts, steps: int, momentum: float = 0.0) -> T
 
     The loss handed to the optimizer is the *sum* of ``surface.f`` over the n points;
     the gradient of a sum of independent terms with respect to one point is that
-    point's own gradient, so this is n independent runs for the price of one.
+    point's own gradient, so this is n independent runs for the price of one. The
+    gradients are exact (a surface's ``noise`` is not added; use ``surfaces.run`` for that).
     Returns a float64 tensor (steps + 1, n, 2); a run whose point overflows to a
     non-finite value is NaN from then on (a diverged run).
     """
-    import optlib  # the core; imported here so that this module loads without it
-
     if not (isinstance(steps, int) and steps >= 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
     xy = torch.as_tensor(starts, dtype=torch.float64).reshape(-1, 2).clone().requires_grad_(True)
-    optimizer = optlib.SGD([xy], lr=lr, momentum=momentum)
+    optimizer = SGD([xy], lr=lr, momentum=momentum)
     paths = torch.empty(steps + 1, xy.shape[0], 2, dtype=torch.float64)
     paths[0] = xy.detach()
     for t in range(1, steps + 1):
