@@ -153,7 +153,9 @@ def run(surface: Surface, make_optimizer: Callable, start, steps: int,
     """
     if not (isinstance(steps, int) and steps >= 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    xy = torch.tensor(start, dtype=torch.float64).reshape(2).requires_grad_(True)
+    # as_tensor(...).clone(): accepts a list or a tensor (torch.tensor(tensor) warns) and never
+    # aliases the caller's tensor.
+    xy = torch.as_tensor(start, dtype=torch.float64).clone().reshape(2).requires_grad_(True)
     optimizer = make_optimizer([xy])
     scheduler = _scheduler(optimizer, schedule)
     generator = torch.Generator().manual_seed(surface.seed)
