@@ -52,8 +52,8 @@ def test_correct_rules_pass(capsys):
 
 
 @pytest.mark.parametrize("fn,step,hint", [
-    (adam_without_bias_correction, 1, "the first step already differs"),
-    (adam_forgetting_state, 2, "state (moments, step count) is kept in `state`"),
+    (adam_without_bias_correction, 1, "the bias correction at t = 1"),
+    (adam_forgetting_state, 2, "state (buffers, moments, step count) is kept in `state`"),
 ])
 def test_wrong_rules_fail_with_the_first_mismatch(capsys, fn, step, hint):
     assert not C.check_update(fn, "Adam")
@@ -61,6 +61,19 @@ def test_wrong_rules_fail_with_the_first_mismatch(capsys, fn, step, hint):
     assert out.startswith(f"✗ {fn.__name__} vs optlib.Adam: first mismatch at step {step}, tensor 0 "
                           "(shape (3, 4)), element (0, 0):")
     assert "expected " in out and ", got " in out and hint in out
+
+
+def test_first_step_hint_fits_the_reference(capsys):
+    """An SGD mistake gets SGD's hints (weight decay, the buffer), not Adam's."""
+    def sgd_without_decay(params, grads, state, lr, momentum, weight_decay):
+        for p, g in zip(params, grads):
+            p -= lr * g
+
+    assert not C.check_update(sgd_without_decay, "SGD", hyper={"lr": 0.1, "momentum": 0.9,
+                                                               "weight_decay": 0.1})
+    out = capsys.readouterr().out
+    assert "weight decay included" in out and "momentum buffer" in out
+    assert "bias correction" not in out and "eps" not in out
 
 
 def test_hints_for_sign_scale_and_no_change(capsys):

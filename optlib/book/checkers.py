@@ -76,8 +76,10 @@ def _fmt(x: float) -> str:
     return f"{x:.10g}"
 
 
-def _hint(step: int, before: Tensor, got: Tensor, expected: Tensor) -> str:
-    """The likeliest mistake, judged from how the reader's update differs."""
+def _hint(step: int, before: Tensor, got: Tensor, expected: Tensor, state_keys=frozenset()) -> str:
+    """The likeliest mistake, judged from how the reader's update differs and from what
+    state the reference keeps (only Adam-like rules get hints about bias correction)."""
+    adam_like = "exp_avg" in state_keys and "exp_avg_sq" in state_keys
     d_got, d_exp = got - before, expected - before
     if torch.equal(got, before):
         return ("your function did not change the parameters: update them in place "
@@ -90,34 +92,45 @@ def _hint(step: int, before: Tensor, got: Tensor, expected: Tensor) -> str:
             if abs(r + 1.0) < 1e-6:
                 return "your update has the wrong sign: a descent step subtracts."
             if abs(r - 1.0) > 1e-6:
+                extra = " and the bias correction (it depends on the step t)" if adam_like else ""
                 return (f"your step is {r:.4g} × the reference's in every coordinate: check "
-                        "the learning rate and the bias correction (it depends on the step t).")
+                        f"the learning rate{extra}.")
     if step == 1:
-        return ("the first step already differs: check the formula, the initial state "
-                "(moments start at zero), the bias correction at t = 1, and where eps goes.")
+        checks = ["the formula term by term (is every hyperparameter used, weight decay included?)"]
+        if "momentum_buffer" in state_keys:
+            checks.append("the momentum buffer (torch.optim.SGD starts it at the first gradient)")
+        if adam_like:
+            checks.append("the moments (they start at zero) and the bias correction at t = 1")
+        if state_keys & {"exp_avg_sq", "sum", "square_avg"}:
+            checks.append("where eps goes")
+        return "the first step already differs: check " + ", ".join(checks) + "."
     return ("the first steps matched, so the formula is close: check that the running "
-            "state (moments, step count) is kept in `state` and updated once per step.")
+            "state (buffers, moments, step count) is kept in `state` and updated once per step.")
 
 
 def _report_mismatch(where: str, step: int, index: int, before: Tensor, got: Tensor,
-                     expected: Tensor) -> None:
+                     expected: Tensor, state_keys=frozenset()) -> None:
     bad = ~torch.isclose(got, expected, rtol=RTOL, atol=ATOL, equal_nan=False)
     pos = tuple(int(i) for i in bad.nonzero()[0]) if bad.any() else ()
     print(f"✗ {where}: first mismatch at step {step}, tensor {index} "
           f"(shape {tuple(got.shape)}), element {pos}:")
     print(f"    expected {_fmt(expected[pos].item())}, got {_fmt(got[pos].item())} "
           f"(before the step: {_fmt(before[pos].item())})")
-    print(f"  Hint: {_hint(step, before, got, expected)}")
+    print(f"  Hint: {_hint(step, before, got, expected, state_keys)}")
 
 
-def _compare(where, step, befores, gots, expecteds) -> bool:
+def _state_keys(optimizer) -> frozenset:
+    return frozenset(k for st in optimizer.state.values() for k in st)
+
+
+def _compare(where, step, befores, gots, expecteds, state_keys=frozenset()) -> bool:
     for i, (before, got, exp) in enumerate(zip(befores, gots, expecteds)):
         if got.shape != exp.shape:
             print(f"✗ {where}: at step {step}, tensor {i} has shape {tuple(got.shape)}, "
                   f"expected {tuple(exp.shape)}")
             return False
         if not torch.allclose(got, exp, rtol=RTOL, atol=ATOL):
-            _report_mismatch(where, step, i, before, got, exp)
+            _report_mismatch(where, step, i, before, got, exp, state_keys)
             return False
     return True
 
@@ -155,7 +168,7 @@ def check_update(student_step: Callable, reference="Adam", hyper: dict | None = 
                       f"return None (after updating in place) or a list of {len(mine)} tensors")
                 return False
             mine = [o.detach() for o in out]
-        if not _compare(where, t, befores, mine, [p.detach() for p in ref]):
+        if not _compare(where, t, befores, mine, [p.detach() for p in ref], _state_keys(opt)):
             return False
     print(f"✓ {name} matches {_label(cls)} over {steps} steps "
           f"({len(shapes)} tensors; {_hyper_text(hyper)})")
@@ -179,7 +192,8 @@ def check_optimizer(student_class: type, reference_class="Adam", hyper: dict | N
         befores = [q.detach().clone() for q in mine]
         opt_ref.step()
         opt_mine.step()
-        if not _compare(where, t, befores, [q.detach() for q in mine], [p.detach() for p in ref]):
+        if not _compare(where, t, befores, [q.detach() for q in mine], [p.detach() for p in ref],
+                        _state_keys(opt_ref)):
             return False
     print(f"✓ {getattr(student_class, '__name__', 'your class')} matches {_label(cls)} "
           f"over {steps} steps ({len(shapes)} tensors; {_hyper_text(hyper)})")
