@@ -12,7 +12,9 @@ lives here is the bookkeeping around them:
   AdaGrad or RMSprop state;
 * :func:`decay_under_noise`: how much weight decay reaches a weight whose gradient is
   pure noise of a given size, under Adam + L2 and under AdamW;
-* :func:`lr_wd_grid`: test error over a grid of learning rates and weight decays.
+* :func:`lr_wd_grid`: test error over a grid of learning rates and weight decays;
+  :func:`noisy_labels` gives regularization something to do, :func:`mark_best_per_column`
+  shows where the best weight decay lies for each learning rate.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["Rule", "compare", "fit", "run_1d", "effective_lr", "decay_under_noise",
-           "lr_wd_grid", "make_adam_l2", "make_adamw_torch", "make_adamw_paper"]
+           "lr_wd_grid", "make_adam_l2", "make_adamw_torch", "make_adamw_paper", "noisy_labels",
+           "mark_best_per_column"]
 
 #: A from-scratch update rule: ``rule(params, grads, state, **hyper)`` changes ``params`` in
 #: place; ``state`` is a dict the rule owns (empty on the first call).
@@ -217,3 +220,26 @@ def lr_wd_grid(make_optimizer: Callable, lrs: Sequence[float], wds: Sequence[flo
                         err[i, j] += 1.0
                         test_loss[i, j] += math.inf
     return err / len(seeds), test_loss / len(seeds)
+
+
+def noisy_labels(y: Tensor, fraction: float, num_classes: int = 10, seed: int = 0) -> Tensor:
+    """A copy of ``y`` in which a random ``fraction`` of the entries is replaced by a label
+    drawn uniformly from ``num_classes`` (so about ``fraction·(1 − 1/num_classes)`` end up
+    wrong): training labels that a network can memorize but should not."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    flip = torch.rand(len(y), generator=g) < fraction
+    return torch.where(flip, torch.randint(0, num_classes, (len(y),), generator=g), y)
+
+
+def mark_best_per_column(ax, values) -> list[int]:
+    """Outline, in a heatmap drawn by ``plots.heatmap``, the smallest value of each column
+    (the best weight decay for each learning rate); return those rows."""
+    from matplotlib.patches import Rectangle
+
+    grid = torch.as_tensor(values, dtype=torch.float64)
+    rows = [int(torch.nan_to_num(grid[:, j], nan=math.inf).argmin()) for j in range(grid.shape[1])]
+    for j, i in enumerate(rows):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    return rows
