@@ -5,7 +5,7 @@
 Two shapes: (a) 200 tensors of 5,000 parameters (per-tensor overhead matters) and
 (b) 20 tensors of 500,000 (memory bandwidth matters). Every implementation gets its own
 copy of the same parameters and gradients; repetitions are interleaved (one timed block
-of each implementation in turn, in one process), so that a slow moment of the machine
+of each implementation in turn, in a rotating order, in one process), so that a slow moment of the machine
 hits all of them alike. Prints medians and the ratio to torch's ``foreach=True``.
 The bar for optlib is a ratio of at most 1.05 in every row.
 """
@@ -66,8 +66,11 @@ def time_interleaved(makers: dict[str, Callable], count: int, size: int, reps: i
             opt.step()
     samples = {label: [] for label in optimizers}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(reps):
-        for label, opt in optimizers.items():
+    labels = list(optimizers)
+    for rep in range(reps):
+        # rotate the order every repetition, so no implementation always runs first
+        for label in labels[rep % len(labels):] + labels[:rep % len(labels)]:
+            opt = optimizers[label]
             sync()
             start = time.perf_counter()
             for _ in range(steps):
