@@ -54,3 +54,59 @@ def test_bad_arguments(task):
         sb.run(task, small_model(task), lambda p: optlib.Adam(p), -1)
     with pytest.raises(ValueError, match="batch_size"):
         sb.LMTask(batch_size=0)
+
+
+def test_digits_task_and_steps_to():
+    t = sb.DigitsTask(batch_size=10_000)
+    assert t.batch_size == t.n_train
+    x, y = t.batch(0)
+    assert x.shape == (t.n_train, 64)
+    small = sb.DigitsTask(batch_size=8)
+    assert torch.equal(small.batch(4)[0], small.batch(4)[0])
+    assert sb.steps_to([3.0] * 5 + [1.0] * 30, 1.5, window=5) == 9   # [3,1,1,1,1]: step 9
+    assert sb.steps_to([3.0] * 30, 1.0) is None
+
+
+def test_adafactor_update_rms_matches_the_step():
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(6, 5, dtype=torch.float64))
+    opt = optlib.Adafactor([p], lr=1e-2)
+    p.grad = torch.randn(6, 5, dtype=torch.float64)
+    before = p.detach().clone()
+    opt.step()
+    (rms_u,) = sb.adafactor_update_rms(opt)
+    alpha = max(1e-3, before.pow(2).mean().sqrt().item()) * 1e-2
+    step_rms = (p.detach() - before).pow(2).mean().sqrt().item()
+    assert step_rms == pytest.approx(alpha * rms_u / max(1.0, rms_u), rel=1e-9)
+
+
+def test_trust_ratios_lamb_and_lars():
+    torch.manual_seed(0)
+    for cls, kw in ((optlib.LAMB, {"lr": 1e-6}), (optlib.LARS, {"lr": 1e-6})):
+        p = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+        g = torch.randn(4, 3, dtype=torch.float64)
+        p.grad = g.clone()
+        opt = cls([p], **kw)
+        opt.step()
+        (ratio,) = sb.trust_ratios(opt)
+        if cls is optlib.LARS:
+            expected = 1e-3 * p.norm().item() / (g.norm().item() + 1e-8)
+        else:                            # first step: u = g/(|g| + eps) elementwise
+            expected = p.norm().item() / (g / (g.abs() + 1e-6)).norm().item()
+        assert ratio == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="LAMB or LARS"):
+        q = torch.nn.Parameter(torch.ones(2))
+        q.grad = torch.ones(2)
+        o = optlib.Adam([q])
+        o.step()
+        sb.trust_ratios(o)
+
+
+def test_run_with_sophia_and_muon(task):
+    make = small_model(task)
+    r = sb.run(task, make, lambda p: optlib.SophiaG(p, lr=1e-3), 12, hessian_every=5)
+    assert not r.diverged and any(float(st["hessian"].abs().sum()) > 0
+                                  for st in r.optimizer.state.values())
+    m = sb.run(task, make, lambda model: optlib.MuonWithAdamW(model), 3,
+               optimizer_gets_model=True)
+    assert len(m.loss) == 3

@@ -26,9 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import CharDataset, text
+import optlib
 
-__all__ = ["LMTask", "Checkpoint", "Run", "run", "second_moment_noise", "matrix_params"]
+from .data import CharDataset, digits, text
+
+__all__ = ["LMTask", "DigitsTask", "Checkpoint", "Run", "run", "second_moment_noise",
+           "matrix_params", "adafactor_update_rms", "trust_ratios", "steps_to"]
 
 
 class LMTask:
@@ -68,6 +71,43 @@ class LMTask:
         return value
 
 
+class DigitsTask:
+    """Classification of scikit-learn's 8×8 digits with the same interface as :class:`LMTask`:
+    ``batch(t)`` is a fixed random minibatch per step (the whole training set when
+    ``batch_size`` is at least its size), ``val_loss`` the loss on the held-out quarter,
+    ``train_loss`` the loss on the whole training set."""
+
+    def __init__(self, batch_size: int = 32, seed: int = 0, flat: bool = True):
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.split = digits(seed=seed, flat=flat)
+        self.n_train = len(self.split.x_train)
+        self.batch_size = min(batch_size, self.n_train)
+        self.seed = seed
+
+    def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.split.x_train, self.split.y_train
+        if self.batch_size == self.n_train:
+            return x, y
+        g = torch.Generator().manual_seed(1_000_003 * (self.seed + 1) + t)
+        idx = torch.randperm(self.n_train, generator=g)[:self.batch_size]
+        return x[idx], y[idx]
+
+    loss = staticmethod(LMTask.loss)
+
+    @torch.no_grad()
+    def val_loss(self, model: nn.Module) -> float:
+        return self.loss(model, self.split.x_test, self.split.y_test).item()
+
+    @torch.no_grad()
+    def train_loss(self, model: nn.Module) -> float:
+        return self.loss(model, self.split.x_train, self.split.y_train).item()
+
+    @torch.no_grad()
+    def accuracy(self, model: nn.Module) -> float:
+        return (model(self.split.x_test).argmax(-1) == self.split.y_test).float().mean().item()
+
+
 @dataclass
 class Checkpoint:
     """Weights and optimizer state after ``step`` completed steps."""
@@ -103,23 +143,33 @@ def _flat(params: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 
-def run(task: LMTask, make_model: Callable[[], nn.Module],
+def run(task, make_model: Callable[[], nn.Module],
         make_optimizer: Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer],
         steps: int, schedule: Callable[[int], float] | None = None, *,
         start: Checkpoint | None = None, save_at: Iterable[int] = (),
-        clip: float | None = None, evaluate: bool = True) -> Run:
+        clip: float | None = None, evaluate: bool = True,
+        on_step: Callable | None = None, hessian_every: int = 10,
+        optimizer_gets_model: bool = False) -> Run:
     """Train ``make_model()`` with ``make_optimizer(params)`` until ``steps`` steps are done.
 
     At step ``t`` every group's lr is its base lr times ``schedule(t)`` (constant when
     ``schedule`` is None). ``start`` resumes from a checkpoint (the step count, the
     weights and the optimizer state); ``save_at`` lists the completed-step counts at which
     to keep a :class:`Checkpoint` in ``Run.checkpoints``. A non-finite loss stops the run
-    and sets ``diverged``.
+    and sets ``diverged``. ``task`` is an :class:`LMTask` or a :class:`DigitsTask`.
+
+    ``on_step(t, model, optimizer)`` is called after each step (to record anything).
+    A :class:`~optlib.SophiaG` gets its Hessian estimate refreshed with
+    :func:`optlib.gnb_update_hessian` every ``hessian_every`` steps, as in the authors'
+    training loop, and ``bs`` = the number of predictions per batch.
+    ``optimizer_gets_model=True`` calls ``make_optimizer(model)`` instead of
+    ``make_optimizer(model.parameters())`` (for :class:`optlib.MuonWithAdamW`, which splits
+    a model by its modules).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     model = make_model()
-    optimizer = make_optimizer(model.parameters())
+    optimizer = make_optimizer(model if optimizer_gets_model else model.parameters())
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     first = 0
     if start is not None:
@@ -150,7 +200,12 @@ def run(task: LMTask, make_model: Callable[[], nn.Module],
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(params, clip)
         before = _flat(params)
-        optimizer.step()
+        if isinstance(optimizer, optlib.SophiaG):
+            optimizer.step(bs=y.numel())
+            optlib.gnb_update_hessian(optimizer, model, x, step=t, every=hessian_every,
+                                      generator=torch.Generator().manual_seed(t))
+        else:
+            optimizer.step()
         delta = _flat(params) - before
         lr_now = base_lrs[0] * mult
         out.loss.append(loss.item())
@@ -158,6 +213,8 @@ def run(task: LMTask, make_model: Callable[[], nn.Module],
         out.update_ratio.append((delta.norm() / before.norm()).item())
         rms = delta.pow(2).mean().sqrt().item()
         out.update_rms.append(rms / lr_now if lr_now > 0 else float("nan"))
+        if on_step is not None:
+            on_step(t, model, optimizer)
     if steps in save_at and not out.diverged:
         out.checkpoints[steps] = Checkpoint(steps, copy.deepcopy(model.state_dict()),
                                             copy.deepcopy(optimizer.state_dict()))
@@ -208,3 +265,68 @@ def second_moment_noise(task: LMTask, model: nn.Module, steps: int = 100,
     model.zero_grad(set_to_none=True)
     return {"t": np.arange(1, steps + 1), "q": np.array(rows), "quantiles": quantiles,
             "below_0.1": np.array(below)}
+
+
+# --- chapter 6: looking inside the optimizers beyond Adam ---------------------------------
+@torch.no_grad()
+def adafactor_update_rms(optimizer: torch.optim.Optimizer) -> list[float]:
+    """RMS of Adafactor's unclipped update U = G / sqrt(V̂) of the step just taken, per
+    parameter (recomputed from the state and ``.grad``, as :class:`optlib.Adafactor` does):
+    the step is clipped when this exceeds the threshold ``d``."""
+    out = []
+    for group in optimizer.param_groups:
+        eps1 = group["eps"][0]
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if p.grad is None or not st:
+                continue
+            g = p.grad
+            e = torch.finfo(g.dtype).eps if eps1 is None else eps1
+            if "row_var" in st:
+                r, c = st["row_var"], st["col_var"]
+                v_hat = (r @ c) / r.mean(dim=-2, keepdim=True).clamp(min=e)
+            else:
+                v_hat = st["variance"]
+            u = v_hat.clamp(min=e * e).rsqrt() * g
+            out.append(u.pow(2).mean().sqrt().item())
+    return out
+
+
+@torch.no_grad()
+def trust_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Per-parameter trust ratios of the step just taken: ‖θ‖/‖u‖ for :class:`optlib.LAMB`
+    (u = m̂/(√v̂ + ε) + λθ, from the state), the local lr tc·‖θ‖/(‖g‖ + λ‖θ‖ + ε) for
+    :class:`optlib.LARS`; 1 where a norm is 0, as in the optimizers. ‖θ‖ is taken after the
+    step, which changed it by a fraction of about lr: close enough for a plot."""
+    out = []
+    for group in optimizer.param_groups:
+        wd = group["weight_decay"]
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if p.grad is None or st is None:
+                continue
+            w = p.norm().item()
+            if isinstance(optimizer, optlib.LAMB):
+                (b1, b2), t = group["betas"], float(st["step"])
+                u = (st["exp_avg"] / (1 - b1**t)) / (
+                    (st["exp_avg_sq"] / (1 - b2**t)).sqrt() + group["eps"]) + wd * p
+                n = u.norm().item()
+                out.append(w / n if w > 0 and n > 0 else 1.0)
+            elif isinstance(optimizer, optlib.LARS):
+                gn = p.grad.norm().item()
+                ok = w > 0 and gn > 0
+                out.append(group["trust_coefficient"] * w / (gn + wd * w + group["eps"])
+                           if ok else 1.0)
+            else:
+                raise ValueError(f"optimizer must be LAMB or LARS, got {type(optimizer).__name__}")
+    return out
+
+
+def steps_to(losses, target: float, window: int = 25) -> int | None:
+    """First step at which the mean of the last ``window`` losses is at or below ``target``."""
+    x = np.asarray(losses, dtype=float)
+    if len(x) < window:
+        return None
+    means = np.convolve(x, np.ones(window) / window, mode="valid")
+    hit = np.nonzero(means <= target)[0]
+    return int(hit[0]) + window if hit.size else None
