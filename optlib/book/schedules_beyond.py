@@ -38,7 +38,8 @@ class LMTask:
     """Next-character prediction on the book's corpus with a fixed batch per step.
 
     ``batch(t)`` is the training batch of step ``t`` (the same for every run with the same
-    ``seed``); ``val_loss(model)`` is the mean loss on ``val_batches`` fixed held-out batches.
+    ``seed``); ``val_loss(model)`` is the mean loss on ``val_batches`` fixed held-out batches,
+    the same whatever ``seed`` (which only reorders the training data).
     """
 
     def __init__(self, block_size: int = 32, batch_size: int = 16, seed: int = 0,
@@ -50,7 +51,7 @@ class LMTask:
         self.block_size = block_size
         self.batch_size = batch_size
         self.seed = seed
-        g = torch.Generator().manual_seed(10_000 + seed)
+        g = torch.Generator().manual_seed(10_000)
         self._val = [self.data.batch(batch_size, "val", generator=g) for _ in range(val_batches)]
 
     def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,12 +76,14 @@ class DigitsTask:
     """Classification of scikit-learn's 8×8 digits with the same interface as :class:`LMTask`:
     ``batch(t)`` is a fixed random minibatch per step (the whole training set when
     ``batch_size`` is at least its size), ``val_loss`` the loss on the held-out quarter,
-    ``train_loss`` the loss on the whole training set."""
+    ``train_loss`` the loss on the whole training set. ``seed`` orders the minibatches;
+    ``split_seed`` chooses the train/test split."""
 
-    def __init__(self, batch_size: int = 32, seed: int = 0, flat: bool = True):
+    def __init__(self, batch_size: int = 32, seed: int = 0, flat: bool = True,
+                 split_seed: int = 0):
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.split = digits(seed=seed, flat=flat)
+        self.split = digits(seed=split_seed, flat=flat)
         self.n_train = len(self.split.x_train)
         self.batch_size = min(batch_size, self.n_train)
         self.seed = seed
