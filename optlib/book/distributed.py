@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -143,13 +144,19 @@ def run_data_parallel(jobs: Sequence[Job], world_size: int = 2, seed: int = 0) -
         raise ValueError(f"Invalid world_size: {world_size}")
     jobs = list(jobs)
     # gloo binds to the address the host name resolves to; on a machine whose name does not
-    # resolve it warns and falls back to loopback. Name the loopback device up front.
-    if os.uname().sysname == "Linux":
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(_worker, args=(world_size, free_port(), jobs, seed, out_dir),
-                 nprocs=world_size, join=True)
-        per_rank = [torch.load(Path(out_dir) / f"rank{r}.pt") for r in range(world_size)]
+    # resolve it warns and falls back to loopback. Name the loopback device for the children
+    # (they inherit the environment at spawn time), and leave the caller's environment as it was.
+    set_ifname = sys.platform.startswith("linux") and "GLOO_SOCKET_IFNAME" not in os.environ
+    if set_ifname:
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    try:
+        with tempfile.TemporaryDirectory() as out_dir:
+            mp.spawn(_worker, args=(world_size, free_port(), jobs, seed, out_dir),
+                     nprocs=world_size, join=True)
+            per_rank = [torch.load(Path(out_dir) / f"rank{r}.pt") for r in range(world_size)]
+    finally:
+        if set_ifname:
+            del os.environ["GLOO_SOCKET_IFNAME"]
     return [Result(job=job, params=per_rank[0][i]["params"],
                    state_bytes=[per_rank[r][i]["state_bytes"] for r in range(world_size)],
                    state_tensors=[per_rank[r][i]["state_tensors"] for r in range(world_size)],
