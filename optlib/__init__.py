@@ -10,6 +10,7 @@ from . import schedules
 from .adam import Adam, AdamW, NAdam, RAdam
 from .adaptive import Adagrad, RMSprop
 from .clipping import clip_grad_norm_
+from .compiled import compile
 from .factored import Adafactor
 from .groups import param_groups
 from .large_batch import LAMB, LARS
@@ -33,5 +34,5 @@ __all__ = [
     "Adam8bit",
     "clip_grad_norm_", "param_groups", "state_bytes",
     "schedules", "lr_range_test",
-    "Optimizer", "TensorList", "PerTensor",
+    "Optimizer", "TensorList", "PerTensor", "compile",
 ]

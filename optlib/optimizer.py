@@ -37,8 +37,13 @@ def step_counter(value: float = 0.0) -> Tensor:
 
 
 def as_float(x) -> float:
-    """A hyperparameter as a Python number (torch allows 1-element tensors for ``lr``)."""
-    return x.item() if isinstance(x, Tensor) else x
+    """A hyperparameter as a Python number (torch allows 1-element tensors for ``lr``).
+
+    While ``torch.compile`` traces a rule (``optlib.compile``), a tensor stays a tensor: the
+    compiled graph then reads its value at run time instead of baking it in."""
+    if isinstance(x, Tensor):
+        return x if torch.compiler.is_compiling() else x.item()
+    return x
 
 
 def require(condition: bool, message: str) -> None:

@@ -41,11 +41,11 @@ class PerTensor(tuple):
         if isinstance(other, list):  # a TensorList: let it handle the operation
             return NotImplemented
         if isinstance(other, PerTensor):
-            return PerTensor(fn(a, b) for a, b in zip(self, other, strict=True))
-        return PerTensor(fn(a, other) for a in self)
+            return PerTensor([fn(a, b) for a, b in zip(self, other, strict=True)])
+        return PerTensor([fn(a, other) for a in self])
 
     def _rmap(self, fn: Callable, other) -> PerTensor:
-        return PerTensor(fn(other, a) for a in self)
+        return PerTensor([fn(other, a) for a in self])
 
     def __add__(self, o):
         return self._map(operator.add, o)
@@ -78,7 +78,7 @@ class PerTensor(tuple):
         return self._rmap(operator.pow, o)
 
     def __neg__(self):
-        return PerTensor(-a for a in self)
+        return PerTensor([-a for a in self])
 
     def __gt__(self, o):  # comparisons give per-tensor booleans
         return self._map(operator.gt, o)
@@ -94,12 +94,43 @@ def per_tensor(x, n: int) -> list:
 
 def pick(x, mask: Sequence[bool]):
     """The entries of a PerTensor where ``mask`` holds (a plain number is shared by all)."""
-    return PerTensor(v for v, keep in zip(x, mask, strict=True) if keep) if isinstance(x, PerTensor) else x
+    return PerTensor([v for v, keep in zip(x, mask, strict=True) if keep]) if isinstance(x, PerTensor) else x
 
 
 def _scalars(x):
-    """A number or PerTensor as foreach accepts it (a number, or a list of numbers)."""
-    return list(x) if isinstance(x, PerTensor) else x
+    """A number or PerTensor as foreach accepts it (a number, or a list of numbers).
+
+    Under ``optlib.compile`` scalars may be 0-dim tensors (step counts stay tensors so that
+    the compiled graph does not depend on their values): see :func:`_traced_scalars`.
+    A TensorList (``p.mul_(q)``) passes through."""
+    if isinstance(x, PerTensor):
+        x = list(x)
+    if isinstance(x, list | Tensor) and torch.compiler.is_compiling():
+        return _traced_scalars(x)
+    return x
+
+
+def _traced_scalars(x):
+    """Scalars while torch.compile traces: a plain list (see :func:`_plain`), and each 0-dim
+    tensor (a bias correction) passed through a view that makes Inductor compute it once;
+    otherwise it inlines the computation, ``pow`` included, into every loop that reads it."""
+    def once(v):
+        return v.as_strided((), ()) if isinstance(v, Tensor) and v.dim() == 0 else v
+    return once(x) if isinstance(x, Tensor) else [once(v) for v in x]
+
+
+def _tensor_values(x) -> bool:
+    """Whether ``_scalars(x)`` is a 0-dim tensor or a list of them (only under
+    ``optlib.compile``). addcmul/addcdiv then multiply by it as a separate step: their
+    foreach overloads take no 0-dim tensor, and the one-value-per-tensor overload cannot be
+    traced for CPU tensors."""
+    return isinstance(x, Tensor) or (isinstance(x, list) and bool(x) and isinstance(x[0], Tensor))
+
+
+def _plain(x: list) -> list:
+    """A TensorList as torch.compile can hand it to a ``torch._foreach_*`` function: a plain
+    list (dynamo cannot pass a list subclass to a torch function). Eager: ``x`` itself."""
+    return list(x) if torch.compiler.is_compiling() else x
 
 
 class TensorList(list):
@@ -112,126 +143,138 @@ class TensorList(list):
 
     # ---- construction -------------------------------------------------------------------
     def clone(self) -> TensorList:
-        return TensorList(t.clone() for t in self)
+        return TensorList([t.clone() for t in self])
 
     def select(self, mask: Sequence[bool]) -> TensorList:
         """The tensors where ``mask`` is true (the same tensor objects, so in-place ops stick)."""
-        return TensorList(t for t, keep in zip(self, mask, strict=True) if keep)
+        return TensorList([t for t, keep in zip(self, mask, strict=True) if keep])
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> TensorList:
         """Apply a per-tensor function (for rules that depend on each tensor's shape)."""
-        return TensorList(fn(t) for t in self)
+        return TensorList([fn(t) for t in self])
 
     # ---- in place -----------------------------------------------------------------------
     def add_(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
-            torch._foreach_add_(self, other, alpha=alpha)
+            torch._foreach_add_(_plain(self), _plain(other), alpha=alpha)
         else:
-            torch._foreach_add_(self, _scalars(other * alpha if alpha != 1 else other))
+            torch._foreach_add_(_plain(self), _scalars(other * alpha if alpha != 1 else other))
         return self
 
     def sub_(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
-            torch._foreach_sub_(self, other, alpha=alpha)
+            torch._foreach_sub_(_plain(self), _plain(other), alpha=alpha)
         else:
-            torch._foreach_sub_(self, _scalars(other * alpha if alpha != 1 else other))
+            torch._foreach_sub_(_plain(self), _scalars(other * alpha if alpha != 1 else other))
         return self
 
     def mul_(self, other) -> TensorList:
-        torch._foreach_mul_(self, _scalars(other))
+        torch._foreach_mul_(_plain(self), _scalars(other))
         return self
 
     def div_(self, other) -> TensorList:
-        torch._foreach_div_(self, _scalars(other))
+        torch._foreach_div_(_plain(self), _scalars(other))
         return self
 
     def addcmul_(self, tensor1: list, tensor2: list, value=1) -> TensorList:
-        torch._foreach_addcmul_(self, tensor1, tensor2, _scalars(value))
+        value = _scalars(value)
+        if _tensor_values(value):  # as torch computes it: (value · t1) * t2
+            return self.add_(TensorList(tensor1).mul(value).mul_(tensor2))
+        torch._foreach_addcmul_(_plain(self), _plain(tensor1), _plain(tensor2), value)
         return self
 
     def addcdiv_(self, tensor1: list, tensor2: list, value=1) -> TensorList:
-        torch._foreach_addcdiv_(self, tensor1, tensor2, _scalars(value))
+        value = _scalars(value)
+        if _tensor_values(value):  # as torch computes it: (value · t1) / t2
+            return self.add_(TensorList(tensor1).mul(value).div_(tensor2))
+        torch._foreach_addcdiv_(_plain(self), _plain(tensor1), _plain(tensor2), value)
         return self
 
     def lerp_(self, end: list, weight) -> TensorList:
-        torch._foreach_lerp_(self, end, _scalars(weight))
+        torch._foreach_lerp_(_plain(self), _plain(end), _scalars(weight))
         return self
 
     def maximum_(self, other: list) -> TensorList:
-        torch._foreach_maximum_(self, other)
+        torch._foreach_maximum_(_plain(self), _plain(other))
         return self
 
     def clamp_min_(self, value) -> TensorList:
-        torch._foreach_clamp_min_(self, _scalars(value))
+        torch._foreach_clamp_min_(_plain(self), _scalars(value))
         return self
 
     def clamp_max_(self, value) -> TensorList:
-        torch._foreach_clamp_max_(self, _scalars(value))
+        torch._foreach_clamp_max_(_plain(self), _scalars(value))
         return self
 
     def sqrt_(self) -> TensorList:
-        torch._foreach_sqrt_(self)
+        torch._foreach_sqrt_(_plain(self))
         return self
 
     def sign_(self) -> TensorList:
-        torch._foreach_sign_(self)
+        torch._foreach_sign_(_plain(self))
         return self
 
     def zero_(self) -> TensorList:
-        torch._foreach_zero_(self)
+        torch._foreach_zero_(_plain(self))
         return self
 
     def copy_(self, src: list) -> TensorList:
-        torch._foreach_copy_(self, src)
+        torch._foreach_copy_(_plain(self), _plain(src))
         return self
 
     # ---- out of place -------------------------------------------------------------------
     def add(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
-            return TensorList(torch._foreach_add(self, other, alpha=alpha))
-        return TensorList(torch._foreach_add(self, _scalars(other * alpha if alpha != 1 else other)))
+            return TensorList(torch._foreach_add(_plain(self), _plain(other), alpha=alpha))
+        return TensorList(torch._foreach_add(_plain(self), _scalars(other * alpha if alpha != 1 else other)))
 
     def sub(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
-            return TensorList(torch._foreach_sub(self, other, alpha=alpha))
-        return TensorList(torch._foreach_sub(self, _scalars(other * alpha if alpha != 1 else other)))
+            return TensorList(torch._foreach_sub(_plain(self), _plain(other), alpha=alpha))
+        return TensorList(torch._foreach_sub(_plain(self), _scalars(other * alpha if alpha != 1 else other)))
 
     def mul(self, other) -> TensorList:
-        return TensorList(torch._foreach_mul(self, _scalars(other)))
+        return TensorList(torch._foreach_mul(_plain(self), _scalars(other)))
 
     def div(self, other) -> TensorList:
-        return TensorList(torch._foreach_div(self, _scalars(other)))
+        return TensorList(torch._foreach_div(_plain(self), _scalars(other)))
 
     def addcmul(self, tensor1: list, tensor2: list, value=1) -> TensorList:
-        return TensorList(torch._foreach_addcmul(self, tensor1, tensor2, _scalars(value)))
+        value = _scalars(value)
+        if _tensor_values(value):
+            return self.add(TensorList(tensor1).mul(value).mul_(tensor2))
+        return TensorList(torch._foreach_addcmul(_plain(self), _plain(tensor1), _plain(tensor2), value))
 
     def addcdiv(self, tensor1: list, tensor2: list, value=1) -> TensorList:
-        return TensorList(torch._foreach_addcdiv(self, tensor1, tensor2, _scalars(value)))
+        value = _scalars(value)
+        if _tensor_values(value):
+            return self.add(TensorList(tensor1).mul(value).div_(tensor2))
+        return TensorList(torch._foreach_addcdiv(_plain(self), _plain(tensor1), _plain(tensor2), value))
 
     def lerp(self, end: list, weight) -> TensorList:
-        return TensorList(torch._foreach_lerp(self, end, _scalars(weight)))
+        return TensorList(torch._foreach_lerp(_plain(self), _plain(end), _scalars(weight)))
 
     def sqrt(self) -> TensorList:
-        return TensorList(torch._foreach_sqrt(self))
+        return TensorList(torch._foreach_sqrt(_plain(self)))
 
     def reciprocal(self) -> TensorList:
-        return TensorList(torch._foreach_reciprocal(self))
+        return TensorList(torch._foreach_reciprocal(_plain(self)))
 
     def abs(self) -> TensorList:
-        return TensorList(torch._foreach_abs(self))
+        return TensorList(torch._foreach_abs(_plain(self)))
 
     def sign(self) -> TensorList:
-        return TensorList(torch._foreach_sign(self))
+        return TensorList(torch._foreach_sign(_plain(self)))
 
     def neg(self) -> TensorList:
-        return TensorList(torch._foreach_neg(self))
+        return TensorList(torch._foreach_neg(_plain(self)))
 
     def maximum(self, other: list) -> TensorList:
-        return TensorList(torch._foreach_maximum(self, other))
+        return TensorList(torch._foreach_maximum(_plain(self), _plain(other)))
 
     def norm(self, ord: Number = 2) -> list[Tensor]:
         """One 0-dim tensor per tensor: its ``ord``-norm over all elements."""
-        return list(torch._foreach_norm(self, ord))
+        return list(torch._foreach_norm(_plain(self), ord))
 
     # ---- operators, for rules that read best as formulas --------------------------------
     __neg__ = neg

@@ -1,0 +1,200 @@
+"""An optional compiled step: the same update rule, run through ``torch.compile``.
+
+    opt = optlib.compile(optlib.AdamW(model.parameters(), lr=1e-3))
+
+``optlib.compile(optimizer)`` returns the same optimizer object, whose ``step`` now runs
+its ``update`` rule as one compiled graph per parameter group (PyTorch's Inductor fuses
+the rule's foreach operations into a few loops over each tensor, so moments, bias
+corrections and the parameter update happen in one pass over memory). Nothing else
+changes: gathering gradients, creating state, ``param_groups``, ``state_dict``,
+schedulers and hooks are the eager optimizer's own, and so is the rule: there is no
+second copy of it, the compiler traces the one that ``update`` defines.
+
+What makes the rule traceable, and its graph independent of the step and the learning rate:
+
+* the rule sees the group's state as lists (one per key) and its ``TensorList`` methods hand
+  ``torch._foreach_*`` plain lists while compiling (dynamo cannot pass a list subclass on);
+* step counts stay 0-dim tensors: ``s.advance()`` returns a :class:`~optlib.PerTensor` of
+  them instead of Python numbers (reading them would break the graph and bake the step
+  into it), so bias corrections such as ``1 - beta1**t`` are computed inside the graph,
+  in float64 as the eager path computes them in Python floats;
+* the learning rate goes in the same way, as a PerTensor of one 0-dim float64 tensor, so a
+  scheduler changing it every step reuses the compiled graph. Other hyperparameters
+  (betas, eps, weight decay, flags) are constants of the graph: changing one compiles
+  again (and, from the second value on, torch.compile makes it an input).
+
+Numbers equal the eager optimizer's to rounding (Inductor may order a fused expression's
+floating-point operations differently), not bit for bit.
+
+The first step compiles (tens of seconds on a small CPU; each parameter group, and each
+change of the number or shapes of tensors with a gradient, compiles once more).
+Where compiling fails (no C++ compiler for Inductor's CPU code, a platform or Python
+without ``torch.compile`` support, a rule the compiler cannot trace in one graph), the
+optimizer warns once and goes on with the eager rule, which gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import time
+import types
+import warnings
+
+import torch
+from torch import Tensor
+
+from .optimizer import Optimizer, State, as_float
+from .tensorlist import PerTensor, TensorList
+
+
+class _TracedState(State):
+    """The :class:`~optlib.optimizer.State` the compiled rule sees: the group's state as
+    one list per key, and 0-dim entries (step counts) as tensors rather than Python numbers.
+
+    Keys in ``shared`` hold the same value for every tensor (checked before the call, the
+    usual case); their values come back as one 0-dim tensor, so that the graph computes
+    bias corrections once rather than once per tensor. Other keys give a PerTensor."""
+
+    def __init__(self, columns: dict[str, list], new: list[bool], shared: frozenset):
+        self._columns = columns
+        self._shared = shared
+        self.new = new
+
+    def __getattr__(self, key: str) -> TensorList:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return TensorList(self._columns[key])
+
+    def __getitem__(self, key: str) -> TensorList:
+        return TensorList(self._columns[key])
+
+    def advance(self, key: str = "step"):
+        torch._foreach_add_(self._columns[key], 1)
+        return self.values(key)
+
+    def values(self, key: str):
+        # float64, like the Python floats of the eager path (1 - 0.999**t loses digits in float32)
+        column = self._columns[key]
+        if key in self._shared:
+            return column[0].to(torch.float64)
+        return PerTensor([c.to(torch.float64) for c in column])
+
+
+def _rule(update, group, params, grads, columns, new, shared):
+    """What torch.compile traces: the optimizer's own rule on the group's lists."""
+    update(group, TensorList(params), TensorList(grads), _TracedState(columns, new, shared))
+
+
+_copies = itertools.count()
+
+
+def _graphs() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+class CompiledUpdate:
+    """Stands in for an optimizer's ``update``: calls the rule through ``torch.compile``,
+    and the eager rule from the first failure on (after one warning).
+
+    ``compile_seconds`` is the time spent in calls that compiled (the first step, and any
+    later one that met a new group layout); ``failure`` is the exception that made it
+    fall back, or ``None``.
+    """
+
+    def __init__(self, optimizer: Optimizer, options: dict):
+        self.eager = type(optimizer).update.__get__(optimizer)
+        self.name = type(optimizer).__name__
+        # Dynamo's guards already check every input's sizes and strides; Inductor's own
+        # asserts would check them again, one Python call per tensor and step.
+        # dynamic=False: hyperparameters other than lr stay constants of the graph (a change
+        # compiles again) rather than becoming symbolic numbers.
+        self.options = {"fullgraph": True, "dynamic": False, **options}
+        if "mode" not in options and options.get("backend", "inductor") == "inductor":
+            self.options["options"] = {"size_asserts": False, **options.get("options", {})}
+        self.compiled = None
+        self.failure: BaseException | None = None
+        self.compile_seconds = 0.0
+        self._known: dict[int, list] = {}
+
+    def _compile(self):
+        # torch.compile keeps its graphs per code object (8 at most): give each optimizer
+        # its own copy of ``_rule`` so that optimizers do not evict each other's graphs.
+        # (Code objects compare by value, so the copy needs a name of its own.)
+        name = f"_rule_{next(_copies)}"
+        rule = types.FunctionType(_rule.__code__.replace(co_name=name), _rule.__globals__, name)
+        return torch.compile(rule, **self.options)
+
+    def _steps_shared(self, group: dict, steps: list | None) -> bool:
+        """Whether every tensor of the group is at the same step (the usual case). Checking
+        costs a sync of all counters, so a positive answer is remembered for as long as the
+        group steps the very same counter tensors: each compiled step adds 1 to all of them.
+        (A count changed in place between steps by other code would go unnoticed.)"""
+        if not steps or not (isinstance(steps[0], Tensor) and steps[0].dim() == 0):
+            return False
+        known = self._known.get(id(group))
+        if known is not None and len(known) == len(steps) and all(map(operator.is_, steps, known)):
+            return True
+        values = torch.stack(steps).tolist()
+        if all(v == values[0] for v in values):
+            self._known[id(group)] = steps
+            return True
+        self._known.pop(id(group), None)
+        return False
+
+    def __call__(self, group: dict, p: TensorList, g: TensorList, s: State) -> None:
+        if self.failure is not None:
+            return self.eager(group, p, g, s)
+        states = s._states
+        try:
+            columns = {k: [st[k] for st in states] for k in states[0]}
+        except KeyError as error:  # parameters of the group with different kinds of state
+            return self._fall_back(group, p, g, s, error)
+        zero_dim = {k for k, c in columns.items() if isinstance(c[0], Tensor) and c[0].dim() == 0}
+        shared = frozenset({"step"} if self._steps_shared(group, columns.get("step")) else ())
+        # The learning rate goes in as a 0-dim tensor, so that a scheduler changing it does
+        # not recompile; as one per tensor where state scalars differ per tensor (a tensor and
+        # a PerTensor do not mix in arithmetic).
+        lr = torch.tensor(as_float(group["lr"]), dtype=torch.float64)
+        if zero_dim - shared:
+            lr = PerTensor([lr] * len(p))
+        hyper = {**group, "lr": lr}
+        try:
+            start, graphs = time.perf_counter(), _graphs()
+            if self.compiled is None:
+                self.compiled = self._compile()
+            self.compiled(self.eager, hyper, list(p), list(g), columns, s.new, shared)
+        except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eager
+            return self._fall_back(group, p, g, s, error)
+        if _graphs() != graphs:                  # this call compiled a graph
+            self.compile_seconds += time.perf_counter() - start
+
+    def _fall_back(self, group, p, g, s, error: BaseException) -> None:
+        self.failure = error
+        cause = error                          # dynamo wraps the backend's own error
+        while (inner := cause.__cause__ or getattr(cause, "inner_exception", None)) is not None:
+            cause = inner
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        warnings.warn(
+            f"optlib.compile: torch.compile could not compile {self.name}'s update rule "
+            f"({type(cause).__name__}: {first_line}); using the eager rule (same numbers, "
+            "slower step).", RuntimeWarning, stacklevel=4)
+        # A failure while compiling happens before the compiled code runs, so nothing has
+        # been updated yet: the eager rule takes this step.
+        return self.eager(group, p, g, s)
+
+
+def compile(optimizer: Optimizer, **options) -> Optimizer:
+    """Run ``optimizer``'s update rule through ``torch.compile``; returns ``optimizer``.
+
+    ``options`` go to ``torch.compile`` (defaults: ``fullgraph=True``, ``dynamic=False``;
+    for example ``mode="max-autotune-no-cudagraphs"`` or ``backend=...``). Compilation
+    happens on the first ``step()``; ``optimizer.update.compile_seconds`` then tells how
+    long it took. If ``torch.compile`` cannot compile the rule, one ``RuntimeWarning``
+    says why and the optimizer keeps stepping with the eager rule.
+    """
+    if not isinstance(optimizer, Optimizer):
+        raise ValueError(f"optimizer must be an optlib optimizer, got {type(optimizer).__name__}")
+    if not isinstance(optimizer.__dict__.get("update"), CompiledUpdate):
+        optimizer.update = CompiledUpdate(optimizer, options)
+    return optimizer

@@ -1,0 +1,108 @@
+"""optlib.compile: the compiled rule gives the eager rule's numbers, a scheduler does not
+recompile it, and a compile failure falls back to the eager rule with one warning.
+
+The parity test compiles one graph (about 20 s on a 2-core CPU); it is skipped where
+torch.compile cannot run (no C++ compiler for Inductor's CPU code, no dynamo support).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import optlib
+from optlib.compiled import CompiledUpdate
+
+SHAPES = ((3, 4), (5,), (2, 3, 2), (7,))
+
+
+def _cannot_compile() -> str | None:
+    """Why torch.compile's CPU backend cannot run here, or None if it can."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile (dynamo) is not supported on this Python/platform"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        get_cpp_compiler()
+    except Exception as error:  # noqa: BLE001 -- any failure to find one means: skip
+        return f"no C++ compiler for torch.compile's CPU backend ({type(error).__name__})"
+    return None
+
+
+needs_compiler = pytest.mark.skipif(_cannot_compile() is not None, reason=str(_cannot_compile()))
+
+
+def make_params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+
+
+def run(opt, steps, seed=1):
+    """``steps`` steps on fixed gradients (the last tensor never has one), with an lr
+    schedule that changes the learning rate every step."""
+    gen = torch.Generator().manual_seed(seed)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.7 ** k)
+    params = opt.param_groups[0]["params"]
+    for _ in range(steps):
+        for p in params[:-1]:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+        sched.step()
+    return params
+
+
+@needs_compiler
+def test_compiled_adamw_equals_eager_and_a_schedule_does_not_recompile():
+    kwargs = dict(lr=0.1, betas=(0.8, 0.99), weight_decay=0.1)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = optlib.compile(optlib.AdamW(make_params(), **kwargs))
+    assert isinstance(compiled, optlib.AdamW)
+    eager = optlib.AdamW(make_params(), **kwargs)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        ours = run(compiled, steps=6)
+    assert not [w for w in record if "optlib.compile" in str(w.message)]   # no fallback
+    theirs = run(eager, steps=6)
+    assert compiled.update.failure is None
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1   # 6 lrs, one graph
+    assert compiled.update.compile_seconds > 0
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    for a, b in zip(ours[:-1], theirs[:-1], strict=True):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(compiled.state[a][key], eager.state[b][key],
+                                       rtol=1e-6, atol=1e-9)
+    assert compiled.state[ours[0]]["step"].item() == 6
+    assert ours[-1] not in compiled.state              # no gradient: untouched, no state
+    # state_dict is the eager optimizer's: it loads into torch.optim.AdamW
+    twin = torch.optim.AdamW(make_params(), **kwargs)
+    twin.load_state_dict(compiled.state_dict())
+
+
+def failing_backend(gm, example_inputs):
+    raise RuntimeError("simulated: no C++ compiler found")
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning():
+    kwargs = dict(lr=0.1, weight_decay=0.1)
+    torch._dynamo.reset()
+    compiled = optlib.compile(optlib.Adam(make_params(), **kwargs), backend=failing_backend)
+    eager = optlib.Adam(make_params(), **kwargs)
+    with pytest.warns(RuntimeWarning, match="could not compile Adam's update rule") as record:
+        ours = run(compiled, steps=3)
+    assert len([w for w in record if "optlib.compile" in str(w.message)]) == 1
+    assert "simulated: no C++ compiler found" in str(record[0].message)
+    theirs = run(eager, steps=3)
+    for a, b in zip(ours, theirs, strict=True):                 # the eager rule: equal bits
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert compiled.update.failure is not None
+
+
+def test_compile_is_idempotent_and_refuses_other_optimizers():
+    opt = optlib.Adam(make_params())
+    assert optlib.compile(optlib.compile(opt)) is opt
+    assert isinstance(opt.update, CompiledUpdate) and not isinstance(opt.update.eager, CompiledUpdate)
+    with pytest.raises(ValueError, match="optimizer must be an optlib optimizer"):
+        optlib.compile(torch.optim.Adam(make_params()))
