@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch_twins as twins
 
 import optlib
 
@@ -24,41 +25,19 @@ MATRICES = ((4, 5), (6, 3), (5, 5))
 
 
 def make_params(shapes=SHAPES, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
+    return twins.make_params(shapes, dtype, seed)
 
 
 def gradient(step: int, i: int, p: torch.Tensor, gen: torch.Generator):
-    """Varied gradients: scales 0.1/1/10, sign flips, exact zeros, and no gradient now and then."""
-    if i == 1 and step % 4 == 3:
-        return None
-    g = torch.randn(p.shape, generator=gen, dtype=p.dtype) * 10.0 ** (step % 3 - 1)
-    if step % 5 == 0:
-        g = -g
-    if step % 7 == 0:
-        g.view(-1)[0] = 0.0
-    return g
+    """torch_twins' varied gradients, with the second tensor's gradient missing now and then."""
+    return twins.gradient(step, i, p, gen, no_grad=1)
 
 
 def run_pair(make_ours, make_theirs, steps=25, shapes=SHAPES, dtype=torch.float64, seed=0,
              step_kwargs=None, between=None):
-    """Step optlib's and the reference optimizer on identical gradients; return both params.
-
-    ``make_*`` take a parameter list; ``between(step, ours, theirs)`` runs after each step
-    (for example Sophia's Hessian refresh)."""
-    a, b = make_params(shapes, dtype, seed), make_params(shapes, dtype, seed)
-    ours, theirs = make_ours(a), make_theirs(b)
-    gen = torch.Generator().manual_seed(seed + 1)
-    for step in range(steps):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            g = gradient(step, i, x, gen)
-            x.grad = None if g is None else g.clone()
-            y.grad = None if g is None else g.clone()
-        ours.step(**(step_kwargs or {}))
-        theirs.step(**(step_kwargs or {}))
-        if between is not None:
-            between(step, ours, theirs)
-    return a, b, ours, theirs
+    """Step optlib's and the reference optimizer on identical gradients (torch_twins.run_twins)."""
+    return twins.run_twins(make_ours, make_theirs, steps, shapes, dtype, seed,
+                           step_kwargs=step_kwargs, between=between, no_grad=1)
 
 
 def assert_close(a, b, rtol=1e-12, atol=1e-14):

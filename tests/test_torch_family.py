@@ -104,7 +104,7 @@ def test_two_param_groups_with_different_settings(name, float64):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_parameters_without_gradient_are_untouched(name):
-    params = make_params(torch.float64)
+    params = make_params(dtype=torch.float64)
     frozen = params[1].detach().clone()
     opt = getattr(optlib, name)(params, lr=0.1)
     for _ in range(3):
@@ -152,11 +152,11 @@ def _train(opt, params, steps, start=0):
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_resume_is_bit_exact(name, dtype):
     cls, kwargs = getattr(optlib, name), RESUME_SETTINGS[name]
-    straight = make_params(dtype)
+    straight = make_params(dtype=dtype)
     opt = cls(straight, **kwargs)
     _train(opt, straight, 20)
 
-    resumed = make_params(dtype)
+    resumed = make_params(dtype=dtype)
     first = cls(resumed, **kwargs)
     _train(first, resumed, 10)
     saved = copy.deepcopy(first.state_dict())
