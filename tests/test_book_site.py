@@ -262,6 +262,11 @@ def test_student_edition_has_no_solutions(site):
         exercise = re.compile(r'class="[^"]*\bexercise\b')
         assert len(exercise.findall(student)) == len(exercise.findall(full)), (
             f"{page}: the editions have different exercises")
+        notebook = STUDENT_SITE.parent / "notebooks" / f"{Path(page).name}.ipynb"
+        assert notebook.is_file(), f"no student notebook {notebook}"
+        text = notebook.read_text(encoding="utf-8")
+        assert "{solution" not in text, f"{notebook} still has a solution"
+        assert "{exercise" in text, f"{notebook} lost its exercises"
 
 
 # ------------------------------------------------- the course guide's grader is real code
