@@ -12,7 +12,7 @@ class Adagrad(Optimizer):
     r"""AdaGrad (Duchi, Hazan & Singer, JMLR 2011); numbers equal ``torch.optim.Adagrad``.
 
     .. math::
-        g_t &\leftarrow \nabla f(\theta_{t-1}) + \lambda\theta_{t-1},\qquad
+        g_t &\leftarrow \nabla \mathcal{L}(\theta_{t-1}) + \lambda\theta_{t-1},\qquad
         \eta_t = \frac{\eta}{1 + (t-1)\,\delta} \\
         s_t &\leftarrow s_{t-1} + g_t^2 \quad (s_0 = \text{initial\_accumulator\_value}) \\
         \theta_t &\leftarrow \theta_{t-1} - \eta_t\, \frac{g_t}{\sqrt{s_t} + \epsilon}
@@ -62,8 +62,8 @@ class RMSprop(Optimizer):
         v_t &\leftarrow \alpha v_{t-1} + (1-\alpha) g_t^2,\qquad
         \bar g_t \leftarrow \alpha \bar g_{t-1} + (1-\alpha) g_t \ \text{(centered)} \\
         d_t &= \sqrt{v_t - \bar g_t^2 \text{ (centered) or } v_t} + \epsilon \\
-        b_t &\leftarrow \mu b_{t-1} + g_t / d_t \ \ (b_0 = 0),\qquad
-        \theta_t \leftarrow \theta_{t-1} - \eta\, b_t \quad (\text{or } \eta\, g_t/d_t \text{ if } \mu=0)
+        b_t &\leftarrow \beta b_{t-1} + g_t / d_t \ \ (b_0 = 0),\qquad
+        \theta_t \leftarrow \theta_{t-1} - \eta\, b_t \quad (\text{or } \eta\, g_t/d_t \text{ if } \beta=0)
 
     No bias correction: :math:`v` starts at 0, so the first steps are large
     (:math:`g/\sqrt{(1-\alpha)g^2} = 10\,\mathrm{sign}(g)` for :math:`\alpha=0.99`).
@@ -90,7 +90,7 @@ class RMSprop(Optimizer):
         return state
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, alpha, eps, wd, mu = (as_float(group["lr"]), group["alpha"], group["eps"],
+        lr, alpha, eps, wd, beta = (as_float(group["lr"]), group["alpha"], group["eps"],
                                   group["weight_decay"], group["momentum"])
         s.advance("step")
         if group["maximize"]:
@@ -104,8 +104,8 @@ class RMSprop(Optimizer):
         else:
             denom = v.sqrt()
         denom.add_(eps)                                              # ε outside the root
-        if mu > 0:
-            buf = s.momentum_buffer.mul_(mu).addcdiv_(g, denom)      # b ← μb + g/d
+        if beta > 0:
+            buf = s.momentum_buffer.mul_(beta).addcdiv_(g, denom)      # b ← βb + g/d
             p.add_(buf, alpha=-lr)
         else:
             p.addcdiv_(g, denom, value=-lr)                          # θ ← θ − η g/d

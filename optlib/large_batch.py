@@ -78,10 +78,10 @@ class LARS(Optimizer):
     .. math::
         \ell &= \text{tc}\,\frac{\|\theta\|}{\|g\| + \lambda\|\theta\| + \epsilon}
             \quad\text{(per tensor; 1 when } \|\theta\| \text{ or } \|g\| \text{ is 0)} \\
-        v &\leftarrow \mu v + \eta\,\ell\,(g + \lambda\theta) \quad (v_0 = 0), \qquad
+        v &\leftarrow \beta v + \eta\,\ell\,(g + \lambda\theta) \quad (v_0 = 0), \qquad
         \theta \leftarrow \theta - v
 
-    with trust coefficient tc, momentum :math:`\mu` and weight decay :math:`\lambda`.
+    with trust coefficient tc, momentum :math:`\beta` and weight decay :math:`\lambda`.
     The learning rate sits *inside* the momentum buffer, as in the paper (so changing
     :math:`\eta` does not rescale the momentum already accumulated).
 
@@ -113,11 +113,11 @@ class LARS(Optimizer):
         return {"momentum_buffer": p.new_zeros(p.shape)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, mu, wd, tc, eps = (as_float(group["lr"]), group["momentum"], group["weight_decay"],
+        lr, beta, wd, tc, eps = (as_float(group["lr"]), group["momentum"], group["weight_decay"],
                                group["trust_coefficient"], group["eps"])
         local = 1.0
         if group["trust_ratio"]:                                    # ℓ = tc‖θ‖/(‖g‖+λ‖θ‖+ε)
             local = trust_ratio(p.norm(), g.norm(), lambda w, gn: tc * w / (gn + wd * w + eps))
         d = g.add(p, alpha=wd) if wd != 0 else g                    # g + λθ
-        s.momentum_buffer.mul_(mu).add_(d.mul(local * lr))          # v ← μv + η ℓ (g + λθ)
+        s.momentum_buffer.mul_(beta).add_(d.mul(local * lr))          # v ← βv + η ℓ (g + λθ)
         p.sub_(s.momentum_buffer)                                   # θ ← θ − v

@@ -58,8 +58,8 @@ class Muon(Optimizer):
     ``torch.optim.Muon`` (torch 2.13).
 
     .. math::
-        B_t &\leftarrow \mu B_{t-1} + (1-\mu) G_t, \qquad
-        \tilde B_t = \begin{cases} (1-\mu) G_t + \mu B_t & \text{Nesterov} \\
+        B_t &\leftarrow \beta B_{t-1} + (1-\beta) G_t, \qquad
+        \tilde B_t = \begin{cases} (1-\beta) G_t + \beta B_t & \text{Nesterov} \\
                                    B_t & \text{otherwise} \end{cases} \\
         O_t &= \operatorname{NS}_k(\tilde B_t) \approx UV^\top
             \text{ for } \tilde B_t = USV^\top \\
@@ -92,9 +92,9 @@ class Muon(Optimizer):
         return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, wd, mu = as_float(group["lr"]), group["weight_decay"], group["momentum"]
-        buf = s.momentum_buffer.lerp_(g, 1 - mu)                    # B ← μB + (1−μ)G
-        b = g.lerp(buf, mu) if group["nesterov"] else buf           # B̃ = G + μ(B − G)
+        lr, wd, beta = as_float(group["lr"]), group["weight_decay"], group["momentum"]
+        buf = s.momentum_buffer.lerp_(g, 1 - beta)                    # B ← βB + (1−β)G
+        b = g.lerp(buf, beta) if group["nesterov"] else buf           # B̃ = G + β(B − G)
         p.mul_(1 - lr * wd)                                         # θ ← θ(1 − ηλ)
         # Orthogonalisation and the lr adjustment depend on each matrix's shape.
         for x, bx in zip(p, b, strict=True):

@@ -10,11 +10,11 @@ class SGD(Optimizer):
     r"""SGD with heavy-ball or Nesterov momentum; numbers equal ``torch.optim.SGD``.
 
     .. math::
-        g_t &\leftarrow \nabla f(\theta_{t-1}) + \lambda\theta_{t-1} \\
-        b_t &\leftarrow \mu b_{t-1} + (1-\tau) g_t \quad (b_1 = g_1) \\
-        \theta_t &\leftarrow \theta_{t-1} - \eta\,(g_t + \mu b_t \text{ if Nesterov else } b_t)
+        g_t &\leftarrow \nabla \mathcal{L}(\theta_{t-1}) + \lambda\theta_{t-1} \\
+        b_t &\leftarrow \beta b_{t-1} + (1-\tau) g_t \quad (b_1 = g_1) \\
+        \theta_t &\leftarrow \theta_{t-1} - \eta\,(g_t + \beta b_t \text{ if Nesterov else } b_t)
 
-    with learning rate :math:`\eta`, momentum :math:`\mu`, dampening :math:`\tau` and
+    with learning rate :math:`\eta`, momentum :math:`\beta`, dampening :math:`\tau` and
     L2 weight decay :math:`\lambda`. This is PyTorch's form (the learning rate multiplies
     the buffer); Sutskever et al. (2013) put :math:`\eta` inside the buffer, which is the
     same sequence of parameters only while :math:`\eta` is constant.
@@ -37,19 +37,20 @@ class SGD(Optimizer):
         return {"momentum_buffer": p.new_zeros(p.shape)} if group["momentum"] != 0 else {}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, mu, tau, wd = as_float(group["lr"]), group["momentum"], group["dampening"], group["weight_decay"]
+        lr, beta, tau = as_float(group["lr"]), group["momentum"], group["dampening"]
+        wd = group["weight_decay"]
         if group["maximize"]:
             g = -g
         if wd != 0:
             g = g.add(p, alpha=wd)                               # g ← g + λθ
-        if mu != 0:
+        if beta != 0:
             buf, new = s.momentum_buffer, s.new
             if any(new):                           # torch seeds a new buffer with g itself: b₁ = g₁
                 old = [not n for n in new]
                 buf.select(new).copy_(g.select(new))
                 if any(old):
-                    buf.select(old).mul_(mu).add_(g.select(old), alpha=1 - tau)
+                    buf.select(old).mul_(beta).add_(g.select(old), alpha=1 - tau)
             else:
-                buf.mul_(mu).add_(g, alpha=1 - tau)                # b ← μb + (1−τ)g
-            g = g.add(buf, alpha=mu) if group["nesterov"] else buf   # d = g + μb  or  b
+                buf.mul_(beta).add_(g, alpha=1 - tau)                # b ← βb + (1−τ)g
+            g = g.add(buf, alpha=beta) if group["nesterov"] else buf   # d = g + βb  or  b
         p.add_(g, alpha=-lr)                                     # θ ← θ − η d
