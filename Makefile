@@ -29,7 +29,10 @@ unit: install
 notebooks: install
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --nbval --nbval-current-env chapters
 
-book: install mathjax
+# The reader's build: MathJax is served locally when npm can fetch it, else from a CDN.
+book: install
+	@$(MAKE) --no-print-directory mathjax \
+		|| echo "note: MathJax not vendored (needs npm); the pages will load it from a CDN"
 	$(BIN)/jupyter-book build .
 	@echo "open _build/html/index.html"
 
