@@ -14,23 +14,28 @@ What makes the rule traceable, and its graph independent of the step and the lea
 
 * the rule sees the group's state as lists (one per key) and its ``TensorList`` methods hand
   ``torch._foreach_*`` plain lists while compiling (dynamo cannot pass a list subclass on);
-* step counts stay 0-dim tensors: ``s.advance()`` returns a :class:`~optlib.PerTensor` of
-  them instead of Python numbers (reading them would break the graph and bake the step
-  into it), so bias corrections such as ``1 - beta1**t`` are computed inside the graph,
-  in float64 as the eager path computes them in Python floats;
-* the learning rate goes in the same way, as a PerTensor of one 0-dim float64 tensor, so a
-  scheduler changing it every step reuses the compiled graph. Other hyperparameters
-  (betas, eps, weight decay, flags) are constants of the graph: changing one compiles
-  again (and, from the second value on, torch.compile makes it an input).
+* step counts stay 0-dim tensors: ``s.advance()`` returns one 0-dim float64 tensor when all
+  tensors of the group are at the same step (the usual case), a :class:`~optlib.PerTensor`
+  of them otherwise, instead of Python numbers (reading them would break the graph and
+  bake the step into it). Bias corrections such as ``1 - beta1**t`` are so computed inside
+  the graph, in float64 as the eager path computes them in Python floats, and once per
+  step rather than once per element (see ``optlib.tensorlist._traced_scalars``);
+* the learning rate goes in as a 0-dim float64 tensor too (``as_float`` leaves a tensor
+  alone while compiling), so a scheduler changing it every step reuses the compiled graph.
+  Other hyperparameters (betas, eps, weight decay, flags) are constants of the graph
+  (``dynamic=False``): changing one compiles again, and after torch.compile's limit of
+  8 graphs the optimizer falls back to the eager rule, with the warning below.
 
 Numbers equal the eager optimizer's to rounding (Inductor may order a fused expression's
-floating-point operations differently), not bit for bit.
+floating-point operations differently), not always bit for bit.
 
 The first step compiles (tens of seconds on a small CPU; each parameter group, and each
-change of the number or shapes of tensors with a gradient, compiles once more).
+change of the number or shapes of tensors with a gradient, compiles once more; Inductor
+caches compiled code on disk, so a second run of the same program compiles faster).
 Where compiling fails (no C++ compiler for Inductor's CPU code, a platform or Python
 without ``torch.compile`` support, a rule the compiler cannot trace in one graph), the
-optimizer warns once and goes on with the eager rule, which gives the same numbers.
+optimizer warns once (a ``RuntimeWarning`` naming the reason) and goes on with the eager
+rule, which gives the eager numbers.
 """
 
 from __future__ import annotations
@@ -178,7 +183,7 @@ class CompiledUpdate:
         warnings.warn(
             f"optlib.compile: torch.compile could not compile {self.name}'s update rule "
             f"({type(cause).__name__}: {first_line}); using the eager rule (same numbers, "
-            "slower step).", RuntimeWarning, stacklevel=4)
+            "slower step).", RuntimeWarning, stacklevel=6)  # at the caller of step()
         # A failure while compiling happens before the compiled code runs, so nothing has
         # been updated yet: the eager rule takes this step.
         return self.eager(group, p, g, s)

@@ -1,8 +1,9 @@
 """optlib.compile: the compiled rule gives the eager rule's numbers, a scheduler does not
 recompile it, and a compile failure falls back to the eager rule with one warning.
 
-The parity test compiles one graph (about 20 s on a 2-core CPU); it is skipped where
-torch.compile cannot run (no C++ compiler for Inductor's CPU code, no dynamo support).
+The two parity tests compile one small graph each (about 20 s on a 2-core CPU, less when
+Inductor's disk cache has them); they are skipped where torch.compile cannot run (no C++
+compiler for Inductor's CPU code, no dynamo support).
 """
 
 from __future__ import annotations
@@ -79,6 +80,25 @@ def test_compiled_adamw_equals_eager_and_a_schedule_does_not_recompile():
     # state_dict is the eager optimizer's: it loads into torch.optim.AdamW
     twin = torch.optim.AdamW(make_params(), **kwargs)
     twin.load_state_dict(compiled.state_dict())
+
+
+@needs_compiler
+def test_compiled_with_step_counts_that_differ_per_tensor():
+    """After a step in which only the first tensor had a gradient, counts differ (2, 1, 1):
+    the compiled rule then takes one bias correction per tensor, as the eager rule does."""
+    kwargs = dict(lr=0.1, weight_decay=0.1)
+    compiled, eager = (optlib.AdamW(make_params(), **kwargs) for _ in range(2))
+    for opt in (compiled, eager):
+        first = opt.param_groups[0]["params"][0]
+        first.grad = torch.ones_like(first)
+        opt.step()
+        first.grad = None
+    optlib.compile(compiled)
+    ours, theirs = run(compiled, steps=2), run(eager, steps=2)
+    assert compiled.update.failure is None
+    assert [compiled.state[p]["step"].item() for p in ours[:-1]] == [3, 2, 2]
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def failing_backend(gm, example_inputs):
