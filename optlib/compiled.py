@@ -110,13 +110,17 @@ class CompiledUpdate:
     def __init__(self, optimizer: Optimizer, options: dict):
         self.eager = type(optimizer).update.__get__(optimizer)
         self.name = type(optimizer).__name__
-        # Dynamo's guards already check every input's sizes and strides; Inductor's own
-        # asserts would check them again, one Python call per tensor and step.
+        # Inductor options: no size asserts (dynamo's guards already check every input's
+        # sizes and strides; the asserts would check them again, one Python call per tensor
+        # and step) and no vectorized loop tails (a loop per tensor, each with a vectorized
+        # tail, makes the code large; on 200 tensors of 5,000 AdamW's step measured about
+        # 10% faster without them, Adam's the same).
         # dynamic=False: hyperparameters other than lr stay constants of the graph (a change
         # compiles again) rather than becoming symbolic numbers.
         self.options = {"fullgraph": True, "dynamic": False, **options}
         if "mode" not in options and options.get("backend", "inductor") == "inductor":
-            self.options["options"] = {"size_asserts": False, **options.get("options", {})}
+            self.options["options"] = {"size_asserts": False, "cpp.enable_loop_tail_vec": False,
+                                       **options.get("options", {})}
         self.compiled = None
         self.failure: BaseException | None = None
         self.compile_seconds = 0.0
