@@ -68,26 +68,31 @@ def _sync(device) -> None:
 
 
 def time_interleaved(steps: Mapping[str, Callable[[], object]], reps: int = 7,
-                     min_time: float = 0.0, device="cpu") -> dict[str, float]:
+                     min_time: float = 0.0, device="cpu", block: int = 1) -> dict[str, float]:
     """Median seconds per call of each function in ``steps``.
 
-    Repetitions are interleaved (one call of each function in turn, ``reps`` rounds), so
-    a busy moment of a shared machine slows all of them alike. Every function is called
-    twice first (to create optimizer state and warm caches). ``min_time``: keep adding
-    rounds until the total time of the slowest function reaches it.
+    Repetitions are interleaved (``block`` calls of each function in turn, ``reps``
+    rounds, in an order that rotates every round), so a busy moment of a shared machine
+    slows all of them alike and none always runs first. Every function is called twice
+    first (to create optimizer state and warm caches). ``min_time``: keep adding rounds
+    until the total time of the slowest function reaches it.
     """
     for fn in steps.values():
         for _ in range(2):
             fn()
     _sync(device)
-    samples: dict[str, list[float]] = {label: [] for label in steps}
+    labels = list(steps)
+    samples: dict[str, list[float]] = {label: [] for label in labels}
     rounds = 0
     while rounds < reps or max(sum(s) for s in samples.values()) < min_time:
-        for label, fn in steps.items():
+        shift = rounds % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            fn = steps[label]
             start = time.perf_counter()
-            fn()
+            for _ in range(block):
+                fn()
             _sync(device)
-            samples[label].append(time.perf_counter() - start)
+            samples[label].append((time.perf_counter() - start) / block)
         rounds += 1
     return {label: statistics.median(s) for label, s in samples.items()}
 
@@ -178,3 +183,82 @@ def time_with_bandwidth(steps: Mapping[str, Callable[[], object]], reps: int = 7
         raise ValueError("the name 'stream' is reserved for the bandwidth probe")
     times = time_interleaved({**steps, "stream": lambda: buf.mul_(1.0)}, reps=reps, device=device)
     return times, 2 * buf.numel() * buf.element_size() / times.pop("stream")
+
+
+# ---- optlib against torch.optim: the table of benchmarks/step_time.py --------------------
+
+#: The two shapes of the benchmark: many small tensors (per-tensor overhead) and a few
+#: large ones (memory bandwidth).
+SHAPES = {"200 x 5k": (200, 5_000), "20 x 500k": (20, 500_000)}
+
+
+def _benchmarked():
+    import optlib
+
+    return {
+        "SGD momentum": (optlib.SGD, torch.optim.SGD, dict(lr=1e-3, momentum=0.9)),
+        "Adam": (optlib.Adam, torch.optim.Adam, dict(lr=1e-3)),
+        "AdamW": (optlib.AdamW, torch.optim.AdamW, dict(lr=1e-3, weight_decay=1e-2)),
+    }
+
+
+def implementations(name: str, compiled: bool = False) -> dict[str, Callable]:
+    """Constructors (params -> optimizer) of torch's for-loop, foreach and fused paths and
+    of optlib's optimizer ``name``; with ``compiled``, also ``optlib.compile(...)``
+    (Adam and AdamW)."""
+    import optlib
+
+    ours, theirs, kwargs = _benchmarked()[name]
+    impls = {
+        "torch for-loop": lambda p: theirs(p, foreach=False, **kwargs),
+        "torch foreach": lambda p: theirs(p, foreach=True, **kwargs),
+        "torch fused": lambda p: theirs(p, fused=True, **kwargs),
+        "optlib": lambda p: ours(p, **kwargs),
+    }
+    if compiled and name in ("Adam", "AdamW"):
+        impls["optlib compiled"] = lambda p: optlib.compile(ours(p, **kwargs))
+    return impls
+
+
+def step_time_table(reps: int = 40, block: int = 5, device="cpu",
+                    compiled: bool = False) -> list[dict]:
+    """Median time per step of every implementation, for SGD with momentum, Adam and
+    AdamW on both :data:`SHAPES`, as rows ``optimizer, shape, impl, ms, ratio`` (to
+    torch's foreach step), ``vs_fused`` and ``first_s`` (the first step: state
+    creation, or the one-off compile). Each implementation has its own copy of the same
+    parameters and gradients; the steps are timed with :func:`time_interleaved`."""
+    rows = []
+    for name in _benchmarked():
+        for shape, (count, size) in SHAPES.items():
+            optimizers, first = {}, {}
+            for label, make in implementations(name, compiled).items():
+                try:
+                    opt = make(make_params(count, size, device=device))
+                except (RuntimeError, ValueError):      # e.g. no fused kernel for this device
+                    continue
+                start = time.perf_counter()
+                opt.step()
+                _sync(device)
+                first[label] = time.perf_counter() - start
+                optimizers[label] = opt
+            medians = time_interleaved({k: o.step for k, o in optimizers.items()}, reps=reps,
+                                       device=device, block=block)
+            base, fused = medians["torch foreach"], medians.get("torch fused")
+            rows += [dict(optimizer=name, shape=shape, impl=label, ms=1e3 * seconds,
+                          ratio=seconds / base, first_s=first[label],
+                          vs_fused=None if fused is None else seconds / fused)
+                     for label, seconds in medians.items()]
+    return rows
+
+
+def format_step_time_table(rows: list[dict]) -> str:
+    """The rows of :func:`step_time_table` as a text table, optlib's rows marked against
+    the bar (at most 1.05 x torch's foreach step)."""
+    lines = [f"{'optimizer':<14}{'shape':<11}{'implementation':<17}{'ms/step':>9}{'vs foreach':>12}"]
+    for r in rows:
+        flag = ("  ok" if r["ratio"] <= 1.05 else "  SLOWER") if r["impl"] == "optlib" else ""
+        lines.append(f"{r['optimizer']:<14}{r['shape']:<11}{r['impl']:<17}{r['ms']:>9.3f}"
+                     f"{r['ratio']:>11.2f}x{flag}")
+    worst = max(r["ratio"] for r in rows if r["impl"] == "optlib")
+    lines.append(f"worst optlib / torch foreach: {worst:.3f} (bar: 1.05)")
+    return "\n".join(lines)
