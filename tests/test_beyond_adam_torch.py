@@ -46,16 +46,19 @@ def test_adafactor_float32_parity_and_state_layout():
             torch.testing.assert_close(s[k], t[k], rtol=1e-6, atol=1e-7)
 
 
-def test_adafactor_state_dict_loads_into_torch(float64):
-    a, b, ours, theirs = run_pair(lambda ps: optlib.Adafactor(ps, lr=0.05),
-                                  lambda ps: torch.optim.Adafactor(ps, lr=0.05, foreach=False),
-                                  steps=5)
-    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))   # torch shares `step` tensors
+@pytest.mark.parametrize("ours, theirs, shapes", [
+    (lambda ps: optlib.Adafactor(ps, lr=0.05),
+     lambda ps: torch.optim.Adafactor(ps, lr=0.05, foreach=False), SHAPES),
+    (lambda ps: optlib.Muon(ps, lr=0.02), lambda ps: torch.optim.Muon(ps, lr=0.02), MATRICES),
+], ids=["Adafactor", "Muon"])
+def test_state_dict_loads_into_torch(ours, theirs, shapes, float64):
+    a, b, mine, reference = run_pair(ours, theirs, steps=5, shapes=shapes)
+    reference.load_state_dict(copy.deepcopy(mine.state_dict()))   # torch shares `step` tensors
     for x, y in zip(a, b, strict=True):
         x.grad = torch.ones_like(x)
         y.grad = torch.ones_like(y)
-    ours.step()
-    theirs.step()
+    mine.step()
+    reference.step()
     assert_close(a, b, rtol=1e-13, atol=1e-15)
 
 
@@ -104,19 +107,6 @@ def test_muon_float32_parity_and_state():
     assert_close(a, b, rtol=1e-6, atol=1e-6)
     for x, y in zip(a, b, strict=True):
         assert ours.state[x].keys() == theirs.state[y].keys()
-
-
-def test_muon_state_dict_loads_into_torch(float64):
-    a, b, ours, theirs = run_pair(lambda ps: optlib.Muon(ps, lr=0.02),
-                                  lambda ps: torch.optim.Muon(ps, lr=0.02), steps=5,
-                                  shapes=MATRICES)
-    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
-    for x, y in zip(a, b, strict=True):
-        x.grad = torch.ones_like(x)
-        y.grad = torch.ones_like(y)
-    ours.step()
-    theirs.step()
-    assert_close(a, b, rtol=1e-13, atol=1e-15)
 
 
 def test_tensor_lr_like_torch(float64):
