@@ -5,8 +5,10 @@
 Two shapes: (a) 200 tensors of 5,000 parameters (per-tensor overhead matters) and
 (b) 20 tensors of 500,000 (memory bandwidth matters). Every implementation gets its own
 copy of the same parameters and gradients; repetitions are interleaved (one timed block
-of each implementation in turn, in a rotating order, in one process), so that a slow
-moment of the machine hits all of them alike. Prints medians and the ratio to torch's
+of each implementation in turn, in a fresh random order every round, in one process), so
+that a slow moment of the machine hits all of them alike and none always runs after the
+same neighbour (whose leftovers in the caches would favour or hurt it every time). Prints
+medians and the ratio to torch's
 ``foreach=True``. The bar for optlib is a ratio of at most 1.05 in every row.
 ``--compiled`` adds ``optlib.compile(...)`` for Adam and AdamW, timed after its first step
 (the one-off compile, reported), against torch's ``fused=True`` step (bar: 1.1).

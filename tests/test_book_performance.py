@@ -19,9 +19,22 @@ def test_step_time_table_rows(monkeypatch):
     assert text.count("optlib ") >= 3
 
 
-def test_time_interleaved_rotates_and_blocks():
-    calls = []
-    perf.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                          reps=2, block=3)
-    # two warm-up calls each, then round 1 (a first) and round 2 (b first), 3 calls per block
-    assert calls == ["a", "a", "b", "b"] + ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+def test_time_interleaved_shuffles_rounds_and_blocks():
+    def record(seed):
+        calls = []
+        perf.time_interleaved({k: (lambda k=k: calls.append(k)) for k in "abc"},
+                              reps=12, block=3, seed=seed)
+        return calls
+
+    calls = record(seed=0)
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]        # two warm-up calls each
+    rounds = [calls[6 + 9 * r: 15 + 9 * r] for r in range(12)]
+    assert len(calls) == 6 + 12 * 9
+    for block in rounds:                # each round: every function once, 3 calls in a row
+        order = block[::3]
+        assert sorted(order) == ["a", "b", "c"] and block == [k for k in order for _ in range(3)]
+    # the order changes from round to round, so no function always follows the same one
+    blocks = [k for r in rounds for k in r[::3]]
+    for k in "abc":
+        assert len({before for before, this in zip(blocks, blocks[1:]) if this == k}) >= 2
+    assert record(seed=0) == calls and record(seed=1) != calls   # seeded: reproducible

@@ -68,6 +68,9 @@ def test_compiled_adamw_equals_eager_and_a_schedule_does_not_recompile():
     theirs = run(eager, steps=6)
     assert compiled.update.failure is None
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1   # 6 lrs, one graph
+    # step 1 compiles (fresh state), step 2 runs the graph through torch.compile and notes
+    # it; steps 3 to 6 call it directly
+    assert compiled.update.direct_steps == 4
     assert compiled.update.compile_seconds > 0
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
@@ -99,6 +102,38 @@ def test_compiled_with_step_counts_that_differ_per_tensor():
     assert [compiled.state[p]["step"].item() for p in ours[:-1]] == [3, 2, 2]
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@needs_compiler
+def test_direct_calls_give_way_when_their_guards_fail():
+    """A gradient with other strides, or another beta, is not what the noted graph was
+    compiled for: that step goes through torch.compile (which compiles again), and every
+    step keeps the eager numbers."""
+    kwargs = dict(lr=0.1, weight_decay=0.1)
+    compiled = optlib.compile(optlib.AdamW(make_params(), **kwargs))
+    eager = optlib.AdamW(make_params(), **kwargs)
+    gen = torch.Generator().manual_seed(3)
+    direct = []
+    for step in range(7):
+        grads = [torch.randn(p.shape, generator=gen) for p in make_params()[:-1]]
+        if step == 3:                       # a transposed (non-contiguous) gradient
+            grads[0] = grads[0].t().contiguous().t()
+            assert not grads[0].is_contiguous()
+        for opt in (compiled, eager):
+            group = opt.param_groups[0]
+            for p, g in zip(group["params"], grads):
+                p.grad = g.clone(memory_format=torch.preserve_format)
+            if step == 5:
+                group["betas"] = (0.8, 0.99)
+            opt.step()
+        direct.append(compiled.update.direct_steps)
+        for a, b in zip(compiled.param_groups[0]["params"], eager.param_groups[0]["params"]):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert compiled.update.failure is None
+    # direct from step 3 (index 2). Not at the odd gradient (3), which notes its own graph;
+    # not at the step after it (4), whose gradients no longer fit that graph (torch.compile
+    # finds the first one again, and it is noted again); not at the new betas (5).
+    assert [b - a for a, b in zip([0] + direct, direct)] == [0, 0, 1, 0, 0, 0, 1]
 
 
 def failing_backend(gm, example_inputs):

@@ -10,6 +10,7 @@ move at the least, so that ``bytes / bandwidth`` is a lower bound on the time of
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -68,25 +69,28 @@ def _sync(device) -> None:
 
 
 def time_interleaved(steps: Mapping[str, Callable[[], object]], reps: int = 7,
-                     min_time: float = 0.0, device="cpu", block: int = 1) -> dict[str, float]:
+                     min_time: float = 0.0, device="cpu", block: int = 1,
+                     seed: int = 0) -> dict[str, float]:
     """Median seconds per call of each function in ``steps``.
 
     Repetitions are interleaved (``block`` calls of each function in turn, ``reps``
-    rounds, in an order that rotates every round), so a busy moment of a shared machine
-    slows all of them alike and none always runs first. Every function is called twice
-    first (to create optimizer state and warm caches). ``min_time``: keep adding rounds
-    until the total time of the slowest function reaches it.
+    rounds), so a busy moment of a shared machine slows all of them alike. Each round
+    runs them in a fresh random order (seeded by ``seed``): what a function finds in the
+    caches depends on what ran just before it, and a fixed or merely rotating order (which
+    keeps the same neighbours) would give one function the same predecessor every time.
+    Every function is called twice first (to create optimizer state and warm caches).
+    ``min_time``: keep adding rounds until the total time of the slowest function reaches it.
     """
     for fn in steps.values():
         for _ in range(2):
             fn()
     _sync(device)
     labels = list(steps)
+    order = random.Random(seed)
     samples: dict[str, list[float]] = {label: [] for label in labels}
     rounds = 0
     while rounds < reps or max(sum(s) for s in samples.values()) < min_time:
-        shift = rounds % len(labels)
-        for label in labels[shift:] + labels[:shift]:
+        for label in order.sample(labels, len(labels)):
             fn = steps[label]
             start = time.perf_counter()
             for _ in range(block):
