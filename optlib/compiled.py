@@ -63,6 +63,11 @@ from torch import Tensor
 from .optimizer import Optimizer, State, as_float
 from .tensorlist import PerTensor, TensorList
 
+try:   # dynamo's checks of tensor metadata, in C++ (private API)
+    from torch._C._dynamo.guards import TensorGuards
+except ImportError:  # a torch without them: every step goes through torch.compile
+    TensorGuards = None
+
 
 class _TracedState(State):
     """The :class:`~optlib.optimizer.State` the compiled rule sees: the group's state as
@@ -118,8 +123,6 @@ class _DirectCall:
     each tensor's metadata."""
 
     def __init__(self, graph: _Graph, key: tuple, hyper: dict, args: tuple):
-        from torch._C._dynamo.guards import TensorGuards
-
         self.graph, self.key, self.hyper = graph, key, hyper
         self.guards = TensorGuards(*args, dynamic_dims_sizes=[list(a.shape) for a in args],
                                    dynamic_dims_strides=[list(a.stride()) for a in args])
@@ -268,7 +271,8 @@ class CompiledUpdate:
         can: a graph of the call's tensors only, no state that is a Python number (the graph
         would hold its value as a constant), hyperparameters that compare as plain values."""
         graph, self._ran = self._ran, None
-        if (graph is None or not all(isinstance(t, Tensor) for t in sources)
+        if (graph is None or TensorGuards is None
+                or not all(isinstance(t, Tensor) for t in sources)
                 or any(isinstance(v, Tensor) for v in others.values())):
             self._direct.pop(id(group), None)
             return

@@ -1,7 +1,8 @@
 """optlib.compile: the compiled rule gives the eager rule's numbers, a scheduler does not
-recompile it, and a compile failure falls back to the eager rule with one warning.
+recompile it, later steps call the compiled code directly only while its guards hold, and
+a compile failure falls back to the eager rule with one warning.
 
-The two parity tests compile one small graph each (about 20 s on a 2-core CPU, less when
+The tests that compile take small graphs (about 20 s each on a 2-core CPU, much less when
 Inductor's disk cache has them); they are skipped where torch.compile cannot run (no C++
 compiler for Inductor's CPU code, no dynamo support).
 """
@@ -134,6 +135,20 @@ def test_direct_calls_give_way_when_their_guards_fail():
     # not at the step after it (4), whose gradients no longer fit that graph (torch.compile
     # finds the first one again, and it is noted again); not at the new betas (5).
     assert [b - a for a, b in zip([0] + direct, direct)] == [0, 0, 1, 0, 0, 0, 1]
+
+
+@needs_compiler
+def test_without_tensor_guards_every_step_goes_through_torch_compile(monkeypatch):
+    """On a torch without dynamo's TensorGuards (a private API) there are no direct calls."""
+    import optlib.compiled
+
+    monkeypatch.setattr(optlib.compiled, "TensorGuards", None)
+    kwargs = dict(lr=0.1, weight_decay=0.1)
+    compiled = optlib.compile(optlib.AdamW(make_params(), **kwargs))
+    ours, theirs = run(compiled, steps=4), run(optlib.AdamW(make_params(), **kwargs), steps=4)
+    assert compiled.update.failure is None and compiled.update.direct_steps == 0
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def failing_backend(gm, example_inputs):
