@@ -51,6 +51,7 @@ rule, which gives the eager numbers.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import operator
 import time
@@ -195,9 +196,12 @@ class CompiledUpdate:
     def _noting(self, backend):
         def compile_graph(gm, example_inputs):
             run = backend(gm, example_inputs)
-            where = {id(t): i for i, t in reversed(list(enumerate(self._sources)))}
+            where = {id(t): i for i, t in enumerate(self._sources)}
             order = tuple(where.get(id(t), -1) for t in example_inputs)
-            if -1 in order or not order:     # an argument that is not one of the tensors
+            # No direct calls for a graph with an argument that is not one of the call's
+            # tensors, nor for a call in which one tensor stands in two places (the graph
+            # would take it once; a later call may have two tensors there).
+            if -1 in order or not order or len(where) != len(self._sources):
                 return run
             graph = _Graph(run, order)
 
@@ -264,7 +268,8 @@ class CompiledUpdate:
             self._sources = []
         if _graphs() != graphs:                  # this call compiled a graph
             self.compile_seconds += time.perf_counter() - start
-        self._note_direct(group, key, others, sources)
+        if not torch.compiler.is_compiling():
+            self._note_direct(group, key, others, sources)
 
     def _note_direct(self, group: dict, key: tuple, others: dict, sources: list) -> None:
         """Let the group's next steps call the graph that this step ran directly, if they
@@ -276,7 +281,10 @@ class CompiledUpdate:
                 or any(isinstance(v, Tensor) for v in others.values())):
             self._direct.pop(id(group), None)
             return
-        self._direct[id(group)] = _DirectCall(graph, key, others, graph.pick(sources))
+        # A deep copy: a list among the hyperparameters, changed in place later, must not
+        # change the snapshot it is compared with.
+        self._direct[id(group)] = _DirectCall(graph, key, copy.deepcopy(others),
+                                              graph.pick(sources))
 
     def _fall_back(self, group, p, g, s, error: BaseException) -> None:
         self.failure = error
