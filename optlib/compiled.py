@@ -38,7 +38,15 @@ that two parameters which did not share memory when the graph was compiled have 
 share it, by assigning one's ``.data`` to a view of the other.)
 
 Numbers equal the eager optimizer's to rounding (Inductor may order a fused expression's
-floating-point operations differently), not always bit for bit.
+floating-point operations differently), not always bit for bit; in low precision too,
+since the compiled code rounds to bfloat16 or float16 wherever the eager rule does.
+
+Not every rule traces into one graph with torch 2.13. NAdam and RAdam (per-tensor
+factors and selections), LAMB and LARS (trust ratios read as Python numbers),
+AdamWScheduleFree (a branch on a tensor's value), Adafactor (different state for
+different tensors) and Adam8bit fall back: ``optlib.compile`` warns once and keeps their
+eager rule. SGD, Adagrad, RMSprop, Adam, AdamW, Lion, SophiaG and Muon compile
+(``tests/test_compiled.py`` checks every optimizer).
 
 The first step compiles (tens of seconds on a small CPU; each parameter group, and each
 change of the number or shapes of tensors with a gradient, compiles once more; Inductor
@@ -162,12 +170,16 @@ class CompiledUpdate:
         # Inductor options: no size asserts (dynamo's guards, and those of the direct calls,
         # already check every input's sizes and strides; the asserts would check them again,
         # one Python call per tensor and step) and no vectorized loop tails (smaller code
-        # for a loop per tensor; the step time measured the same either way, within noise).
+        # for a loop per tensor; the step time measured the same either way, within noise),
+        # and rounding where the eager rule rounds: without emulate_precision_casts, Inductor
+        # keeps a fused chain of bfloat16 operations in float32 (Muon's Newton-Schulz
+        # iteration then drifts from the eager numbers by about bfloat16's precision).
         # dynamic=False: hyperparameters other than lr stay constants of the graph (a change
         # compiles again) rather than becoming symbolic numbers.
         self.options = {"fullgraph": True, "dynamic": False, **options}
         if "mode" not in options and options.get("backend", "inductor") == "inductor":
             self.options["options"] = {"size_asserts": False, "cpp.enable_loop_tail_vec": False,
+                                       "emulate_precision_casts": True,
                                        **options.get("options", {})}
         self.compiled = None
         self.failure: BaseException | None = None
