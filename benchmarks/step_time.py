@@ -8,8 +8,8 @@ copy of the same parameters and gradients; repetitions are interleaved (one time
 of each implementation in turn, in a fresh random order every round, in one process), so
 that a slow moment of the machine hits all of them alike and none always runs after the
 same neighbour (whose leftovers in the caches would favour or hurt it every time). Prints
-medians and the ratio to torch's
-``foreach=True``. The bar for optlib is a ratio of at most 1.05 in every row.
+medians and the ratio to torch's ``foreach=True``. The bar for optlib is a ratio of at
+most 1.05 in every row.
 ``--compiled`` adds ``optlib.compile(...)`` for Adam and AdamW, timed after its first step
 (the one-off compile, reported), against torch's ``fused=True`` step (bar: 1.1).
 
