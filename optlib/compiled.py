@@ -33,9 +33,16 @@ unpacking of a thousand arguments cost more than the step's arithmetic (measured
 keeps its own guards, checked every step: the same hyperparameters (other than lr), the
 same number of tensors and kinds of state, and every tensor's dtype, device, shape and
 strides as when the graph was compiled (dynamo's C++ ``TensorGuards``). Anything else
-goes through ``torch.compile`` as before, which recompiles where needed. (Not checked:
-that two parameters which did not share memory when the graph was compiled have come to
-share it, by assigning one's ``.data`` to a view of the other.)
+goes through ``torch.compile`` as before, which recompiles where needed. Direct calls
+are made only for a graph that returns nothing: a rule that hands a tensor to Python
+(appends it to a list, say) makes its graph return it, and then every step goes through
+``torch.compile``, which replays the side effect. (Not checked: that two parameters which
+did not share memory when the graph was compiled have come to share it, by assigning
+one's ``.data`` to a view of the other.)
+
+Rules should change only tensors. Under ``torch.compile`` (directly called or not) the
+rule sees a copy of its parameter group, so entries it writes into the group are lost,
+and attributes it sets on the optimizer are not kept either (dynamo drops them).
 
 Numbers equal the eager optimizer's to rounding (Inductor may order a fused expression's
 floating-point operations differently), not always bit for bit; in low precision too,
@@ -210,10 +217,13 @@ class CompiledUpdate:
             run = backend(gm, example_inputs)
             where = {id(t): i for i, t in enumerate(self._sources)}
             order = tuple(where.get(id(t), -1) for t in example_inputs)
+            (outputs,) = next(n for n in gm.graph.nodes if n.op == "output").args
             # No direct calls for a graph with an argument that is not one of the call's
-            # tensors, nor for a call in which one tensor stands in two places (the graph
-            # would take it once; a later call may have two tensors there).
-            if -1 in order or not order or len(where) != len(self._sources):
+            # tensors, for a call in which one tensor stands in two places (the graph
+            # would take it once; a later call may have two tensors there), or for a graph
+            # that returns values: the frame around it does something with them (appends
+            # a tensor to a Python list, say) that a direct call would skip.
+            if -1 in order or not order or len(where) != len(self._sources) or outputs:
                 return run
             graph = _Graph(run, order)
 

@@ -137,6 +137,35 @@ def test_direct_calls_give_way_when_their_guards_fail():
     assert [b - a for a, b in zip([0] + direct, direct)] == [0, 0, 1, 0, 0, 0, 1]
 
 
+RECORDED: dict[str, list] = {"compiled": [], "eager": []}
+
+
+class RecordingSGD(optlib.SGD):
+    """SGD whose rule also appends a tensor to a Python list: a side effect that the frame
+    around the compiled graph performs after the graph returns the tensor, so no direct
+    calls for this graph."""
+
+    def __init__(self, params, log: list, **kwargs):
+        super().__init__(params, **kwargs)
+        self.log = log
+
+    def update(self, group, p, g, s):
+        super().update(group, p, g, s)
+        self.log.append(p[0].sum())
+
+
+@needs_compiler
+def test_a_rule_with_python_side_effects_is_not_called_directly():
+    compiled = optlib.compile(RecordingSGD(make_params(), RECORDED["compiled"], lr=0.1))
+    eager = RecordingSGD(make_params(), RECORDED["eager"], lr=0.1)
+    ours, theirs = run(compiled, steps=4), run(eager, steps=4)
+    assert compiled.update.failure is None and compiled.update.direct_steps == 0
+    assert len(RECORDED["compiled"]) == len(RECORDED["eager"]) == 4     # every step
+    torch.testing.assert_close(RECORDED["compiled"], RECORDED["eager"])
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 @needs_compiler
 def test_without_tensor_guards_every_step_goes_through_torch_compile(monkeypatch):
     """On a torch without dynamo's TensorGuards (a private API) there are no direct calls."""
