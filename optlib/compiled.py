@@ -28,8 +28,10 @@ What makes the rule traceable, and its graph independent of the step and the lea
 
 After the first call of a graph, later steps call Inductor's compiled code directly, not
 through ``torch.compile``'s frame hook: with hundreds of tensors, dynamo's guards and the
-unpacking of a thousand arguments cost more than the step's arithmetic (measured: about
-0.7 ms against 0.2 ms on 200 tensors, right after other work had run). The direct call
+unpacking of a thousand arguments cost more than the step's arithmetic (measured here on
+200 tiny tensors, right after other work had run: about 0.7 ms per call through the hook,
+0.2 ms direct; with 200 tensors of 5,000 parameters that took the compiled AdamW step
+from 1.1-1.3x torch's fused step to 0.85-0.9x). The direct call
 keeps its own guards, checked every step: the same hyperparameters (other than lr), the
 same number of tensors and kinds of state, and every tensor's dtype, device, shape and
 strides as when the graph was compiled (dynamo's C++ ``TensorGuards``). Anything else
