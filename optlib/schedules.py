@@ -121,7 +121,24 @@ class exponential(Schedule):
         return self.gamma ** t
 
 
-class cosine(Schedule):
+class _DecayToFloor(Schedule):
+    """From 1 at t = 0 down to ``min_ratio`` at t = ``total_steps``, then ``min_ratio``;
+    subclasses give the shape in between, ``decay(t, T, m)`` for 0 ≤ t < T."""
+
+    def __init__(self, total_steps: int, min_ratio: float = 0.0):
+        self.total_steps = _int("total_steps", total_steps, 1)
+        self.min_ratio = _ratio("min_ratio", min_ratio)
+
+    def value(self, t: int) -> float:
+        m, T = self.min_ratio, self.total_steps
+        return m if t >= T else self.decay(t, T, m)
+
+    @staticmethod
+    def decay(t: int, T: int, m: float) -> float:
+        raise NotImplementedError
+
+
+class cosine(_DecayToFloor):
     """Half a cosine from 1 down to ``min_ratio`` over ``total_steps``, then ``min_ratio``:
     m + (1 − m)·½(1 + cos(π t / T)) for t ≤ T (Loshchilov & Hutter 2017, SGDR without restarts).
 
@@ -129,28 +146,16 @@ class cosine(Schedule):
     again after T (period 2T), this one stays at the floor.
     """
 
-    def __init__(self, total_steps: int, min_ratio: float = 0.0):
-        self.total_steps = _int("total_steps", total_steps, 1)
-        self.min_ratio = _ratio("min_ratio", min_ratio)
-
-    def value(self, t: int) -> float:
-        m, T = self.min_ratio, self.total_steps
-        if t >= T:
-            return m
+    @staticmethod
+    def decay(t: int, T: int, m: float) -> float:
         return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * t / T))
 
 
-class linear_decay(Schedule):
+class linear_decay(_DecayToFloor):
     """A straight line from 1 at t = 0 to ``min_ratio`` at t = T, then ``min_ratio``."""
 
-    def __init__(self, total_steps: int, min_ratio: float = 0.0):
-        self.total_steps = _int("total_steps", total_steps, 1)
-        self.min_ratio = _ratio("min_ratio", min_ratio)
-
-    def value(self, t: int) -> float:
-        m, T = self.min_ratio, self.total_steps
-        if t >= T:
-            return m
+    @staticmethod
+    def decay(t: int, T: int, m: float) -> float:
         return 1.0 - (1.0 - m) * t / T
 
 
