@@ -87,18 +87,12 @@ def _with_zero_bias(params):
     return params
 
 
-@pytest.mark.parametrize("kwargs", LAMB_SETTINGS)
-def test_lamb_float64_equals_the_paper(kwargs, float64):
-    a, b, _, _ = run_pair(lambda ps: optlib.LAMB(_with_zero_bias(ps), **kwargs),
-                          lambda ps: PaperLAMB(_with_zero_bias(ps), **kwargs),
-                          steps=25, shapes=SHAPES_WITH_ZEROS)
-    assert_close(a, b, rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("kwargs", LARS_SETTINGS)
-def test_lars_float64_equals_the_paper(kwargs, float64):
-    a, b, _, _ = run_pair(lambda ps: optlib.LARS(_with_zero_bias(ps), **kwargs),
-                          lambda ps: PaperLARS(_with_zero_bias(ps), **kwargs),
+@pytest.mark.parametrize("ours, paper, kwargs",
+                         [(optlib.LAMB, PaperLAMB, kw) for kw in LAMB_SETTINGS]
+                         + [(optlib.LARS, PaperLARS, kw) for kw in LARS_SETTINGS])
+def test_lamb_and_lars_float64_equal_the_paper(ours, paper, kwargs, float64):
+    a, b, _, _ = run_pair(lambda ps: ours(_with_zero_bias(ps), **kwargs),
+                          lambda ps: paper(_with_zero_bias(ps), **kwargs),
                           steps=25, shapes=SHAPES_WITH_ZEROS)
     assert_close(a, b, rtol=1e-12, atol=1e-14)
 

@@ -35,9 +35,9 @@ def _cannot_compile() -> str | None:
 needs_compiler = pytest.mark.skipif(_cannot_compile() is not None, reason=str(_cannot_compile()))
 
 
-def make_params(seed=0):
+def make_params(seed=0, shapes=SHAPES):
     g = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
 
 
 def run(opt, steps, seed=1):
@@ -211,8 +211,7 @@ def test_every_optimizer_compiled_gives_its_eager_numbers(name):
     make, shapes, compiles = EVERY_OPTIMIZER[name]
 
     def fresh():
-        g = torch.Generator().manual_seed(0)
-        opt = make([torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes])
+        opt = make(make_params(shapes=shapes))
         if hasattr(opt, "train"):
             opt.train()
         return opt
