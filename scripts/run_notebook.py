@@ -1,16 +1,21 @@
-"""Execute chapters in place, the way CI will re-run them, and tidy them for git.
+"""Execute chapters in place for the record, the way CI re-runs them, and tidy them for git.
 
     python scripts/run_notebook.py chapters/01_foundations.ipynb [more.ipynb ...]
 
-Runs each notebook top to bottom in a fresh kernel (the current environment's
-python3), stores the outputs, renumbers execution counts 1, 2, 3, ... and strips per-cell timing
-metadata so diffs stay readable, and prints the wall time (the budget is 3 minutes per chapter).
-The kernel runs with ``OPTLIB_PROGRESS=0``: no progress bars in the stored outputs
-(under nbval the bars are off anyway, because the kernel inherits ``PYTEST_CURRENT_TEST``).
+Runs each notebook top to bottom in a fresh kernel (the current environment's python3)
+started under the book's numerical environment (``optlib.book.numerics``: the pinned
+``record`` profile, or ``timing`` for the performance appendix), stores the outputs,
+renumbers execution counts 1, 2, 3, ... and strips per-cell timing metadata so diffs stay
+readable, writes the stamp of the environment and of the outputs into the notebook's
+metadata (``tests/test_numerics.py`` checks it), and prints the wall time (the budget is
+3 minutes per chapter). The kernel runs with ``OPTLIB_PROGRESS=0``: no progress bars in
+the stored outputs (under nbval the bars are off anyway, because the kernel inherits
+``PYTEST_CURRENT_TEST``).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 import time
@@ -19,7 +24,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-KEEP_NOTEBOOK_METADATA = {"kernelspec", "language_info"}
+from optlib.book import numerics
+
+KEEP_NOTEBOOK_METADATA = {"kernelspec", "language_info", numerics.STAMP_KEY}
 
 # The kernel inherits this process's environment: keep tqdm bars out of stored outputs.
 os.environ["OPTLIB_PROGRESS"] = "0"
@@ -60,11 +67,16 @@ def tidy(nb: nbformat.NotebookNode) -> None:
 
 def run(path: Path, timeout: int = 600) -> float:
     nb = nbformat.read(path, as_version=4)
+    profile = numerics.profile_for(path)
     start = time.perf_counter()
+    # The kernel gets the profile's variables at its start, before it imports torch; its
+    # first cells (optlib.book.setup) check them and stop the run if they are not in force.
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute(
+        env=numerics.kernel_environment(profile))
     elapsed = time.perf_counter() - start
     tidy(nb)
+    nb.metadata[numerics.STAMP_KEY] = numerics.stamp(nb, profile, importlib.metadata.version("torch"))
     nbformat.write(nb, path)
     return elapsed
 

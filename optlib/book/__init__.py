@@ -17,17 +17,31 @@ import random
 import numpy as np
 import torch
 
-from . import checkers, data, models, plots, progress, surfaces, train  # noqa: F401
+from . import checkers, data, models, numerics, plots, progress, surfaces, train  # noqa: F401
 
 
 def setup(seed: int = 0, threads: int = 1) -> torch.device:
     """Seed ``random``, numpy and torch; use ``threads`` CPU threads; apply the plot style.
 
-    One thread by default: the same numbers on any machine, and fast when two chapters
-    run side by side on a small CI runner. Returns ``cuda`` when available, else ``cpu``.
+    One thread by default: a reduction split over threads adds in another order, and
+    two chapters run side by side on a small CI runner. When the chapter executes for the
+    record, checks that the book's numerical environment is in force and switches oneDNN
+    off (:func:`optlib.book.numerics.apply`); elsewhere (Colab, a reader's Jupyter) that
+    does nothing and prints nothing.
+
+    Args:
+        seed: the seed of ``random``, numpy and torch.
+        threads: CPU threads for torch.
+
+    Returns:
+        ``cuda`` when available, else ``cpu``.
+
+    Raises:
+        RuntimeError: executing for the record without the pinned environment.
     """
     if not (isinstance(threads, int) and threads >= 1):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    numerics.apply()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -73,4 +87,4 @@ def _semicolons_silence_under_nbval() -> None:
     shell._optlib_semicolon_hook = True
 
 
-__all__ = ["setup", "checkers", "data", "models", "plots", "progress", "surfaces", "train"]
+__all__ = ["setup", "checkers", "data", "models", "numerics", "plots", "progress", "surfaces", "train"]

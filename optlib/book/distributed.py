@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import optlib
+from optlib.book import numerics
 
 #: Size of the toy regression problem every process builds identically.
 IN_FEATURES, HIDDEN, LOCAL_BATCH = 8, 16, 16
@@ -102,6 +103,7 @@ def _worker(rank: int, world_size: int, port: int, jobs: Sequence[Job], seed: in
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    numerics.apply()  # the spawned process inherits the pins; oneDNN is a setting of the process
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
                             rank=rank, world_size=world_size)
