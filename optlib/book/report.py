@@ -1,0 +1,65 @@
+"""Printing results that hold on any machine: round-off as a bound, small gaps with their spread.
+
+The last bits of a float depend on the CPU's instruction set, the torch version and the
+device, so a chapter never prints round-off as if it were a value: ``gap`` prints a
+difference that is at round-off level as "< bound", and ``mean_spread`` reports a result
+over several seeds as its mean and spread, so that a reader on another machine sees
+numbers that support the same claim.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+
+def gap(difference: float, roundoff: float = 1e-12, digits: int = 1) -> str:
+    """``difference`` as text: ``"< 1e-12 (round-off)"`` when below ``roundoff``, else its value.
+
+    Args:
+        difference: a non-negative difference, for example the largest entry of ``|a - b|``.
+        roundoff: the bound below which the difference counts as round-off.
+        digits: digits after the point of the value printed otherwise (scientific notation).
+
+    Raises:
+        ValueError: a negative or NaN difference, or a non-positive bound.
+    """
+    difference = float(difference)
+    if not roundoff > 0:
+        raise ValueError(f"roundoff must be positive, got {roundoff!r}")
+    if math.isnan(difference) or difference < 0:
+        raise ValueError(f"difference must be a non-negative number, got {difference!r}")
+    if difference < roundoff:
+        return f"< {roundoff:.0e} (round-off)"
+    return f"{difference:.{digits}e}"
+
+
+def assert_roundoff(differences: dict[str, float] | Sequence[float], roundoff: float = 1e-12) -> None:
+    """Stop the chapter unless every difference is below ``roundoff``.
+
+    Args:
+        differences: the differences, by name or in a sequence.
+        roundoff: the bound.
+
+    Raises:
+        AssertionError: naming the differences that are not below the bound.
+    """
+    items = differences.items() if isinstance(differences, dict) else enumerate(differences)
+    over = {name: float(d) for name, d in items if not float(d) < roundoff}
+    assert not over, f"not equal up to round-off (< {roundoff:.0e}): {over}"
+
+
+def mean_spread(values: Sequence[float], fmt: str = ".3f") -> str:
+    """``"mean ± sample standard deviation"`` of results over seeds (one value: no spread).
+
+    Args:
+        values: one result per seed.
+        fmt: the format of both numbers.
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("values must not be empty")
+    if len(values) == 1:
+        return f"{values[0]:{fmt}} (one seed)"
+    return f"{statistics.fmean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"

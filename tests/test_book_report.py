@@ -1,0 +1,39 @@
+"""optlib.book.report: round-off printed as a bound, results over seeds as mean ± spread."""
+
+import math
+
+import pytest
+
+from optlib.book import report
+
+
+def test_gap_prints_roundoff_as_a_bound_and_other_values_as_they_are():
+    assert report.gap(8.3e-17) == "< 1e-12 (round-off)"
+    assert report.gap(5.6e-17) == report.gap(8.3e-17)  # what differs between CPUs is not shown
+    assert report.gap(0.0, roundoff=1e-15) == "< 1e-15 (round-off)"
+    assert report.gap(0.17) == "1.7e-01"
+    assert report.gap(1e-12) == "1.0e-12"  # the bound itself is not below the bound
+
+
+@pytest.mark.parametrize("bad", [-1e-3, math.nan])
+def test_gap_refuses_what_is_not_a_difference(bad):
+    with pytest.raises(ValueError, match="difference must be a non-negative number"):
+        report.gap(bad)
+    with pytest.raises(ValueError, match="roundoff must be positive, got 0"):
+        report.gap(1.0, roundoff=0)
+
+
+def test_assert_roundoff_names_what_is_over_the_bound():
+    report.assert_roundoff({"optlib": 1e-16, "torch": 0.0})
+    report.assert_roundoff([1e-16, 2e-16], roundoff=1e-15)
+    with pytest.raises(AssertionError, match="'Sutskever': 0.17"):
+        report.assert_roundoff({"optlib": 1e-16, "Sutskever": 0.17})
+    with pytest.raises(AssertionError, match="nan"):
+        report.assert_roundoff([math.nan])
+
+
+def test_mean_spread():
+    assert report.mean_spread([0.9, 1.0, 1.1]) == "1.000 ± 0.100"
+    assert report.mean_spread([2.0], fmt=".1f") == "2.0 (one seed)"
+    with pytest.raises(ValueError, match="values must not be empty"):
+        report.mean_spread([])
