@@ -37,3 +37,12 @@ def test_mean_spread():
     assert report.mean_spread([2.0], fmt=".1f") == "2.0 (one seed)"
     with pytest.raises(ValueError, match="values must not be empty"):
         report.mean_spread([])
+
+
+def test_magnitude_keeps_only_the_order_of_magnitude():
+    assert report.magnitude(8.88) == report.magnitude(13.6) == "~1e+01"
+    assert report.magnitude(2.09e-4) == "~1e-04"
+    assert report.magnitude(float("inf")) == "inf"
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="value must be a positive number"):
+            report.magnitude(bad)

@@ -2,9 +2,10 @@
 
 The last bits of a float depend on the CPU's instruction set, the torch version and the
 device, so a chapter never prints round-off as if it were a value: ``gap`` prints a
-difference that is at round-off level as "< bound", and ``mean_spread`` reports a result
-over several seeds as its mean and spread, so that a reader on another machine sees
-numbers that support the same claim.
+difference that is at round-off level as "< bound", ``mean_spread`` reports a result
+over several seeds as its mean and spread, and ``magnitude`` a chaotic result by its
+order of magnitude, so that a reader on another machine sees numbers that support the
+same claim.
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ def assert_roundoff(differences: dict[str, float] | Sequence[float], roundoff: f
     items = differences.items() if isinstance(differences, dict) else enumerate(differences)
     over = {name: float(d) for name, d in items if not float(d) < roundoff}
     assert not over, f"not equal up to round-off (< {roundoff:.0e}): {over}"
+
+
+def magnitude(value: float) -> str:
+    """The order of magnitude of a positive ``value``, as ``"~1e+01"``: how a chaotic result
+    (a run at the edge of divergence, clipped steps at a huge learning rate) is reported,
+    since only its order of magnitude survives a change of machine.
+
+    Args:
+        value: a positive number (``inf`` gives ``"inf"``).
+    """
+    value = float(value)
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"value must be a positive number, got {value!r}")
+    if math.isinf(value):
+        return "inf"
+    return f"~1e{round(math.log10(value)):+03d}"
 
 
 def mean_spread(values: Sequence[float], fmt: str = ".3f") -> str:
