@@ -346,7 +346,7 @@ def test_param_groups_equal_separate_optimizers(cls, float64):
     b = make_params(shapes)
     apart = [cls(b[:2], **options[0]), cls(b[2:], **options[1])]
     gen = torch.Generator().manual_seed(4)
-    for step in range(8):
+    for _ in range(8):
         for x, y in zip(a, b, strict=True):
             g = torch.randn(x.shape, generator=gen)
             x.grad, y.grad = g.clone(), g.clone()
