@@ -122,6 +122,9 @@ class Shampoo(Optimizer):
     :math:`\theta`); a vector gets a full :math:`n\times n` factor (full-matrix AdaGrad)
     and a scalar no preconditioning (SGD); it modifies ``p.grad`` in place. (heavyball
     3.2.1 has no plain Shampoo, only its KL-Shampoo variant.)
+
+    :func:`optlib.compile` keeps the eager rule (after one warning): the steps that
+    refresh the roots are chosen in Python, per tensor.
     """
 
     supports_complex = False
@@ -254,6 +257,9 @@ class SOAP(Optimizer):
     factors seeded with the first outer product without skipping the first step, the
     first moment rotated with the basis, a QR refresh lifted away from rank deficiency,
     and states stored in float32 (stochastic rounding for lower precisions).
+
+    :func:`optlib.compile` keeps the eager rule (after one warning): the steps that
+    refresh the basis are chosen in Python, per tensor.
     """
 
     supports_complex = False

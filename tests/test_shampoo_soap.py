@@ -524,3 +524,19 @@ def test_compile_gives_the_eager_numbers(name):
     for a, b in zip(compiled.param_groups[0]["params"], eager.param_groups[0]["params"],
                     strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# ---- the cost of a step --------------------------------------------------------------------
+
+def test_matrix_step_times_rows():
+    from optlib.book import performance as perf
+
+    rows = perf.matrix_step_times(shape=(6, 4), count=2, reps=1, block=10)
+    assert [r["optimizer"] for r in rows] == list(perf._matrix_optimizers())
+    for r in rows:
+        assert r["ms"] > 0 and r["first_ms"] > 0
+    assert next(r for r in rows if r["optimizer"] == "AdamW")["vs_adamw"] == 1.0
+    text = perf.format_matrix_step_times(rows)
+    assert text.splitlines()[0].split() == ["optimizer", "ms/step", "vs", "AdamW", "first",
+                                            "step", "ms"]
+    assert len(text.splitlines()) == len(rows) + 1
