@@ -93,9 +93,10 @@ class Shampoo(Optimizer):
       to :math:`H`). The damping :math:`\epsilon` (``eps``) is the factors' starting
       value :math:`\epsilon I`, as in the paper's Algorithm 1, and the floor of their
       eigenvalues. The exponent :math:`-1/(2k)`: for a matrix, :math:`-1/4` per side,
-      so that the two sides together act like AdaGrad's :math:`-1/2` (the paper's
-      Lemma: :math:`L^{1/4}\otimes R^{1/4}` bounds the full-matrix AdaGrad
-      preconditioner's square root).
+      so that the two sides together act like AdaGrad's :math:`-1/2`. (The paper shows
+      :math:`L^{1/2}\otimes R^{1/2} \succeq \tfrac1r \sum_t g_t g_t^\top` for gradients of
+      rank at most :math:`r`, :math:`g = \operatorname{vec}(G)`: the Kronecker product of
+      the two roots bounds full-matrix AdaGrad's preconditioner.)
     * **Grafting** takes Shampoo's direction and the step *size* of a diagonal method
       (per tensor, the norm of the step Adam without its first moment, or SGD, would
       take), so that Shampoo inherits a tuned learning rate; the momentum then applies
@@ -103,8 +104,9 @@ class Shampoo(Optimizer):
       is the default; grafting costs one buffer (Adam's :math:`v`) per parameter.
     * **Vectors and scalars** (fewer than two dimensions) use the diagonal of the
       paper's single factor: :math:`h_t = h_{t-1} + G_t^2` from :math:`h_0 = \epsilon`,
-      :math:`S_t = G_t / \sqrt{h_t}`, which is AdaGrad; grafting and momentum as above.
-      Their state is elementwise, not :math:`n \times n`.
+      :math:`S_t = G_t \odot h^{-1/2}` (:math:`h^{-1/2}` refreshed with the roots), which
+      is AdaGrad; grafting and momentum as above. Their state is elementwise, not
+      :math:`n \times n`.
 
     Cost per :math:`m\times n` matrix: :math:`2(m^2 + n^2)` numbers of state (the factors
     and their roots) plus :math:`mn` for Adam grafting and :math:`mn` for momentum; a
@@ -188,14 +190,14 @@ class Shampoo(Optimizer):
                 D = S
             else:
                 if graft == "adam":                                     # A = G / (√v̂ + ε_A)
-                    v = st["exp_avg_sq"].mul_(beta2).addcmul_(G, G, value=1 - beta2)
+                    v = _buffer(st, "exp_avg_sq", x).mul_(beta2).addcmul_(G, G, value=1 - beta2)
                     A = G / (v.sqrt() / (1 - beta2**tx) ** 0.5 + group["graft_eps"])
                 else:                                                   # A = G
                     A = G
                 tiny = torch.finfo(S.dtype).tiny
                 D = S * (torch.linalg.vector_norm(A) / torch.linalg.vector_norm(S).clamp_min(tiny))
             if mu != 0:
-                D = st["momentum_buffer"].mul_(mu).add_(D)              # b ← μb + D
+                D = _buffer(st, "momentum_buffer", x).mul_(mu).add_(D)  # b ← μb + D
             x.add_(D, alpha=-lr)                                        # θ ← θ − η b
 
 
@@ -333,6 +335,14 @@ class SOAP(Optimizer):
             accumulate(st["GG"], G, beta_s)                             # GG_i ← β_s GG_i + ...
             if tx % f == 0:
                 refresh_basis(st)                                       # Q_i ← QR(GG_i Q_i)
+
+
+def _buffer(state: dict, key: str, p: Tensor) -> Tensor:
+    """``state[key]``, created as zeros if missing (a group's ``graft`` or ``momentum``
+    changed after its first step)."""
+    if key not in state:
+        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return state[key]
 
 
 def _check_frequency(f) -> None:

@@ -540,3 +540,17 @@ def test_matrix_step_times_rows():
     assert text.splitlines()[0].split() == ["optimizer", "ms/step", "vs", "AdamW", "first",
                                             "step", "ms"]
     assert len(text.splitlines()) == len(rows) + 1
+
+
+def test_shampoo_graft_and_momentum_may_be_switched_on_later(float64):
+    """A group that starts with graft=None and no momentum and switches both on (by hand,
+    or by a scheduler that raises momentum) gets its buffers then, as zeros."""
+    params = make_params(((4, 5), (3,)))
+    opt = optlib.Shampoo(params, graft=None)
+    drive(opt, params, 2, seed=0)
+    assert "exp_avg_sq" not in opt.state[params[0]]
+    opt.param_groups[0].update(graft="adam", momentum=0.5)
+    drive(opt, params, 2, seed=1)
+    for p in params:
+        assert {"exp_avg_sq", "momentum_buffer"} <= set(opt.state[p])
+        assert torch.isfinite(p).all()
