@@ -9,6 +9,12 @@ is compared with what the algorithm needs:
 * Adafactor: ``rows + cols`` values per matrix instead of ``rows * cols``;
 * Adam8bit: two 1-byte codes and two float32 scales per block of 256: 2.03 bytes
   (tensors under 4096 values keep 8);
+* Shampoo (Adam grafting, no momentum): per m x n matrix the factors L, R and their
+  inverse roots, 2 (m² + n²) values, plus Adam's v (mn); a vector its diagonal factor,
+  root and v (3 values per element). For the 512 x 256 weights: 4 (1 + 2 (m/n + n/m))
+  = 24 bytes per parameter;
+* SOAP: per matrix Adam's m and v (2mn) and, per side, the factor and its eigenbasis,
+  2 (m² + n²): 28 bytes per parameter for 512 x 256; a vector m and v only (Adam);
 
 plus a step counter (a 4-byte 0-dim tensor) per tensor where the optimizer keeps one.
 """
@@ -43,6 +49,17 @@ def _adafactor(p):
     return 4 * p.numel() + COUNTER
 
 
+def _shampoo(p):
+    if p.dim() >= 2:   # factors and roots per dimension, Adam's v for grafting
+        return 4 * (2 * sum(n * n for n in p.shape) + p.numel()) + COUNTER
+    return 4 * 3 * p.numel() + COUNTER       # diagonal factor, its root, v
+
+
+def _soap(p, max_precond_dim=10000):
+    factors = sum(n * n for n in p.shape if n <= max_precond_dim) if p.dim() >= 2 else 0
+    return 4 * (2 * p.numel() + 2 * factors) + COUNTER     # m, v; GG and Q per side
+
+
 def _muon_with_adamw(p, hidden_ids):
     return 4 * p.numel() if id(p) in hidden_ids else 8 * p.numel() + COUNTER
 
@@ -71,6 +88,8 @@ OPTIMIZERS = {
     "SophiaG": (lambda m: optlib.SophiaG(m.parameters()), lambda p: 8 * p.numel() + COUNTER),
     "LAMB": (lambda m: optlib.LAMB(m.parameters()), lambda p: 8 * p.numel() + COUNTER),
     "LARS": (lambda m: optlib.LARS(m.parameters(), lr=0.1), lambda p: 4 * p.numel()),
+    "Shampoo": (lambda m: optlib.Shampoo(m.parameters()), _shampoo),
+    "SOAP": (lambda m: optlib.SOAP(m.parameters()), _soap),
     "AdamWScheduleFree": (lambda m: _schedule_free(m.parameters()),
                           lambda p: 8 * p.numel()),                # z and v, no counter
     # Muon takes 2-D weights only; MuonWithAdamW gives the rest (and the output layer) to AdamW

@@ -13,6 +13,7 @@ from .clipping import clip_grad_norm_
 from .compiled import compile
 from .factored import Adafactor
 from .groups import param_groups
+from .kronecker import SOAP, Shampoo
 from .large_batch import LAMB, LARS
 from .lr_range import lr_range_test
 from .matrix import Muon, MuonWithAdamW, muon_param_groups
@@ -31,7 +32,7 @@ __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
     "Adafactor", "Muon", "MuonWithAdamW", "muon_param_groups", "Lion", "SophiaG",
     "gnb_update_hessian", "LAMB", "LARS", "AdamWScheduleFree",
-    "Adam8bit",
+    "Adam8bit", "Shampoo", "SOAP",
     "clip_grad_norm_", "param_groups", "state_bytes",
     "schedules", "lr_range_test",
     "Optimizer", "TensorList", "PerTensor", "compile",

@@ -53,8 +53,9 @@ since the compiled code rounds to bfloat16 or float16 wherever the eager rule do
 Not every rule traces into one graph with torch 2.13. NAdam and RAdam (per-tensor
 factors and selections), LAMB and LARS (trust ratios read as Python numbers),
 AdamWScheduleFree (a branch on a tensor's value), Adafactor (different state for
-different tensors) and Adam8bit fall back: ``optlib.compile`` warns once and keeps their
-eager rule. SGD, Adagrad, RMSprop, Adam, AdamW, Lion, SophiaG and Muon compile
+different tensors), Adam8bit, and Shampoo and SOAP (which choose in Python, per tensor, the
+steps that refresh their roots or eigenbasis) fall back: ``optlib.compile`` warns once and
+keeps their eager rule. SGD, Adagrad, RMSprop, Adam, AdamW, Lion, SophiaG and Muon compile
 (``tests/test_compiled.py`` checks every optimizer).
 
 The first step compiles (tens of seconds on a small CPU; each parameter group, and each

@@ -57,6 +57,14 @@ def test_factored_and_quantized_states_are_small(rows):
     assert rows["Adafactor"]["measured"] / rows["Adafactor"]["params"] < 0.1
 
 
+def test_kronecker_factors_cost_m2_plus_n2_per_side(rows):
+    """Per 512 x 256 weight, 2 (m² + n²) values of factors and roots (or eigenbases):
+    Shampoo 4 (1 + 2 (m/n + n/m)) = 24 bytes per parameter with Adam's v, SOAP 28 with
+    Adam's m and v; the vectors (under 1% of the parameters) pull both a little lower."""
+    assert rows["Shampoo"]["measured"] / rows["Shampoo"]["params"] == pytest.approx(24, abs=0.1)
+    assert rows["SOAP"]["measured"] / rows["SOAP"]["params"] == pytest.approx(28, abs=0.2)
+
+
 def test_benchmark_prints_the_table(rows, capsys):
     memory.main(list(rows.values()))
     out = capsys.readouterr().out

@@ -266,3 +266,56 @@ def format_step_time_table(rows: list[dict]) -> str:
     worst = max(r["ratio"] for r in rows if r["impl"] == "optlib")
     lines.append(f"worst optlib / torch foreach: {worst:.3f} (bar: 1.05)")
     return "\n".join(lines)
+
+
+# ---- matrix-aware optimizers: the periodic eigendecompositions, amortized ----------------
+
+def _matrix_optimizers():
+    import optlib
+
+    return {
+        "AdamW": lambda p: optlib.AdamW(p, lr=1e-3),
+        "Muon": lambda p: optlib.Muon(p, lr=0.02),
+        "Shampoo (f=1)": lambda p: optlib.Shampoo(p, precondition_frequency=1),
+        "Shampoo (f=10)": lambda p: optlib.Shampoo(p, precondition_frequency=10),
+        "SOAP (f=10)": lambda p: optlib.SOAP(p, precondition_frequency=10),
+    }
+
+
+def matrix_step_times(shape: tuple[int, int] = (512, 512), count: int = 4, reps: int = 7,
+                      block: int = 10, device="cpu", seed: int = 0) -> list[dict]:
+    """Median time per step of AdamW, Muon, Shampoo and SOAP on ``count`` weight matrices
+    of ``shape`` (float32), interleaved (:func:`time_interleaved`) in blocks of ``block``
+    steps: with ``block`` a multiple of every ``precondition_frequency`` (10), each block
+    holds the same number of eigendecompositions (Shampoo's roots) and QR refreshes
+    (SOAP's basis), so the median is the amortized cost per step. Rows: ``optimizer``,
+    ``ms`` (per step), ``vs_adamw`` and ``first_ms`` (the first step: state creation, and
+    SOAP's first eigendecomposition). Gradients stay fixed; each optimizer steps its own
+    copy of the parameters."""
+    rows, steps = [], {}
+    for name, make in _matrix_optimizers().items():
+        gen = torch.Generator().manual_seed(seed)
+        params = []
+        for _ in range(count):
+            p = torch.nn.Parameter(torch.randn(shape, generator=gen).to(device))
+            p.grad = torch.randn(shape, generator=gen).mul_(1e-3).to(device)
+            params.append(p)
+        opt = make(params)
+        start = time.perf_counter()
+        opt.step()
+        _sync(device)
+        rows.append(dict(optimizer=name, first_ms=1e3 * (time.perf_counter() - start)))
+        steps[name] = opt.step
+    medians = time_interleaved(steps, reps=reps, device=device, block=block, seed=seed)
+    for r in rows:
+        r["ms"] = 1e3 * medians[r["optimizer"]]
+        r["vs_adamw"] = medians[r["optimizer"]] / medians["AdamW"]
+    return rows
+
+
+def format_matrix_step_times(rows: list[dict]) -> str:
+    """The rows of :func:`matrix_step_times` as a text table."""
+    lines = [f"{'optimizer':<16}{'ms/step':>10}{'vs AdamW':>10}{'first step ms':>15}"]
+    lines += [f"{r['optimizer']:<16}{r['ms']:>10.3f}{r['vs_adamw']:>9.1f}x{r['first_ms']:>15.1f}"
+              for r in rows]
+    return "\n".join(lines)
