@@ -87,4 +87,5 @@ def _semicolons_silence_under_nbval() -> None:
     shell._optlib_semicolon_hook = True
 
 
-__all__ = ["setup", "checkers", "data", "models", "numerics", "plots", "progress", "report", "surfaces", "train"]
+__all__ = ["setup", "checkers", "data", "models", "numerics", "plots", "progress", "report", "surfaces",
+           "train"]
