@@ -73,10 +73,14 @@ class Adam(_AdamFamily):
         return state
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
+        self.rule(group, p, g, s, s.advance("step"))
+
+    def rule(self, group, p: TensorList, g: TensorList, s: State, t):
+        """One step of the rule at step count ``t`` (counted already): ``s`` needs only the
+        moments, so a caller may hand it other tensors (``Adam8bit``: dequantized ones)."""
         lr, (beta1, beta2), eps = as_float(group["lr"]), group["betas"], group["eps"]
         if group["maximize"]:
             g = -g
-        t = s.advance("step")
         g = self.decay_or_l2(group, p, g)
         m, v = self.moments(group, g, s)
         if group["amsgrad"]:
@@ -170,10 +174,14 @@ class RAdam(_AdamFamily):
                          decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
+        self.rule(group, p, g, s, s.advance("step"))
+
+    def rule(self, group, p: TensorList, g: TensorList, s: State, t):
+        """One step of the rule at step count ``t`` (counted already): ``s`` needs only the
+        moments, so a caller may hand it other tensors (``Adam8bit``: dequantized ones)."""
         lr, (beta1, beta2), eps = as_float(group["lr"]), group["betas"], group["eps"]
         if group["maximize"]:
             g = -g
-        t = s.advance("step")
         g = self.decay_or_l2(group, p, g)
         m, v = self.moments(group, g, s)
         bc1, bc2 = 1 - beta1**t, 1 - beta2**t

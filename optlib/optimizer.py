@@ -87,6 +87,17 @@ class State:
     def __getitem__(self, key: str) -> TensorList:
         return TensorList(st[key] for st in self._states)
 
+    @property
+    def states(self) -> list[dict]:
+        """Each parameter's state dict (the very dicts in ``optimizer.state``)."""
+        return self._states
+
+    def select(self, mask) -> State:
+        """The state of the parameters where ``mask`` holds (as :meth:`TensorList.select`)."""
+        keep = list(mask)
+        return State([st for st, k in zip(self._states, keep, strict=True) if k],
+                     [n for n, k in zip(self.new, keep, strict=True) if k])
+
     def advance(self, key: str = "step") -> PerTensor | float:
         """Add 1 to every step counter and return the new counts (t = 1 on the first step)."""
         counters = self[key]

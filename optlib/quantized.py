@@ -1,22 +1,40 @@
 """8-bit optimizer state: Adam whose two moments are stored as one byte per value.
 
 Block-wise quantization (Dettmers et al., *8-bit Optimizers via Block-wise Quantization*,
-ICLR 2022): a state tensor is cut into blocks of ``block_size`` values; each block keeps
-one float32 scale, its largest magnitude ``absmax``, and each value the index (a byte) of
-the nearest entry of a fixed 256-entry codebook for ``value / absmax`` in [-1, 1]. The
-scale is per block, so one outlier only coarsens its own block of 256 values.
+ICLR 2022), with the block size and the two maps of bitsandbytes' ``Adam8bit``:
 
-The codebook is *dynamic* (Dettmers, 2016), not linear. A linear code (steps of 1/127 of
-the block's max) rounds every value below ~0.4% of the max to zero. That is harmless for
-the first moment's direction, but fatal for Adam's second moment :math:`v`: its values span
-many orders of magnitude (it is a squared gradient), and a coordinate whose :math:`v`
-becomes 0 takes a step of :math:`\\eta m/\\epsilon`. The dynamic code spends its bytes like
-a float: a decimal exponent (7 decades, 1e-7 to 1 of the block max) and a linear fraction
-whose resolution grows with the magnitude: 64 values for [0.1, 1], 32 for [0.01, 0.1], ...
-(twice as many in the unsigned code for :math:`v`, which needs no sign bit). Measured
-median relative rounding error of the signed code: 0.9% between 0.1 and 1 of the block
-max, doubling with each decade down (7% at 1e-4..1e-3); the unsigned code is one decade
-better; only values below about 1e-7 of the block max become 0.
+**Blocks.** A state tensor is read in its logical (row-major) order and cut into blocks of
+``block_size`` values (256); a tensor's last block may be shorter, and no block spans two
+tensors. Each block keeps one float32 scale, the largest magnitude among its values,
+``absmax``, and each value the index (a byte) of the codebook entry chosen for
+``value / absmax``, which lies in [-1, 1]. The scale is per block, so one outlier only
+coarsens its own block of 256 values.
+
+**Maps.** The codebooks are *dynamic* (Dettmers, 2016), not linear. A linear code (steps of
+1/127 of the block's max) rounds every value below ~0.4% of the max to zero. That is
+harmless for the first moment's direction, but fatal for Adam's second moment :math:`v`:
+its values span many orders of magnitude (it is a squared gradient), and a coordinate whose
+:math:`v` becomes 0 takes a step of :math:`\\eta m/\\epsilon`. The dynamic code spends its
+bytes like a float: a decimal exponent (7 decades, 1e-7 to 1 of the block max) and a linear
+fraction whose resolution grows with the magnitude: 64 values for [0.1, 1], 32 for
+[0.01, 0.1], ... (twice as many in the unsigned code for :math:`v`, which needs no sign
+bit). Measured median relative rounding error of the signed code: 0.9% between 0.1 and 1 of
+the block max, doubling with each decade down (7% at 1e-4..1e-3); the unsigned code is one
+decade better.
+
+**Rounding.** A value gets the nearest entry of the codebook, where the boundary between two
+neighbouring entries is their midpoint rounded to 12 significant bits (a value exactly on a
+boundary goes to the entry farther from zero). The code of a float32 value is then a
+function of its leading 20 bits (sign, exponent and 11 bits of the fraction): quantizing is
+a division, a shift and a lookup in a table of 2^20 codes (:func:`code_table`) instead of a
+search among 255 midpoints. The rounded boundaries lie within 0.025% of the midpoints, a
+tenth or less of the gap between two entries.
+
+With ``divisor=True`` (Adam's :math:`v`, whose square root divides the step) a positive
+value is never stored as 0: below the smallest entry (3.25e-7 of the block max) it is
+stored as that entry. Stored as 0, it would make its coordinate step
+:math:`\\eta\\hat m/\\epsilon`, thousands of times Adam's step; stored too large, it only
+makes the step smaller.
 """
 
 from __future__ import annotations
@@ -24,10 +42,11 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
 from .adam import Adam, _AdamFamily
 from .optimizer import State, require, step_counter
-from .tensorlist import TensorList
+from .tensorlist import PerTensor, TensorList, per_tensor
 
 
 def dynamic_map(signed: bool) -> torch.Tensor:
@@ -44,27 +63,141 @@ def dynamic_map(signed: bool) -> torch.Tensor:
 
 SIGNED, UNSIGNED = dynamic_map(signed=True), dynamic_map(signed=False)
 
+#: A scaled float32 value's code depends on its leading KEY_BITS bits: sign, exponent and
+#: the fraction's first 11 bits.
+KEY_BITS = 20
+_SHIFT = 32 - KEY_BITS
+_KEY_MASK = (1 << KEY_BITS) - 1
 
-def quantize(x: torch.Tensor, codebook: torch.Tensor, block_size: int = 256):
-    """``x`` as (codes: uint8 of x.numel(), absmax: float32 per block): each value's code
-    is the index of the codebook entry nearest to value / absmax of its block."""
+
+def boundaries(codebook: Tensor) -> Tensor:
+    """The 255 decision boundaries: the midpoints of neighbouring entries, each rounded to
+    the nearest float32 whose last 12 bits are 0 (12 significant bits), so that it lies on
+    an edge between two keys of :func:`code_table`."""
+    book = codebook.double()
+    mids = ((book[1:] + book[:-1]) / 2).float()
+    step = torch.ldexp(torch.ones_like(mids), torch.frexp(mids).exponent - KEY_BITS + 8)
+    return (mids / step).round() * step     # 12 significant bits, exact in float32
+
+
+def _key_values(device=None) -> Tensor:
+    """For every key, the float32 of smallest magnitude with those leading bits (±0 for the
+    two zero keys; inf or NaN for the keys of non-finite values)."""
+    keys = torch.arange(1 << KEY_BITS, dtype=torch.int32, device=device)
+    magnitude = ((keys & (_KEY_MASK >> 1)) << _SHIFT).view(torch.float32)
+    return torch.where(keys >> (KEY_BITS - 1) == 1, -magnitude, magnitude)
+
+
+_TABLES: dict = {}
+
+
+def code_table(codebook: Tensor, divisor: bool = False) -> Tensor:
+    """The code (uint8) of every key, the leading :data:`KEY_BITS` bits of a float32 ``s``:
+    the number of :func:`boundaries` at or below ``s`` (below, for negative ``s``). With
+    ``divisor``, a positive ``s`` never gets the code of 0, and a non-finite one (from a
+    non-finite gradient) gets the largest entry; otherwise a non-finite ``s`` gets 0.
+    Built once per codebook (about 50 ms) and kept."""
+    key = (codebook.cpu().numpy().tobytes(), divisor, codebook.device)
+    if key not in _TABLES:
+        require(codebook.numel() == 256 and bool((codebook[1:] > codebook[:-1]).all()),
+                "codebook: expected 256 increasing values")
+        bounds = boundaries(codebook.cpu())
+        s = _key_values()
+        codes = torch.where(s >= 0, torch.bucketize(s, bounds, right=True),
+                            torch.bucketize(s, bounds, right=False))
+        zero = int(codebook.abs().argmin())
+        finite = torch.isfinite(s)
+        if divisor:
+            codes[(codes == zero) & (s > 0) & finite] = min(zero + 1, 255)
+            codes[~finite] = int(codebook.abs().argmax())
+        else:
+            codes[~finite] = zero
+        _TABLES[key] = codes.to(torch.uint8).to(codebook.device)
+    return _TABLES[key]
+
+
+def block_absmax(blocks: Tensor) -> Tensor:
+    """The largest magnitude among each row's finite values (0 for none), as float32."""
+    absmax = torch.maximum(blocks.amax(dim=1), blocks.amin(dim=1).neg_())
+    if not torch.isfinite(absmax).all():      # rare: a NaN or inf from a non-finite gradient
+        absmax = torch.where(blocks.isfinite(), blocks, 0).abs().amax(dim=1)
+    return absmax.float()
+
+
+def quantize_blocks(blocks: Tensor, table: Tensor, codes: Tensor, absmax: Tensor,
+                    key: Tensor) -> None:
+    """Write the codes of ``blocks`` (one block per row, overwritten: it is scratch) into
+    ``codes`` and the blocks' scales into ``absmax``; ``key`` is int32 scratch of
+    ``blocks.numel()`` values."""
+    absmax.copy_(block_absmax(blocks))
+    scaled = blocks.div_(absmax.clamp_min(torch.finfo(torch.float32).tiny)[:, None].to(blocks.dtype))
+    if scaled.dtype != torch.float32:
+        scaled = scaled.float()
+    key = torch.bitwise_right_shift(scaled.view(torch.int32).view(-1), _SHIFT, out=key)
+    key.bitwise_and_(_KEY_MASK)                 # the sign bit, without its extension
+    torch.index_select(table, 0, key, out=codes)
+
+
+def dequantize_blocks(codes: Tensor, absmax: Tensor, values: Tensor, out: Tensor,
+                      key: Tensor) -> None:
+    """Write ``values[code] * absmax`` of each block into ``out`` (one block per row);
+    ``values`` is the codebook in ``out``'s dtype, ``key`` int32 scratch."""
+    key.copy_(codes)
+    torch.index_select(values, 0, key, out=out.view(-1))
+    out.mul_(absmax[:, None].to(out.dtype))
+
+
+def _blocks(x: Tensor, block_size: int) -> Tensor:
+    """``x`` flattened, zero-padded to whole blocks, one block per row (a copy)."""
     flat = x.reshape(-1)
-    n = flat.numel()
-    blocks = torch.nn.functional.pad(flat, (0, -n % block_size)).view(-1, block_size)
-    absmax = blocks.abs().amax(dim=1)
-    scaled = blocks / absmax.clamp_min(torch.finfo(x.dtype).tiny)[:, None]
-    book = codebook.to(x.dtype)
-    codes = torch.bucketize(scaled, (book[1:] + book[:-1]) / 2)     # nearest entry
-    return codes.to(torch.uint8).view(-1)[:n], absmax.float()
+    return torch.nn.functional.pad(flat, (0, -flat.numel() % block_size)).view(-1, block_size)
 
 
-def dequantize(codes: torch.Tensor, absmax: torch.Tensor, codebook: torch.Tensor,
-               block_size: int, like: torch.Tensor) -> torch.Tensor:
+def quantize(x: Tensor, codebook: Tensor, block_size: int = 256, *, divisor: bool = False):
+    """``x`` as (codes: uint8 of x.numel(), absmax: float32 per block): each value's code is
+    the index of the codebook entry nearest to value / absmax of its block (module
+    docstring). ``divisor``: see :func:`code_table`."""
+    blocks = _blocks(x, block_size)
+    codes = torch.empty(blocks.numel(), dtype=torch.uint8, device=x.device)
+    absmax = torch.empty(blocks.shape[0], dtype=torch.float32, device=x.device)
+    key = torch.empty(blocks.numel(), dtype=torch.int32, device=x.device)
+    quantize_blocks(blocks, code_table(codebook.to(x.device), divisor), codes, absmax, key)
+    return codes[: x.numel()], absmax
+
+
+def dequantize(codes: Tensor, absmax: Tensor, codebook: Tensor,
+               block_size: int, like: Tensor) -> Tensor:
     """The values the codes stand for, shaped and typed like ``like``."""
     n = codes.numel()
-    values = codebook.to(like.dtype)[codes.long()]
-    blocks = torch.nn.functional.pad(values, (0, -n % block_size)).view(-1, block_size)
-    return (blocks * absmax.to(like.dtype)[:, None]).view(-1)[:n].view_as(like)
+    padded = torch.nn.functional.pad(codes, (0, -n % block_size))
+    out = torch.empty(padded.numel(), dtype=like.dtype, device=like.device)
+    key = torch.empty(padded.numel(), dtype=torch.int32, device=like.device)
+    dequantize_blocks(padded, absmax, codebook.to(like), out.view(-1, block_size), key)
+    return out[:n].view_as(like)
+
+
+#: Values of one chunk: the step works through a group's 8-bit tensors a chunk at a time,
+#: so that its float buffers stay small (and in the cache) whatever the tensors' sizes.
+CHUNK = 1 << 17
+
+
+def _chunks(sizes: list[int], block: int):
+    """Pieces ``(tensor index, start, stop)`` of the tensors of ``sizes``, grouped into
+    chunks of at most max(CHUNK // block, 1) blocks; every piece starts on a block."""
+    capacity = max(CHUNK // block, 1) * block
+    chunk, used = [], 0
+    for i, n in enumerate(sizes):
+        start = 0
+        while start < n:
+            stop = min(n, start + capacity - used)
+            chunk.append((i, start, stop))
+            used += -(-(stop - start) // block) * block
+            start = stop
+            if used >= capacity:
+                yield chunk
+                chunk, used = [], 0
+    if chunk:
+        yield chunk
 
 
 class Adam8bit(Adam):
@@ -73,9 +206,41 @@ class Adam8bit(Adam):
     instead of 8. After Dettmers et al., ICLR 2022 (bitsandbytes' ``Adam8bit``).
 
     Each step dequantizes :math:`m` and :math:`v`, applies exactly :class:`optlib.Adam`'s
-    rule (the same code), and quantizes them again. Tensors with fewer than
-    ``min_8bit_size`` values (biases, norms) keep full-precision moments, as in
-    bitsandbytes: their state is small and quantizing it buys nothing.
+    rule (the same code, :meth:`optlib.Adam.rule`), and quantizes them again:
+
+    .. math::
+        m, v &\leftarrow \mathrm{dq}(c_m, a_m),\ \mathrm{dq}(c_v, a_v), \qquad
+        \mathrm{dq}(c, a)_i = \mathrm{map}[c_i]\cdot a_{\lfloor i/256 \rfloor} \\
+        m &\leftarrow \beta_1 m + (1-\beta_1) g, \qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2,
+        \qquad \theta \leftarrow \theta - \eta\, \hat m/(\sqrt{\hat v} + \epsilon) \\
+        a_b &= \max_{i \in b} |x_i|, \qquad c_i = \text{the map entry nearest to } x_i / a_b
+        \quad (x = m \text{ with the signed map, } x = v \text{ with the unsigned one})
+
+    The step works through the 8-bit tensors of a group in chunks of about 131k values
+    (several small tensors in one chunk, a large one in several), so that its float32
+    buffers stay small. Tensors with fewer than ``min_8bit_size`` values (biases, norms)
+    keep full-precision moments, as in bitsandbytes: their state is small and quantizing
+    it buys nothing.
+
+    Limits, all per block of 256 values:
+
+    * :math:`m` below 2.75e-7 of its block's largest :math:`|m|` is stored as 0 (that
+      coordinate's step is then 0). Each decade down from the block max doubles the
+      relative rounding error of :math:`m` (module docstring).
+    * :math:`v` below 3.25e-7 of its block's largest is stored as 3.25e-7 of it, never as 0:
+      a coordinate whose gradients are more than about 1,750 times smaller (RMS) than the
+      largest in its block steps *less* than Adam would, never more. (Stored as 0, which
+      bitsandbytes' ``Adam8bit`` does for gradients spanning more than about 3.5 decades
+      in a block, the coordinate steps :math:`\eta\hat m/\epsilon`, thousands of times
+      Adam's step.)
+    * A value that decays without new large gradients (:math:`v` shrinks by 0.1% a step
+      with :math:`\beta_2 = 0.999`) moves by less than the map's resolution and is rounded
+      back to the same code, while its block's scale (exact) follows the block's largest.
+    * A NaN or infinite gradient element makes its parameter NaN, as in torch's Adam and
+      bitsandbytes; it goes no further: the block's scale ignores non-finite values, and the
+      coordinate's :math:`m` is stored as 0 and its :math:`v` as the block's largest.
+      (A finite gradient whose square overflows, above 1.8e19 in float32, is beyond this:
+      Adam freezes that coordinate, here it moves.)
 
     Unlike bitsandbytes, whose ``Adam8bit`` decays weights in the decoupled (AdamW) way,
     ``weight_decay`` here is Adam's L2 unless ``decoupled_weight_decay=True``: the same
@@ -87,20 +252,23 @@ class Adam8bit(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  maximize=False, decoupled_weight_decay=False, block_size=256,
                  min_8bit_size=4096):
-        require(isinstance(block_size, int) and block_size >= 1,
-                f"Invalid block_size value: {block_size}")
+        require(isinstance(block_size, int) and not isinstance(block_size, bool)
+                and block_size >= 1, f"Invalid block_size value: {block_size}")
         require(min_8bit_size >= 0, f"Invalid min_8bit_size value: {min_8bit_size}")
         _AdamFamily.__init__(self, params, lr, betas, eps, weight_decay, amsgrad=False,
                              maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
                              block_size=block_size, min_8bit_size=min_8bit_size)
 
+    #: (state key, codebook, divisor) of the two moments
+    MOMENTS = (("exp_avg", SIGNED, False), ("exp_avg_sq", UNSIGNED, True))
+
     def init_state(self, p, group):
         if p.numel() < group["min_8bit_size"]:
             return super().init_state(p, group)
         state = {"step": step_counter()}
-        for key, book in (("exp_avg", SIGNED), ("exp_avg_sq", UNSIGNED)):
+        for key, book, divisor in self.MOMENTS:
             state[key + "_code"], state[key + "_absmax"] = quantize(
-                torch.zeros_like(p), book, group["block_size"])
+                torch.zeros_like(p), book, group["block_size"], divisor=divisor)
         return state
 
     def load_state_dict(self, state_dict):
@@ -108,32 +276,126 @@ class Adam8bit(Adam):
         # torch casts every loaded state tensor to its parameter's dtype; put codes back into
         # bytes and scales into float32 (both casts are exact for these values).
         for st in self.state.values():
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key, _, _ in self.MOMENTS:
                 if key + "_code" in st:
                     st[key + "_code"] = st[key + "_code"].to(torch.uint8)
                     st[key + "_absmax"] = st[key + "_absmax"].to(torch.float32)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
+        quantized = ["exp_avg_code" in st for st in s.states]
+        if not all(quantized):                  # small tensors: Adam with its own state
+            full = [not q for q in quantized]
+            super().update(group, p.select(full), g.select(full), s.select(full))
+        if any(quantized):
+            self.update_8bit(group, p.select(quantized), g.select(quantized),
+                             s.select(quantized))
+
+    def update_8bit(self, group, p: TensorList, g: TensorList, s: State):
+        """Adam's rule on dequantized moments, a chunk of values at a time (:func:`_chunks`)."""
         block = group["block_size"]
-        # The state Adam's rule sees: 8-bit moments dequantized, small tensors as they are.
-        work = []
-        for x in p:
-            st = self.state[x]
-            if "exp_avg_code" in st:
-                st = {"step": st["step"],
-                      "exp_avg": dequantize(st["exp_avg_code"], st["exp_avg_absmax"],
-                                            SIGNED, block, x),
-                      "exp_avg_sq": dequantize(st["exp_avg_sq_code"], st["exp_avg_sq_absmax"],
-                                               UNSIGNED, block, x)}
-            work.append(st)
-        super().update(group, p, g, State(work, s.new))
-        for x, w in zip(p, work, strict=True):
-            st = self.state[x]
-            if "exp_avg_code" in st:
-                for key, book in (("exp_avg", SIGNED), ("exp_avg_sq", UNSIGNED)):
-                    code, absmax = quantize(w[key], book, block)
-                    st[key + "_code"].copy_(code)
-                    st[key + "_absmax"].copy_(absmax)
+        t = per_tensor(s.advance("step"), len(p))
+        flat_p = [x.view(-1) if x.is_contiguous() else x.contiguous().view(-1) for x in p]
+        flat_g = [x.reshape(-1) for x in g]
+        sizes = [x.numel() for x in p]
+        work = _Work(p[0], block)
+        m_, v_ = (_Moment(name, book, divisor, s.states, work)
+                  for name, book, divisor in self.MOMENTS)
+        for pieces in _chunks(sizes, block):
+            chunk = _Chunk(pieces, sizes, block)
+            m, v = chunk.dequantize(m_, work), chunk.dequantize(v_, work)
+            self.rule(group, TensorList(chunk.of(flat_p)), TensorList(chunk.of(flat_g)),
+                      State([{"exp_avg": a, "exp_avg_sq": b}
+                             for a, b in zip(chunk.cut(m), chunk.cut(v), strict=True)],
+                            chunk.pick(s.new)),
+                      PerTensor.of(chunk.pick(t)))
+            chunk.quantize(m_, work)
+            chunk.quantize(v_, work)
+        for x, f in zip(p, flat_p, strict=True):
+            if f.data_ptr() != x.data_ptr():    # a non-contiguous parameter: copy back
+                x.copy_(f.view(x.shape))
+
+
+class _Work:
+    """Scratch of one chunk: int32 keys, and the work dtype and device."""
+
+    def __init__(self, like: Tensor, block: int):
+        self.size = max(CHUNK // block, 1) * block
+        self.dtype, self.device = like.dtype, like.device
+        self.key = torch.empty(self.size, dtype=torch.int32, device=like.device)
+
+
+class _Moment:
+    """One moment of a group's 8-bit tensors: their codes and scales (the state's own
+    tensors), the codebook in the work dtype, the code of 0, the code table, and a float
+    buffer for one chunk's values."""
+
+    def __init__(self, name, codebook, divisor, states, work: _Work):
+        self.codes = [st[name + "_code"] for st in states]
+        self.absmax = [st[name + "_absmax"] for st in states]
+        self.values = codebook.to(device=work.device, dtype=work.dtype)
+        self.zero = int(codebook.abs().argmin())
+        self.table = code_table(codebook.to(work.device), divisor)
+        self.buffer = torch.empty(work.size, dtype=work.dtype, device=work.device)
+
+
+class _Chunk:
+    """Pieces ``(tensor index, start, stop)`` of a group's 8-bit tensors that one pass
+    handles, each starting on a block boundary. In the chunk's buffers each piece fills
+    whole blocks: a tensor's short last block is padded with zeros."""
+
+    def __init__(self, pieces, sizes: list[int], block: int):
+        self.pieces, self.block = pieces, block
+        self.whole = [a == 0 and b == sizes[i] for i, a, b in pieces]
+        blocks = [-(-(b - a) // block) for _, a, b in pieces]
+        self.blocks, self.size = blocks, sum(blocks) * block
+        self.layout = [n for (_, a, b), nb in zip(pieces, blocks, strict=True)
+                       for n in (b - a, nb * block - (b - a))]
+        #: one piece of whole blocks: the state's own codes and scales serve, no copy
+        self.direct = len(pieces) == 1 and self.layout[1] == 0
+        self.gathered = {}
+
+    def cut(self, buffer: Tensor) -> list[Tensor]:
+        """Each piece's values in a buffer of the chunk's layout."""
+        return list(buffer[:self.size].split(self.layout)[::2])
+
+    def of(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Each piece's slice of its (flat) tensor."""
+        return [tensors[i] if whole else tensors[i][a:b]
+                for (i, a, b), whole in zip(self.pieces, self.whole, strict=True)]
+
+    def of_blocks(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Each piece's slice of its tensor's per-block values (scales)."""
+        block = self.block
+        return [tensors[i] if whole else tensors[i][a // block:-(-b // block)]
+                for (i, a, b), whole in zip(self.pieces, self.whole, strict=True)]
+
+    def pick(self, values: list) -> list:
+        """Each piece's entry of a per-tensor list."""
+        return [values[i] for i, _, _ in self.pieces]
+
+    def dequantize(self, moment: _Moment, work: _Work) -> Tensor:
+        """The chunk's values of ``moment``, dequantized into its buffer."""
+        codes, absmax = self.of(moment.codes), self.of_blocks(moment.absmax)
+        if self.direct:
+            codes, absmax = codes[0], absmax[0]
+        else:
+            buffer = torch.full((self.size,), moment.zero, dtype=torch.uint8, device=work.device)
+            torch._foreach_copy_(self.cut(buffer), codes)    # padding keeps the code of 0
+            codes, absmax = buffer, torch.cat(absmax)
+        self.gathered[moment] = codes, absmax
+        values = moment.buffer[:self.size]
+        dequantize_blocks(codes, absmax, moment.values, values.view(-1, self.block),
+                          work.key[:self.size])
+        return values
+
+    def quantize(self, moment: _Moment, work: _Work) -> None:
+        """Quantize the chunk's values of ``moment`` (its buffer, overwritten) into the state."""
+        codes, absmax = self.gathered.pop(moment)
+        quantize_blocks(moment.buffer[:self.size].view(-1, self.block), moment.table, codes,
+                        absmax, work.key[:self.size])
+        if not self.direct:
+            torch._foreach_copy_(self.of(moment.codes), self.cut(codes))
+            torch._foreach_copy_(self.of_blocks(moment.absmax), list(absmax.split(self.blocks)))
 
 
 def state_bytes_per_parameter(numel: int, block_size: int = 256) -> float:
