@@ -96,7 +96,7 @@ def code_table(codebook: Tensor, divisor: bool = False) -> Tensor:
     the number of :func:`boundaries` at or below ``s`` (below, for negative ``s``). With
     ``divisor``, a positive ``s`` never gets the code of 0, and a non-finite one (from a
     non-finite gradient) gets the largest entry; otherwise a non-finite ``s`` gets 0.
-    Built once per codebook (about 50 ms) and kept."""
+    Built once per codebook and device (a fraction of a second) and kept."""
     key = (codebook.cpu().numpy().tobytes(), divisor, codebook.device)
     if key not in _TABLES:
         require(codebook.numel() == 256 and bool((codebook[1:] > codebook[:-1]).all()),
@@ -148,9 +148,10 @@ def dequantize_blocks(codes: Tensor, absmax: Tensor, values: Tensor, out: Tensor
 
 
 def _blocks(x: Tensor, block_size: int) -> Tensor:
-    """``x`` flattened, zero-padded to whole blocks, one block per row (a copy)."""
-    flat = x.reshape(-1)
-    return torch.nn.functional.pad(flat, (0, -flat.numel() % block_size)).view(-1, block_size)
+    """A copy of ``x``, flattened and zero-padded to whole blocks, one block per row."""
+    blocks = x.new_zeros(-(-x.numel() // block_size), block_size)
+    blocks.view(-1)[: x.numel()] = x.reshape(-1)
+    return blocks
 
 
 def quantize(x: Tensor, codebook: Tensor, block_size: int = 256, *, divisor: bool = False):
