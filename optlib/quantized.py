@@ -1,40 +1,45 @@
-"""8-bit optimizer state: Adam whose two moments are stored as one byte per value.
+r"""8-bit optimizer state: Adam whose two moments are stored as one byte per value.
 
 Block-wise quantization (Dettmers et al., *8-bit Optimizers via Block-wise Quantization*,
-ICLR 2022), with the block size and the two maps of bitsandbytes' ``Adam8bit``:
+ICLR 2022), with the block size and the two maps of bitsandbytes' ``Adam8bit``.
 
 **Blocks.** A state tensor is read in its logical (row-major) order and cut into blocks of
 ``block_size`` values (256); a tensor's last block may be shorter, and no block spans two
 tensors. Each block keeps one float32 scale, the largest magnitude among its values,
-``absmax``, and each value the index (a byte) of the codebook entry chosen for
-``value / absmax``, which lies in [-1, 1]. The scale is per block, so one outlier only
-coarsens its own block of 256 values.
+``absmax``, and each value the index (a byte) of a codebook entry for ``value / absmax``,
+which lies in [-1, 1]. The scale is per block, so one outlier only coarsens its own block
+of 256 values.
 
 **Maps.** The codebooks are *dynamic* (Dettmers, 2016), not linear. A linear code (steps of
 1/127 of the block's max) rounds every value below ~0.4% of the max to zero. That is
 harmless for the first moment's direction, but fatal for Adam's second moment :math:`v`:
 its values span many orders of magnitude (it is a squared gradient), and a coordinate whose
-:math:`v` becomes 0 takes a step of :math:`\\eta m/\\epsilon`. The dynamic code spends its
+:math:`v` becomes 0 takes a step of :math:`\eta m/\epsilon`. The dynamic code spends its
 bytes like a float: a decimal exponent (7 decades, 1e-7 to 1 of the block max) and a linear
 fraction whose resolution grows with the magnitude: 64 values for [0.1, 1], 32 for
 [0.01, 0.1], ... (twice as many in the unsigned code for :math:`v`, which needs no sign
-bit). Measured median relative rounding error of the signed code: 0.9% between 0.1 and 1 of
-the block max, doubling with each decade down (7% at 1e-4..1e-3); the unsigned code is one
-decade better.
+bit). Measured median relative rounding error of the signed code: 1.1% between 0.1 and 1 of
+the block max, doubling with each decade down (8% at 1e-4..1e-3, 31% at 1e-6..1e-5); the
+unsigned code is one decade better.
 
-**Rounding.** A value gets the nearest entry of the codebook, where the boundary between two
-neighbouring entries is their midpoint rounded to 12 significant bits (a value exactly on a
-boundary goes to the entry farther from zero). The code of a float32 value is then a
-function of its leading 20 bits (sign, exponent and 11 bits of the fraction): quantizing is
-a division, a shift and a lookup in a table of 2^20 codes (:func:`code_table`) instead of a
-search among 255 midpoints. The rounded boundaries lie within 0.025% of the midpoints, a
-tenth or less of the gap between two entries.
+**Rounding.** A value gets the nearest entry, where the boundary between two neighbouring
+entries is their midpoint rounded to 12 significant bits (a value exactly on a boundary
+goes to the entry farther from zero). A boundary moves by at most 2^-12 (0.025%) of its
+value, a tenth or less of the gap between two entries, and the code of a float32 value
+becomes a function of its leading 20 bits (sign, exponent and 11 bits of the fraction):
+quantizing is a division, a shift and a lookup in a table of 2^20 codes
+(:func:`code_table`), not a search among 255 midpoints.
 
 With ``divisor=True`` (Adam's :math:`v`, whose square root divides the step) a positive
 value is never stored as 0: below the smallest entry (3.25e-7 of the block max) it is
-stored as that entry. Stored as 0, it would make its coordinate step
-:math:`\\eta\\hat m/\\epsilon`, thousands of times Adam's step; stored too large, it only
+stored as that entry. Stored as 0 it would make its coordinate step
+:math:`\eta\hat m/\epsilon`, thousands of times Adam's step; stored too large it only
 makes the step smaller.
+
+bitsandbytes' CPU kernel (0.50) rounds like this in the top three decades; below about
+1e-5 of the block max it stores every value, zeros included, as the entry near 1.6e-5
+(:math:`v`) or 2.1e-5 (:math:`m`): it never divides by a zero :math:`v`, but it moves
+coordinates whose gradient is always 0, and it loses the four lowest decades of the map.
 """
 
 from __future__ import annotations
@@ -116,24 +121,27 @@ def code_table(codebook: Tensor, divisor: bool = False) -> Tensor:
     return _TABLES[key]
 
 
-def block_absmax(blocks: Tensor) -> Tensor:
-    """The largest magnitude among each row's finite values (0 for none), as float32."""
-    absmax = torch.maximum(blocks.amax(dim=1), blocks.amin(dim=1).neg_())
+def block_absmax(blocks: Tensor, nonnegative: bool = False) -> Tensor:
+    """The largest magnitude among each row's finite values (0 for none), as float32;
+    ``nonnegative``: the rows hold no negative values, so their max is enough."""
+    absmax = blocks.amax(dim=1)
+    if not nonnegative:
+        absmax = torch.maximum(absmax, blocks.amin(dim=1).neg_())
     if not torch.isfinite(absmax).all():      # rare: a NaN or inf from a non-finite gradient
         absmax = torch.where(blocks.isfinite(), blocks, 0).abs().amax(dim=1)
     return absmax.float()
 
 
 def quantize_blocks(blocks: Tensor, table: Tensor, codes: Tensor, absmax: Tensor,
-                    key: Tensor) -> None:
-    """Write the codes of ``blocks`` (one block per row, overwritten: it is scratch) into
-    ``codes`` and the blocks' scales into ``absmax``; ``key`` is int32 scratch of
-    ``blocks.numel()`` values."""
-    absmax.copy_(block_absmax(blocks))
+                    divisor: bool = False) -> None:
+    """Write the codes of ``blocks`` (one block per row; overwritten, it is scratch) into
+    ``codes`` and the blocks' scales into ``absmax``. ``divisor``: the values are
+    nonnegative (Adam's v) and ``table`` is the codebook's ``divisor`` table."""
+    absmax.copy_(block_absmax(blocks, nonnegative=divisor))
     scaled = blocks.div_(absmax.clamp_min(torch.finfo(torch.float32).tiny)[:, None].to(blocks.dtype))
     if scaled.dtype != torch.float32:
         scaled = scaled.float()
-    key = torch.bitwise_right_shift(scaled.view(torch.int32).view(-1), _SHIFT, out=key)
+    key = scaled.view(torch.int32).view(-1).bitwise_right_shift_(_SHIFT)
     key.bitwise_and_(_KEY_MASK)                 # the sign bit, without its extension
     torch.index_select(table, 0, key, out=codes)
 
@@ -157,12 +165,13 @@ def _blocks(x: Tensor, block_size: int) -> Tensor:
 def quantize(x: Tensor, codebook: Tensor, block_size: int = 256, *, divisor: bool = False):
     """``x`` as (codes: uint8 of x.numel(), absmax: float32 per block): each value's code is
     the index of the codebook entry nearest to value / absmax of its block (module
-    docstring). ``divisor``: see :func:`code_table`."""
+    docstring). ``divisor``: ``x`` holds no negative values, and a positive one is never
+    stored as 0 (:func:`code_table`)."""
+    require(not divisor or not bool((x < 0).any()), "quantize: divisor=True needs x >= 0")
     blocks = _blocks(x, block_size)
     codes = torch.empty(blocks.numel(), dtype=torch.uint8, device=x.device)
     absmax = torch.empty(blocks.shape[0], dtype=torch.float32, device=x.device)
-    key = torch.empty(blocks.numel(), dtype=torch.int32, device=x.device)
-    quantize_blocks(blocks, code_table(codebook.to(x.device), divisor), codes, absmax, key)
+    quantize_blocks(blocks, code_table(codebook.to(x.device), divisor), codes, absmax, divisor)
     return codes[: x.numel()], absmax
 
 
@@ -177,9 +186,10 @@ def dequantize(codes: Tensor, absmax: Tensor, codebook: Tensor,
     return out[:n].view_as(like)
 
 
-#: Values of one chunk: the step works through a group's 8-bit tensors a chunk at a time,
-#: so that its float buffers stay small (and in the cache) whatever the tensors' sizes.
-CHUNK = 1 << 17
+#: Values per chunk: the step works through a group's 8-bit tensors a chunk at a time, so
+#: that its buffers (two float ones and an int32 one of CHUNK values) stay bounded whatever
+#: the model's size, while the chunks stay few (each costs some 30 calls into torch).
+CHUNK = 1 << 20
 
 
 def _chunks(sizes: list[int], block: int):
@@ -217,31 +227,30 @@ class Adam8bit(Adam):
         a_b &= \max_{i \in b} |x_i|, \qquad c_i = \text{the map entry nearest to } x_i / a_b
         \quad (x = m \text{ with the signed map, } x = v \text{ with the unsigned one})
 
-    The step works through the 8-bit tensors of a group in chunks of about 131k values
-    (several small tensors in one chunk, a large one in several), so that its float32
-    buffers stay small. Tensors with fewer than ``min_8bit_size`` values (biases, norms)
+    The step works through the 8-bit tensors of a group in chunks of about a million values
+    (several small tensors in one chunk, a large one in several), so that its float
+    buffers stay bounded. Tensors with fewer than ``min_8bit_size`` values (biases, norms)
     keep full-precision moments, as in bitsandbytes: their state is small and quantizing
     it buys nothing.
 
-    Limits, all per block of 256 values:
+    Limits, all per block of 256 values (``tests/test_beyond_adam_8bit.py`` checks each):
 
     * :math:`m` below 2.75e-7 of its block's largest :math:`|m|` is stored as 0 (that
-      coordinate's step is then 0). Each decade down from the block max doubles the
-      relative rounding error of :math:`m` (module docstring).
+      coordinate then steps less). Each decade down from the block max doubles the
+      relative rounding error of :math:`m` and :math:`v` (module docstring).
     * :math:`v` below 3.25e-7 of its block's largest is stored as 3.25e-7 of it, never as 0:
       a coordinate whose gradients are more than about 1,750 times smaller (RMS) than the
-      largest in its block steps *less* than Adam would, never more. (Stored as 0, which
-      bitsandbytes' ``Adam8bit`` does for gradients spanning more than about 3.5 decades
-      in a block, the coordinate steps :math:`\eta\hat m/\epsilon`, thousands of times
-      Adam's step.)
+      largest in its block steps less than Adam would, not more. Rounding elsewhere can
+      make a step larger than Adam's by up to about 2x where a block's gradients span 3.5
+      or more decades (the coarse lower decades of both maps).
     * A value that decays without new large gradients (:math:`v` shrinks by 0.1% a step
       with :math:`\beta_2 = 0.999`) moves by less than the map's resolution and is rounded
       back to the same code, while its block's scale (exact) follows the block's largest.
     * A NaN or infinite gradient element makes its parameter NaN, as in torch's Adam and
-      bitsandbytes; it goes no further: the block's scale ignores non-finite values, and the
-      coordinate's :math:`m` is stored as 0 and its :math:`v` as the block's largest.
-      (A finite gradient whose square overflows, above 1.8e19 in float32, is beyond this:
-      Adam freezes that coordinate, here it moves.)
+      bitsandbytes, and goes no further: the block's scale ignores non-finite values, the
+      coordinate's :math:`m` is stored as 0 and its :math:`v` as the block's largest, and
+      the other values of the block go on. (A finite gradient whose square overflows,
+      above 1.8e19 in float32, is beyond this: Adam freezes that coordinate, here it moves.)
 
     Unlike bitsandbytes, whose ``Adam8bit`` decays weights in the decoupled (AdamW) way,
     ``weight_decay`` here is Adam's L2 unless ``decoupled_weight_decay=True``: the same
@@ -293,50 +302,41 @@ class Adam8bit(Adam):
 
     def update_8bit(self, group, p: TensorList, g: TensorList, s: State):
         """Adam's rule on dequantized moments, a chunk of values at a time (:func:`_chunks`)."""
-        block = group["block_size"]
+        block, sizes = group["block_size"], [x.numel() for x in p]
         t = per_tensor(s.advance("step"), len(p))
         flat_p = [x.view(-1) if x.is_contiguous() else x.contiguous().view(-1) for x in p]
         flat_g = [x.reshape(-1) for x in g]
-        sizes = [x.numel() for x in p]
-        work = _Work(p[0], block)
-        m_, v_ = (_Moment(name, book, divisor, s.states, work)
-                  for name, book, divisor in self.MOMENTS)
+        size = max(CHUNK // block, 1) * block
+        key = torch.empty(size, dtype=torch.int32, device=p[0].device)
+        moments = [_Moment(name, book, divisor, s.states, size, p[0])
+                   for name, book, divisor in self.MOMENTS]
         for pieces in _chunks(sizes, block):
             chunk = _Chunk(pieces, sizes, block)
-            m, v = chunk.dequantize(m_, work), chunk.dequantize(v_, work)
+            m, v = (chunk.dequantize(moment, key) for moment in moments)
             self.rule(group, TensorList(chunk.of(flat_p)), TensorList(chunk.of(flat_g)),
                       State([{"exp_avg": a, "exp_avg_sq": b}
                              for a, b in zip(chunk.cut(m), chunk.cut(v), strict=True)],
                             chunk.pick(s.new)),
                       PerTensor.of(chunk.pick(t)))
-            chunk.quantize(m_, work)
-            chunk.quantize(v_, work)
+            for moment in moments:
+                chunk.quantize(moment)
         for x, f in zip(p, flat_p, strict=True):
             if f.data_ptr() != x.data_ptr():    # a non-contiguous parameter: copy back
                 x.copy_(f.view(x.shape))
 
 
-class _Work:
-    """Scratch of one chunk: int32 keys, and the work dtype and device."""
-
-    def __init__(self, like: Tensor, block: int):
-        self.size = max(CHUNK // block, 1) * block
-        self.dtype, self.device = like.dtype, like.device
-        self.key = torch.empty(self.size, dtype=torch.int32, device=like.device)
-
-
 class _Moment:
     """One moment of a group's 8-bit tensors: their codes and scales (the state's own
     tensors), the codebook in the work dtype, the code of 0, the code table, and a float
-    buffer for one chunk's values."""
+    buffer of ``size`` values for one chunk."""
 
-    def __init__(self, name, codebook, divisor, states, work: _Work):
+    def __init__(self, name, codebook, divisor, states, size, like: Tensor):
         self.codes = [st[name + "_code"] for st in states]
         self.absmax = [st[name + "_absmax"] for st in states]
-        self.values = codebook.to(device=work.device, dtype=work.dtype)
+        self.values = codebook.to(like)
         self.zero = int(codebook.abs().argmin())
-        self.table = code_table(codebook.to(work.device), divisor)
-        self.buffer = torch.empty(work.size, dtype=work.dtype, device=work.device)
+        self.table, self.divisor = code_table(codebook.to(like.device), divisor), divisor
+        self.buffer = torch.empty(size, dtype=like.dtype, device=like.device)
 
 
 class _Chunk:
@@ -374,26 +374,26 @@ class _Chunk:
         """Each piece's entry of a per-tensor list."""
         return [values[i] for i, _, _ in self.pieces]
 
-    def dequantize(self, moment: _Moment, work: _Work) -> Tensor:
-        """The chunk's values of ``moment``, dequantized into its buffer."""
+    def dequantize(self, moment: _Moment, key: Tensor) -> Tensor:
+        """The chunk's values of ``moment``, dequantized into its buffer (``key``: scratch)."""
         codes, absmax = self.of(moment.codes), self.of_blocks(moment.absmax)
         if self.direct:
             codes, absmax = codes[0], absmax[0]
         else:
-            buffer = torch.full((self.size,), moment.zero, dtype=torch.uint8, device=work.device)
+            buffer = torch.full((self.size,), moment.zero, dtype=torch.uint8, device=key.device)
             torch._foreach_copy_(self.cut(buffer), codes)    # padding keeps the code of 0
             codes, absmax = buffer, torch.cat(absmax)
         self.gathered[moment] = codes, absmax
         values = moment.buffer[:self.size]
         dequantize_blocks(codes, absmax, moment.values, values.view(-1, self.block),
-                          work.key[:self.size])
+                          key[:self.size])
         return values
 
-    def quantize(self, moment: _Moment, work: _Work) -> None:
+    def quantize(self, moment: _Moment) -> None:
         """Quantize the chunk's values of ``moment`` (its buffer, overwritten) into the state."""
         codes, absmax = self.gathered.pop(moment)
         quantize_blocks(moment.buffer[:self.size].view(-1, self.block), moment.table, codes,
-                        absmax, work.key[:self.size])
+                        absmax, moment.divisor)
         if not self.direct:
             torch._foreach_copy_(self.of(moment.codes), self.cut(codes))
             torch._foreach_copy_(self.of_blocks(moment.absmax), list(absmax.split(self.blocks)))
