@@ -217,7 +217,7 @@ class Adam8bit(Adam):
     instead of 8. After Dettmers et al., ICLR 2022 (bitsandbytes' ``Adam8bit``).
 
     Each step dequantizes :math:`m` and :math:`v`, applies exactly :class:`optlib.Adam`'s
-    rule (the same code, :meth:`optlib.Adam.rule`), and quantizes them again:
+    rule (the same code, ``Adam.rule``), and quantizes them again:
 
     .. math::
         m, v &\leftarrow \mathrm{dq}(c_m, a_m),\ \mathrm{dq}(c_v, a_v), \qquad
