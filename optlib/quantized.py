@@ -189,9 +189,10 @@ def dequantize(codes: Tensor, absmax: Tensor, codebook: Tensor,
 #: Values per chunk: the step works through a group's 8-bit tensors a chunk at a time, so
 #: that its buffers (two float ones and an int32 one of CHUNK values: 48 MB in float32) stay
 #: bounded whatever the model's size. Chunks are large because each costs some 30 calls
-#: into torch, 20 of them multi-threaded: on a loaded machine every multi-threaded call
-#: waits for its slowest thread, and 2^20 values per chunk made a 4096 x 1024 step about 3
-#: times slower there than 2^22 (on one thread, 2^17 to 2^22 cost about the same).
+#: into torch, 20 of them multi-threaded, and on a loaded machine every multi-threaded call
+#: waits for its slowest thread: on 2 busy cores a 4096 x 1024 step took about twice as
+#: long with chunks of 2^20 values as with 2^22 (in one process, interleaved), though on
+#: one thread 2^20 cost some 30% less CPU time (its buffers fit the caches better).
 CHUNK = 1 << 22
 
 
