@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .optimizer import Optimizer, State, as_float, require, step_counter
+from .sharded import reduced
 from .tensorlist import TensorList, per_tensor
 
 
@@ -55,7 +56,8 @@ class Adafactor(Optimizer):
     def init_state(self, p, group):
         if p.dim() > 1:      # factor the last two dimensions
             return {"step": step_counter(),
-                    "row_var": p.new_zeros((*p.shape[:-1], 1)),
+                    # one value per row, held (for a DTensor) by the process that holds the row
+                    "row_var": torch.zeros_like(p[..., :1]),
                     "col_var": p.new_zeros((*p.shape[:-2], 1, p.shape[-1]))}
         return {"step": step_counter(), "variance": p.new_zeros(p.shape)}
 
@@ -66,14 +68,14 @@ class Adafactor(Optimizer):
             g = -g
         t = per_tensor(s.advance("step"), len(p))
         # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
-        alpha = [max(eps2, x.norm(2).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
+        alpha = [max(eps2, reduced(x.norm(2)).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
                  for x, ti in zip(p, t, strict=True)]
         if wd != 0:
             p.mul_(1 - lr * wd)                                      # θ ← θ(1 − ηλ)
         # The second-moment estimate depends on each tensor's shape: one tensor at a time.
         for x, gx, ti, a in zip(p, g, t, alpha, strict=True):
             u = _scaled_gradient(gx, self.state[x], ti ** group["beta2_decay"], eps1)
-            clip = max(1.0, u.norm(2).item() / (u.numel() ** 0.5 * d))   # max(1, RMS(U)/d)
+            clip = max(1.0, reduced(u.norm(2)).item() / (u.numel() ** 0.5 * d))   # max(1, RMS(U)/d)
             x.add_(u, alpha=-a / clip)                               # θ ← θ − α U / clip
 
 
@@ -83,12 +85,13 @@ def _scaled_gradient(g: torch.Tensor, state: dict, one_minus_beta2: float, eps1)
         eps1 = torch.finfo(g.dtype).eps
     if g.dim() > 1:
         row_var, col_var = state["row_var"], state["col_var"]
-        row_mean = torch.norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1))
+        # Means over the whole matrix: for a DTensor, `reduced` sums the pieces' shares.
+        row_mean = reduced(torch.norm(g, dim=-1, keepdim=True)).square_().div_(g.size(-1))
         row_var.lerp_(row_mean, one_minus_beta2)                     # R ← β̂R + (1−β̂) mean_cols(G²)
-        col_mean = torch.norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2))
+        col_mean = reduced(torch.norm(g, dim=-2, keepdim=True)).square_().div_(g.size(-2))
         col_var.lerp_(col_mean, one_minus_beta2)                     # C ← β̂C + (1−β̂) mean_rows(G²)
         v_hat = row_var @ col_var                                    # R C ...
-        v_hat.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))   # ... / max(mean R, ε₁)
+        v_hat.div_(reduced(row_var.mean(dim=-2, keepdim=True)).clamp_(min=eps1))  # / max(mean R, ε₁)
     else:
         state["variance"].lerp_(g * g, one_minus_beta2)
         v_hat = state["variance"].clone()

@@ -12,16 +12,21 @@ import torch
 
 from .adam import _AdamFamily
 from .optimizer import Optimizer, State, as_float, check_lr, require
-from .tensorlist import PerTensor, TensorList
+from .sharded import norms
+from .tensorlist import TensorList
 
 
-def trust_ratio(w_norms: list, u_norms: list, ratio=lambda w, u: w / u) -> PerTensor | float:
-    """Per tensor ``ratio(||θ||, ||u||)`` from the norms (0-dim tensors), and 1 where either
-    norm is 0: a tensor with zero weights (a zero-initialised bias) or a zero update
-    still takes a plain step instead of none or an infinite one."""
-    w, u = torch.stack(w_norms), torch.stack(u_norms)
+def trust_ratio(w: torch.Tensor, u: torch.Tensor, ratio=lambda w, u: w / u) -> TensorList:
+    """Per tensor ``ratio(||θ||, ||u||)`` from the norms (1-D tensors, one entry per tensor,
+    from :func:`optlib.sharded.norms`: whole-tensor norms, also for shards), and 1 where
+    either norm is 0: a tensor with zero weights (a zero-initialised bias) or a zero update
+    still takes a plain step instead of none or an infinite one.
+
+    The ratios stay tensors (0-dim, one per tensor), never Python numbers: no host
+    synchronisation, and the rule runs on the ``meta`` device and on ``DTensor`` shards.
+    They are float64, so that ``ratio * lr`` rounds as a product of Python floats."""
     r = torch.where((w > 0) & (u > 0), ratio(w, u), torch.ones_like(w))
-    return PerTensor.of(r.tolist())
+    return TensorList(r.double().unbind())
 
 
 class LAMB(_AdamFamily):
@@ -67,7 +72,7 @@ class LAMB(_AdamFamily):
         u = m.div(bc1).div_(v.div(bc2).sqrt_().add_(eps))          # r = m̂ / (√v̂ + ε)
         if wd != 0:
             u.add_(p, alpha=wd)                                    # u = r + λθ
-        ratio = trust_ratio(p.norm(), u.norm()) if group["trust_ratio"] else 1.0   # ‖θ‖/‖u‖
+        ratio = trust_ratio(norms(p), norms(u)) if group["trust_ratio"] else 1.0   # ‖θ‖/‖u‖
         p.sub_(u.mul_(ratio * lr))                                 # θ ← θ − η (‖θ‖/‖u‖) u
 
 
@@ -117,7 +122,7 @@ class LARS(Optimizer):
                                group["trust_coefficient"], group["eps"])
         local = 1.0
         if group["trust_ratio"]:                                    # ℓ = tc‖θ‖/(‖g‖+λ‖θ‖+ε)
-            local = trust_ratio(p.norm(), g.norm(), lambda w, gn: tc * w / (gn + wd * w + eps))
+            local = trust_ratio(norms(p), norms(g), lambda w, gn: tc * w / (gn + wd * w + eps))
         d = g.add(p, alpha=wd) if wd != 0 else g                    # g + λθ
         s.momentum_buffer.mul_(beta).add_(d.mul(local * lr))          # v ← βv + η ℓ (g + λθ)
         p.sub_(s.momentum_buffer)                                   # θ ← θ − v

@@ -9,6 +9,7 @@ import torch
 
 from .adam import AdamW
 from .optimizer import Optimizer, State, as_float, require
+from .sharded import shard_like, whole
 from .tensorlist import TensorList
 
 #: Keller Jordan's quintic Newton-Schulz coefficients (torch's defaults).
@@ -96,11 +97,14 @@ class Muon(Optimizer):
         buf = s.momentum_buffer.lerp_(g, 1 - beta)                    # B ← βB + (1−β)G
         b = g.lerp(buf, beta) if group["nesterov"] else buf           # B̃ = G + β(B − G)
         p.mul_(1 - lr * wd)                                         # θ ← θ(1 − ηλ)
-        # Orthogonalisation and the lr adjustment depend on each matrix's shape.
+        # Orthogonalisation and the lr adjustment depend on each matrix's shape. O is a
+        # function of the whole matrix: for a shard (FSDP2) every process gathers B̃ (in
+        # bfloat16, where the iteration starts anyway: the same numbers for half the bytes
+        # of float32), orthogonalises it and keeps its own piece of O.
         for x, bx in zip(p, b, strict=True):
-            o = zeropower_via_newtonschulz(bx, group["ns_coefficients"], group["ns_steps"],
-                                           group["eps"])
-            x.add_(o, alpha=-adjusted_lr(lr, group["adjust_lr_fn"], x.shape))   # θ ← θ − η' O
+            o = zeropower_via_newtonschulz(whole(bx.bfloat16()), group["ns_coefficients"],
+                                           group["ns_steps"], group["eps"])
+            x.add_(shard_like(o, x), alpha=-adjusted_lr(lr, group["adjust_lr_fn"], x.shape))
 
 
 def _require_2d(params):
