@@ -71,7 +71,7 @@ class AdamWScheduleFree(Optimizer):
             if group["train_mode"] == to_train:
                 continue
             beta1 = group["betas"][0]
-            params = [p for p in group["params"] if "z" in self.state[p]]
+            params = [p for p in group["params"] if "z" in self.state.get(p, {})]  # no empty entries
             if params:
                 z = TensorList(self.state[p]["z"] for p in params)
                 TensorList(params).lerp_(z, 1 - beta1 if to_train else 1 - 1 / beta1)

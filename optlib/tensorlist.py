@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
+from .sharded import is_sharded
+
 Number = float | int
 
 
@@ -219,6 +221,10 @@ class TensorList(list):
         return self
 
     def copy_(self, src: list) -> TensorList:
+        if any(is_sharded(t) for t in self):   # DTensor has no _foreach_copy_ rule (torch 2.13)
+            for t, s in zip(self, src, strict=True):
+                t.copy_(s)
+            return self
         torch._foreach_copy_(_plain(self), _plain(src))
         return self
 

@@ -210,7 +210,8 @@ def _spawn(worker, args: tuple, world_size: int) -> list:
         with tempfile.TemporaryDirectory() as out_dir:
             mp.spawn(worker, args=(world_size, free_port(), *args, out_dir),
                      nprocs=world_size, join=True)
-            return [torch.load(Path(out_dir) / f"rank{r}.pt") for r in range(world_size)]
+            return [torch.load(Path(out_dir) / f"rank{r}.pt", weights_only=False)  # our own files
+                    for r in range(world_size)]
     finally:
         if set_ifname:
             del os.environ["GLOO_SOCKET_IFNAME"]
@@ -219,3 +220,318 @@ def _spawn(worker, args: tuple, world_size: int) -> list:
 def max_difference(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
     """Largest absolute difference between two lists of parameters."""
     return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
+
+
+# ---- FSDP2: sharded parameters, distributed checkpoints ------------------------------------
+#: The FSDP2 runs' MLP. Odd widths make FSDP2 split rows unevenly (31 = 16 + 15, 5 = 3 + 2):
+#: the case where a statistic or a quantization block computed per shard goes wrong.
+FSDP_WIDTHS = (16, 31, 32, 5)
+
+
+@dataclass
+class FSDPResult:
+    """One job under FSDP2 on ``world_size`` processes.
+
+    ``params``: the whole parameters after ``job.steps`` steps (gathered). ``state_bytes``:
+    optimizer state each rank stores. ``comm``: bytes the optimizer step moves, by
+    collective (``"all_gather"``: size of the gathered tensors, ``"all_reduce"``: size of
+    the reduced ones) and the number of collectives (``"calls"``), on the first step.
+
+    Checkpoints (``torch.distributed.checkpoint``, saved after ``job.steps // 2`` steps):
+    ``resumed_exact``: loading it into a fresh sharded model and optimizer and training on
+    gives, bit for bit, the parameters of the uninterrupted run. ``one_process_state_exact``:
+    loaded into one process (an unsharded model), the optimizer state equals the gathered
+    sharded state bit for bit. ``back_state_exact`` and ``back_params_exact``: saved again
+    by that one process and loaded into ``world_size`` processes, the state is again the
+    same, and training on ends on the uninterrupted run's parameters bit for bit.
+    ``error``: what the job raised instead (``None`` when it ran).
+    """
+
+    job: Job
+    params: list[torch.Tensor] = field(default_factory=list)
+    state_bytes: list[int] = field(default_factory=list)
+    comm: dict = field(default_factory=dict)
+    resumed_exact: bool = False
+    one_process_state_exact: bool = False
+    back_state_exact: bool = False
+    back_params_exact: bool = False
+    error: str | None = None
+
+
+def shard(model: nn.Sequential) -> nn.Sequential:
+    """FSDP2 as it is usually applied: ``fully_shard`` on each Linear, then on the root.
+    Every parameter becomes a ``DTensor`` sharded along dim 0 (rows)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer)
+    return fully_shard(model)
+
+
+def save_checkpoint(model: nn.Module, optimizer, path, *, no_dist: bool = False) -> None:
+    """Save model and optimizer state with ``torch.distributed.checkpoint`` (each process
+    writes its shards; ``no_dist=True`` for a single process in a distributed program)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=path,
+             no_dist=no_dist)
+
+
+def load_checkpoint(model: nn.Module, optimizer, path, *, no_dist: bool = False) -> None:
+    """Load what :func:`save_checkpoint` saved, into a model and optimizer sharded in any way
+    (``torch.distributed.checkpoint`` reshards). A schedule-free optimizer must be in
+    training mode: ``get_state_dict`` creates the state with a zero-gradient ``step()``."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=path, no_dist=no_dist)
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optimizer"])
+
+
+def full_optimizer_state(model: nn.Module, optimizer) -> dict:
+    """Every state tensor as a whole plain tensor, keyed ``(parameter name, state key)``
+    (a collective when the model is sharded: call it on every process)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    state = get_optimizer_state_dict(model, optimizer,
+                                     options=StateDictOptions(full_state_dict=True))
+    return {(name, key): value for name, st in state["state"].items()
+            for key, value in st.items() if isinstance(value, torch.Tensor)}
+
+
+def same_state(a: dict, b: dict) -> bool:
+    """Bit-for-bit equality of two :func:`full_optimizer_state` dicts."""
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def same_tensors(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+class CommunicationCounter:
+    """Count what DTensor operations communicate while the ``with`` block runs: the bytes
+    of the tensors they all-gather (the gathered result) and all-reduce, and the number of
+    collectives. FSDP2's own gathers and reduce-scatters (forward, backward) are not
+    ``DTensor`` operations and are not counted: this sees the optimizer's communication."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+        self.bytes = {"all_gather": 0, "all_reduce": 0}
+        self.calls = 0
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                from torch.distributed.tensor import DTensor
+
+                if any(issubclass(t, DTensor) for t in types):
+                    return NotImplemented          # let DTensor turn it into collectives first
+                out = func(*args, **(kwargs or {}))
+                if func.namespace == "_c10d_functional":
+                    name = {"all_gather_into_tensor": "all_gather",
+                            "all_reduce": "all_reduce"}.get(func._opname)
+                    if name is not None:
+                        counter.bytes[name] += out.numel() * out.element_size()
+                        counter.calls += 1
+                return out
+
+        self._mode = _Mode()
+
+    def __enter__(self):
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+    def summary(self) -> dict:
+        return {**self.bytes, "calls": self.calls}
+
+
+def _fsdp_job(job: Job, rank: int, world_size: int, seed: int, where: Path) -> FSDPResult:
+    """Everything :class:`FSDPResult` reports, for one job (every process runs this)."""
+    import torch.distributed as dist
+
+    from optlib.sharded import whole
+
+    def fresh():
+        model = shard(build_model(seed, job.widths))
+        return model, make_optimizer(job, model)
+
+    def run(model, optimizer, steps):
+        train(model, optimizer, job, steps, world_size, rank, seed)
+        _evaluation_weights(optimizer)
+        return [whole(p.detach()) for p in model.parameters()]
+
+    out = FSDPResult(job)
+    half = job.steps // 2
+    try:
+        # The communication of one step (on a model of its own).
+        model, optimizer = fresh()
+        x, y = global_batch(0, world_size, seed, job.widths)
+        rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+        nn.functional.mse_loss(model(x[rows]), y[rows]).backward()
+        if isinstance(optimizer, optlib.SophiaG):
+            optimizer.update_hessian()
+        with CommunicationCounter() as counter:
+            optimizer.step()
+        out.comm = counter.summary()
+
+        # Uninterrupted.
+        model, optimizer = fresh()
+        out.params = run(model, optimizer, range(job.steps))
+        out.state_bytes = optlib.state_bytes(optimizer)      # this process's pieces
+
+        # Stopped halfway, saved, loaded into a fresh sharded model, continued.
+        model, optimizer = fresh()
+        train(model, optimizer, job, range(half), world_size, rank, seed)
+        state = full_optimizer_state(model, optimizer)
+        save_checkpoint(model, optimizer, where / "sharded")
+        model, optimizer = fresh()
+        load_checkpoint(model, optimizer, where / "sharded")
+        out.resumed_exact = same_tensors(run(model, optimizer, range(half, job.steps)), out.params)
+
+        # Loaded into one process, saved there, loaded back into the sharded model.
+        if rank == 0:
+            single = build_model(seed, job.widths)
+            single_optimizer = make_optimizer(job, single)
+            load_checkpoint(single, single_optimizer, where / "sharded", no_dist=True)
+            out.one_process_state_exact = same_state(
+                full_optimizer_state(single, single_optimizer), state)
+            save_checkpoint(single, single_optimizer, where / "one_process", no_dist=True)
+        dist.barrier()
+        model, optimizer = fresh()
+        load_checkpoint(model, optimizer, where / "one_process")
+        out.back_state_exact = same_state(full_optimizer_state(model, optimizer), state)
+        out.back_params_exact = same_tensors(run(model, optimizer, range(half, job.steps)),
+                                             out.params)
+    except Exception as error:  # noqa: BLE001 (reported to the parent, which decides)
+        out.error = f"{type(error).__name__}: {error}"
+    return out
+
+
+def _fsdp_worker(rank: int, world_size: int, port: int, jobs: Sequence[Job], seed: int,
+                 out_dir: str) -> None:
+    import torch.distributed as dist
+
+    _init_process_group(rank, world_size, port)
+    try:
+        results = [_fsdp_job(job, rank, world_size, seed, Path(out_dir) / f"job{i}")
+                   for i, job in enumerate(jobs)]
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_fsdp(jobs: Sequence[Job], world_size: int = 2, seed: int = 0) -> list[FSDPResult]:
+    """Spawn ``world_size`` CPU processes (gloo, 127.0.0.1) and run every job under FSDP2
+    (see :class:`FSDPResult` for what is measured). Returns rank 0's results, with every
+    rank's ``state_bytes``."""
+    jobs = list(jobs)
+    per_rank = _spawn(_fsdp_worker, (jobs, seed), world_size)
+    results = per_rank[0]
+    for i, result in enumerate(results):
+        result.state_bytes = [per_rank[r][i].state_bytes for r in range(world_size)]
+    return results
+
+
+# ---- memory per rank: DDP, ZeRO-1, FSDP2 ---------------------------------------------------
+#: The memory table's MLP: big enough for the bytes to be dominated by the weight matrices.
+MEMORY_WIDTHS = (64, 256, 256, 10)
+SCHEMES = ("DDP", "ZeRO-1", "FSDP2")
+
+
+def _memory_worker(rank: int, world_size: int, port: int, jobs: Sequence[Job], seed: int,
+                   out_dir: str) -> None:
+    """One step of each job under each scheme; per rank, the bytes of optimizer state and
+    of parameters this process stores."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from optlib.sharded import local
+
+    _init_process_group(rank, world_size, port)
+    try:
+        rows = []
+        for job in jobs:
+            for scheme in SCHEMES:
+                model = build_model(seed, job.widths)
+                model = {"DDP": DDP, "ZeRO-1": DDP, "FSDP2": shard}[scheme](model)
+                optimizer = make_optimizer(replace(job, zero=scheme == "ZeRO-1"), model)
+                train(model, optimizer, job, range(1), world_size, rank, seed)
+                rows.append(dict(optimizer=job.optimizer, scheme=scheme,
+                                 state_bytes=optlib.state_bytes(_local(optimizer)),
+                                 param_bytes=sum(local(p).numel() * p.element_size()
+                                                 for p in model.parameters())))
+        torch.save(rows, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def memory_per_rank(optimizers: Sequence[str] | dict = ("AdamW",),
+                    widths: Sequence[int] = MEMORY_WIDTHS, world_size: int = 2,
+                    seed: int = 0) -> list[dict]:
+    """Measured bytes per rank, after one step, of each optimizer's state under DDP, ZeRO-1
+    (``ZeroRedundancyOptimizer``) and FSDP2, next to the theory.
+
+    ``optimizers``: names (default hyperparameters) or a dict name → hyperparameters.
+    One row per (optimizer, scheme): ``state_bytes`` and ``param_bytes`` (lists, one entry
+    per rank), ``single`` (the state bytes of one process holding everything) and
+    ``ideal`` = what each rank would hold if the state were split evenly: ``single`` under
+    DDP (every rank keeps all of it), ``single / world_size`` under ZeRO-1 and FSDP2. ZeRO-1
+    gives each rank whole tensors (a rank may hold more than its share); FSDP2 gives each
+    rank a block of rows of every tensor, plus the 0-dim step counters, which every rank
+    keeps whole."""
+    hyper = optimizers if isinstance(optimizers, dict) else dict.fromkeys(optimizers, {})
+    jobs = [Job(name, h, widths=tuple(widths)) for name, h in hyper.items()]
+    per_rank = _spawn(_memory_worker, (jobs, seed), world_size)
+    rows = []
+    for i, row in enumerate(per_rank[0]):
+        job = jobs[i // len(SCHEMES)]
+        model = build_model(seed, job.widths)
+        optimizer = make_optimizer(job, model)
+        train(model, optimizer, job, range(1), world_size, seed=seed)
+        single = optlib.state_bytes(optimizer)
+        rows.append(dict(row, state_bytes=[per_rank[r][i]["state_bytes"] for r in range(world_size)],
+                         param_bytes=[per_rank[r][i]["param_bytes"] for r in range(world_size)],
+                         single=single,
+                         ideal=single if row["scheme"] == "DDP" else single / world_size))
+    return rows
+
+
+def memory_table(rows: Sequence[dict]) -> str:
+    """:func:`memory_per_rank`'s rows as a text table (bytes per rank, and the ratio of the
+    largest rank's state to the even share)."""
+    lines = [f"{'optimizer':<11}{'scheme':<8}{'state bytes per rank':>26}{'even share':>12}"
+             f"{'max/share':>11}{'param bytes per rank':>24}"]
+    for r in rows:
+        lines.append(f"{r['optimizer']:<11}{r['scheme']:<8}{str(r['state_bytes']):>26}"
+                     f"{r['ideal']:>12.0f}{max(r['state_bytes']) / max(r['ideal'], 1):>11.2f}"
+                     f"{str(r['param_bytes']):>24}")
+    return "\n".join(lines)
+
+
+def fsdp_table(results: Sequence[FSDPResult], seed: int = 0) -> str:
+    """:func:`run_fsdp`'s results as a text table: the largest difference from one process on
+    the combined batches (:func:`train_single`), state bytes per rank, what the optimizer
+    step communicates, and whether the checkpoint checks held (resume, one process, back)."""
+    lines = [f"{'optimizer':<18}{'max |θ - θ_single|':>19}{'state bytes/rank':>18}"
+             f"{'gathered B':>11}{'reduced B':>10}{'checkpoints':>13}"]
+    for r in results:
+        if r.error is not None:
+            lines.append(f"{r.job.optimizer:<18}refused: {r.error}")
+            continue
+        gap = max_difference(r.params, train_single(r.job, len(r.state_bytes), seed))
+        checks = "".join("✓" if ok else "✗" for ok in (
+            r.resumed_exact, r.one_process_state_exact, r.back_state_exact, r.back_params_exact))
+        lines.append(f"{r.job.optimizer:<18}{gap:>19.1e}{str(r.state_bytes):>18}"
+                     f"{r.comm['all_gather']:>11}{r.comm['all_reduce']:>10}{checks:>13}")
+    return "\n".join(lines)
