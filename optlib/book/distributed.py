@@ -374,20 +374,13 @@ def _fsdp_job(job: Job, rank: int, world_size: int, seed: int, where: Path) -> F
     out = FSDPResult(job)
     half = job.steps // 2
     try:
-        # The communication of one step (on a model of its own).
+        # Uninterrupted; the first step counted (FSDP2's own gathers and reduce-scatters
+        # are not DTensor operations: what is counted is the optimizer's).
         model, optimizer = fresh()
-        x, y = global_batch(0, world_size, seed, job.widths)
-        rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
-        nn.functional.mse_loss(model(x[rows]), y[rows]).backward()
-        if isinstance(optimizer, optlib.SophiaG):
-            optimizer.update_hessian()
         with CommunicationCounter() as counter:
-            optimizer.step()
+            train(model, optimizer, job, range(1), world_size, rank, seed)
         out.comm = counter.summary()
-
-        # Uninterrupted.
-        model, optimizer = fresh()
-        out.params = run(model, optimizer, range(job.steps))
+        out.params = run(model, optimizer, range(1, job.steps))
         out.state_bytes = optlib.state_bytes(optimizer)      # this process's pieces
 
         # Stopped halfway, saved, loaded into a fresh sharded model, continued.
@@ -418,14 +411,15 @@ def _fsdp_job(job: Job, rank: int, world_size: int, seed: int, where: Path) -> F
     return out
 
 
-def _fsdp_worker(rank: int, world_size: int, port: int, jobs: Sequence[Job], seed: int,
-                 out_dir: str) -> None:
+def _tasks_worker(rank: int, world_size: int, port: int, tasks: Sequence[tuple], seed: int,
+                  out_dir: str) -> None:
+    """What each spawned process runs for :func:`scaling_out`: ``(function, job)`` pairs."""
     import torch.distributed as dist
 
     _init_process_group(rank, world_size, port)
     try:
-        results = [_fsdp_job(job, rank, world_size, seed, Path(out_dir) / f"job{i}")
-                   for i, job in enumerate(jobs)]
+        results = [function(job, rank, world_size, seed, Path(out_dir) / f"task{i}")
+                   for i, (function, job) in enumerate(tasks)]
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -433,14 +427,8 @@ def _fsdp_worker(rank: int, world_size: int, port: int, jobs: Sequence[Job], see
 
 def run_fsdp(jobs: Sequence[Job], world_size: int = 2, seed: int = 0) -> list[FSDPResult]:
     """Spawn ``world_size`` CPU processes (gloo, 127.0.0.1) and run every job under FSDP2
-    (see :class:`FSDPResult` for what is measured). Returns rank 0's results, with every
-    rank's ``state_bytes``."""
-    jobs = list(jobs)
-    per_rank = _spawn(_fsdp_worker, (jobs, seed), world_size)
-    results = per_rank[0]
-    for i, result in enumerate(results):
-        result.state_bytes = [per_rank[r][i].state_bytes for r in range(world_size)]
-    return results
+    (see :class:`FSDPResult` for what is measured)."""
+    return scaling_out(jobs, (), world_size=world_size, seed=seed)[0]
 
 
 # ---- memory per rank: DDP, ZeRO-1, FSDP2 ---------------------------------------------------
@@ -449,31 +437,23 @@ MEMORY_WIDTHS = (64, 256, 256, 10)
 SCHEMES = ("DDP", "ZeRO-1", "FSDP2")
 
 
-def _memory_worker(rank: int, world_size: int, port: int, jobs: Sequence[Job], seed: int,
-                   out_dir: str) -> None:
-    """One step of each job under each scheme; per rank, the bytes of optimizer state and
-    of parameters this process stores."""
-    import torch.distributed as dist
+def _memory_job(job: Job, rank: int, world_size: int, seed: int, where: Path) -> list[dict]:
+    """One step of ``job`` under each scheme: the bytes of optimizer state and of parameters
+    this process stores, one dict per scheme."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from optlib.sharded import local
 
-    _init_process_group(rank, world_size, port)
-    try:
-        rows = []
-        for job in jobs:
-            for scheme in SCHEMES:
-                model = build_model(seed, job.widths)
-                model = {"DDP": DDP, "ZeRO-1": DDP, "FSDP2": shard}[scheme](model)
-                optimizer = make_optimizer(replace(job, zero=scheme == "ZeRO-1"), model)
-                train(model, optimizer, job, range(1), world_size, rank, seed)
-                rows.append(dict(optimizer=job.optimizer, scheme=scheme,
-                                 state_bytes=optlib.state_bytes(_local(optimizer)),
-                                 param_bytes=sum(local(p).numel() * p.element_size()
-                                                 for p in model.parameters())))
-        torch.save(rows, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    rows = []
+    for scheme in SCHEMES:
+        model = {"DDP": DDP, "ZeRO-1": DDP, "FSDP2": shard}[scheme](build_model(seed, job.widths))
+        optimizer = make_optimizer(replace(job, zero=scheme == "ZeRO-1"), model)
+        train(model, optimizer, job, range(1), world_size, rank, seed)
+        rows.append(dict(optimizer=job.optimizer, scheme=scheme,
+                         state_bytes=optlib.state_bytes(_local(optimizer)),
+                         param_bytes=sum(local(p).numel() * p.element_size()
+                                         for p in model.parameters())))
+    return rows
 
 
 def memory_per_rank(optimizers: Sequence[str] | dict = ("AdamW",),
@@ -488,23 +468,38 @@ def memory_per_rank(optimizers: Sequence[str] | dict = ("AdamW",),
     ``ideal`` = what each rank would hold if the state were split evenly: ``single`` under
     DDP (every rank keeps all of it), ``single / world_size`` under ZeRO-1 and FSDP2. ZeRO-1
     gives each rank whole tensors (a rank may hold more than its share); FSDP2 gives each
-    rank a block of rows of every tensor, plus the 0-dim step counters, which every rank
-    keeps whole."""
-    hyper = optimizers if isinstance(optimizers, dict) else dict.fromkeys(optimizers, {})
-    jobs = [Job(name, h, widths=tuple(widths)) for name, h in hyper.items()]
-    per_rank = _spawn(_memory_worker, (jobs, seed), world_size)
+    rank a block of rows of every tensor, plus what the optimizer keeps whole on every
+    rank (0-dim step counters; Adafactor's column statistics)."""
+    return scaling_out((), optimizers, widths=widths, world_size=world_size, seed=seed)[1]
+
+
+def scaling_out(jobs: Sequence[Job] = (), memory: Sequence[str] | dict = (),
+                widths: Sequence[int] = MEMORY_WIDTHS, world_size: int = 2,
+                seed: int = 0) -> tuple[list[FSDPResult], list[dict]]:
+    """:func:`run_fsdp` of ``jobs`` and :func:`memory_per_rank` of ``memory`` (on an MLP of
+    ``widths``) in one set of spawned processes (spawning costs seconds)."""
+    hyper = memory if isinstance(memory, dict) else dict.fromkeys(memory, {})
+    memory_jobs = [Job(name, h, widths=tuple(widths)) for name, h in hyper.items()]
+    jobs = list(jobs)
+    tasks = [(_fsdp_job, job) for job in jobs] + [(_memory_job, job) for job in memory_jobs]
+    per_rank = _spawn(_tasks_worker, (tasks, seed), world_size)
+    results = per_rank[0][:len(jobs)]
+    for i, result in enumerate(results):
+        result.state_bytes = [per_rank[r][i].state_bytes for r in range(world_size)]
     rows = []
-    for i, row in enumerate(per_rank[0]):
-        job = jobs[i // len(SCHEMES)]
+    for k, job in enumerate(memory_jobs):
         model = build_model(seed, job.widths)
         optimizer = make_optimizer(job, model)
         train(model, optimizer, job, range(1), world_size, seed=seed)
         single = optlib.state_bytes(optimizer)
-        rows.append(dict(row, state_bytes=[per_rank[r][i]["state_bytes"] for r in range(world_size)],
-                         param_bytes=[per_rank[r][i]["param_bytes"] for r in range(world_size)],
-                         single=single,
-                         ideal=single if row["scheme"] == "DDP" else single / world_size))
-    return rows
+        for s, row in enumerate(per_rank[0][len(jobs) + k]):
+            rows.append(dict(row, single=single,
+                             ideal=single if row["scheme"] == "DDP" else single / world_size,
+                             state_bytes=[per_rank[r][len(jobs) + k][s]["state_bytes"]
+                                          for r in range(world_size)],
+                             param_bytes=[per_rank[r][len(jobs) + k][s]["param_bytes"]
+                                          for r in range(world_size)]))
+    return results, rows
 
 
 def memory_table(rows: Sequence[dict]) -> str:
