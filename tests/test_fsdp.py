@@ -149,12 +149,14 @@ def test_memory_per_rank_against_theory(runs):
 
 
 def test_adam8bit_quantized_state_on_shards_is_refused_not_wrong(runs):
-    """Adam8bit's block quantization does not take DTensor shards yet: the step raises (at
-    the first step, nothing changed) instead of quantizing wrong blocks. Once it does, its
-    numbers must stay within quantization error of one process's Adam8bit."""
+    """Adam8bit's block quantization does not take DTensor shards yet: the first step
+    raises (DTensor refuses to flatten an unevenly sharded tensor, or to mix the plain
+    codebook with a DTensor) before any parameter changes, instead of quantizing wrong
+    blocks. Once it does, its numbers must stay within quantization error of one
+    process's Adam8bit."""
     r = runs[0]["quantized"]
     if r.error is not None:
-        assert "DTensor" in r.error
+        assert r.error.startswith("RuntimeError") and ("DTensor" in r.error or "shard" in r.error)
     else:
         assert D.max_difference(r.params, D.train_single(r.job, WORLD_SIZE)) < 1e-3
 
