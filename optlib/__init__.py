@@ -1,7 +1,8 @@
 """optlib: the optimizers and schedules of the book, as drop-in ``torch.optim`` code.
 
 Every optimizer is a ``torch.optim.Optimizer``: it works with ``torch.optim.lr_scheduler``,
-DDP and ``ZeroRedundancyOptimizer``, and saves and loads ``state_dict`` in torch's format.
+DDP, ``ZeroRedundancyOptimizer`` and FSDP2 (``fully_shard``: see :mod:`optlib.sharded`),
+and saves and loads ``state_dict`` in torch's format and ``torch.distributed.checkpoint``.
 The book's helpers (data, toy problems, plots, checkers) live in ``optlib.book``; the
 core never imports them.
 """

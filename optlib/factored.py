@@ -35,6 +35,11 @@ class Adafactor(Optimizer):
     :math:`\rho_t` (the paper's constant 0.01) and scales the decoupled weight decay, and
     :math:`\epsilon_1` (default: the dtype's machine epsilon) floors the normaliser and
     :math:`\sqrt{\hat V}` instead of being added to :math:`G^2` as in the paper.
+
+    Under FSDP2 (rows sharded) :math:`R` is sharded with the rows and :math:`C` is kept
+    whole on every process; the means over rows and the RMS norms are finished across
+    processes (:func:`optlib.sharded.reduced`: a few bytes per column), so the numbers
+    are one process's and a checkpoint reshards exactly.
     """
 
     supports_complex = False

@@ -4,6 +4,10 @@ Both scale each tensor's step by ``||θ|| / ||update||``, so every layer moves b
 the same *fraction* of its weights whatever the scale of its gradient: the fix You et al.
 found for the layers whose weights and gradients differ by orders of magnitude, which
 otherwise cap the learning rate (and so the batch size) of the whole network.
+
+The norms are of whole tensors (:func:`optlib.sharded.norms`): under FSDP2 each process
+adds its shard's share and one all-reduce per step and rule gives every process the
+layer's norms (8 bytes per tensor in float64).
 """
 
 from __future__ import annotations

@@ -71,6 +71,15 @@ class Muon(Optimizer):
     the gradient barely visits move as fast as its dominant ones. Only for 2-D parameters:
     embeddings, the output head, biases and norms belong to AdamW
     (:func:`muon_param_groups`, :class:`MuonWithAdamW`).
+
+    :math:`O_t` is a function of the whole matrix, not of its rows: under FSDP2 every
+    process all-gathers :math:`\tilde B_t` (in bfloat16, where the iteration starts: 2
+    bytes per value), orthogonalises it and keeps its own rows of :math:`O_t`
+    (:func:`optlib.sharded.whole`, :func:`optlib.sharded.shard_like`); the numbers are
+    one process's. (Each process receives :math:`(w-1)/w` of every matrix and computes
+    every iteration; sending each matrix to one owner and scattering the result back
+    moves :math:`2(w-1)/w^2` of it per process and computes each once: the same bytes at
+    :math:`w = 2`, fewer from :math:`w = 3` on.)
     """
 
     supports_complex = False

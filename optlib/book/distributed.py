@@ -6,7 +6,14 @@ Chapter 8 and ``tests/test_distributed.py`` use this module to show two facts on
   parameters as one process that sees the whole batch (DDP averages the gradients, and
   the mean of equal-sized slices' mean losses is the whole batch's mean loss);
 * under ``ZeroRedundancyOptimizer(optimizer_class=...)`` (ZeRO stage 1) every process keeps
-  the optimizer state of only its share of the parameters, with the same result.
+  the optimizer state of only its share of the parameters, with the same result;
+* under FSDP2 (``fully_shard``: every parameter a ``DTensor`` split by rows) every optlib
+  optimizer ends where one process ends (:func:`run_fsdp`), including those that read a
+  whole tensor (LAMB, LARS, Adafactor, Muon: they communicate, and :class:`FSDPResult`
+  says how many bytes); its state saves and loads with ``torch.distributed.checkpoint``,
+  resumes bit for bit and reshards from 2 processes to 1 and back;
+* the bytes of optimizer state each process stores under the three schemes
+  (:func:`memory_per_rank`), against the even share.
 
 The workers are spawned (the portable start method, and the only one CUDA allows), so
 the function each process runs must be importable by name: that is why it lives here
