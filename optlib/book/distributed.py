@@ -529,7 +529,7 @@ def fsdp_table(results: Sequence[FSDPResult], seed: int = 0) -> str:
              f"{'gathered B':>11}{'reduced B':>10}{'checkpoints':>13}"]
     for r in results:
         if r.error is not None:
-            lines.append(f"{r.job.optimizer:<18}refused: {r.error}")
+            lines.append(f"{r.job.optimizer:<18}refused: {r.error.splitlines()[0]}")
             continue
         gap = max_difference(r.params, train_single(r.job, len(r.state_bytes), seed))
         checks = "".join("✓" if ok else "✗" for ok in (
