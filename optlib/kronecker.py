@@ -130,6 +130,7 @@ class Shampoo(Optimizer):
     """
 
     supports_complex = False
+    supports_sharded = False   # Kronecker factors of shards are not factors of the matrix
 
     def __init__(self, params, lr=1e-3, momentum=0.0, weight_decay=0.0, precondition_frequency=1,
                  eps=1e-6, graft="adam", *, graft_beta2=0.999, graft_eps=1e-8):
@@ -265,6 +266,7 @@ class SOAP(Optimizer):
     """
 
     supports_complex = False
+    supports_sharded = False   # Kronecker factors of shards are not factors of the matrix
 
     def __init__(self, params, lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1, eps=1e-8,
                  weight_decay=0.01, precondition_frequency=10, max_precond_dim=10000,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .sharded import is_sharded
 from .tensorlist import PerTensor, TensorList
 
 
@@ -114,6 +115,9 @@ class Optimizer(torch.optim.Optimizer):
 
     #: Whether the rule may see complex parameters (as real pairs, like torch.optim).
     supports_complex: bool = True
+    #: Whether the rule gives one process's numbers on ``DTensor`` shards (FSDP2); a rule
+    #: that reads whole tensors does so through :mod:`optlib.sharded`. False: refused.
+    supports_sharded: bool = True
 
     def init_state(self, p: Tensor, group: dict) -> dict:
         """State of a parameter on its first step with a gradient. Default: none."""
@@ -137,6 +141,11 @@ class Optimizer(torch.optim.Optimizer):
                 )
             if p.is_complex() and not self.supports_complex:
                 raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+            if is_sharded(p) and not self.supports_sharded:
+                raise NotImplementedError(
+                    f"{type(self).__name__} does not support DTensor (sharded, FSDP2) parameters "
+                    "yet: its preconditioner is a function of whole matrices. Give it "
+                    "unsharded parameters (fully_shard(..., ignored_params=...))")
             params.append(p)
             grads.append(g)
         return params, grads

@@ -46,6 +46,9 @@ HYPER = {
     # The MLP's tensors are below the default min_8bit_size: full-precision moments.
     "Adam8bit": dict(lr=1e-2),
 }
+#: Refused on shards with a clear error, before anything changes (their Kronecker factors
+#: are functions of whole matrices).
+REFUSED = {"Shampoo": dict(lr=1e-2), "SOAP": dict(lr=1e-2)}
 #: Adam8bit with 8-bit (block-quantized) moments on shards: see test_adam8bit_quantized...
 QUANTIZED = D.Job("Adam8bit", dict(lr=1e-2, block_size=64, min_8bit_size=64), steps=4,
                   widths=D.FSDP_WIDTHS)
@@ -55,15 +58,17 @@ JOBS = {name: D.Job(name, hyper, steps=4, widths=D.FSDP_WIDTHS) for name, hyper 
 @pytest.fixture(scope="module")
 def runs():
     """Spawn the processes once and run every optimizer (and the memory table's AdamW)."""
-    results, memory = D.scaling_out([*JOBS.values(), QUANTIZED], ["AdamW"],
+    refused = [D.Job(name, hyper, steps=4, widths=D.FSDP_WIDTHS) for name, hyper in REFUSED.items()]
+    results, memory = D.scaling_out([*JOBS.values(), QUANTIZED, *refused], ["AdamW"],
                                     widths=D.FSDP_WIDTHS, world_size=WORLD_SIZE)
-    return dict(zip([*JOBS, "quantized"], results, strict=True)), memory
+    return dict(zip([*JOBS, "quantized", *(f"refused {n}" for n in REFUSED)], results,
+                    strict=True)), memory
 
 
 def test_every_optimizer_is_covered():
     classes = {name for name in optlib.__all__ if isinstance(getattr(optlib, name), type)
                and issubclass(getattr(optlib, name), torch.optim.Optimizer)}
-    assert classes - {"Optimizer"} <= set(HYPER)
+    assert classes - {"Optimizer"} <= set(HYPER) | set(REFUSED)
 
 
 def test_the_model_shards_unevenly():
@@ -159,6 +164,14 @@ def test_adam8bit_quantized_state_on_shards_is_refused_not_wrong(runs):
         assert r.error.startswith("RuntimeError") and ("DTensor" in r.error or "shard" in r.error)
     else:
         assert D.max_difference(r.params, D.train_single(r.job, WORLD_SIZE)) < 1e-3
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_kronecker_optimizers_refuse_shards_clearly(name, runs):
+    r = runs[0][f"refused {name}"]
+    assert r.error == (f"NotImplementedError: {name} does not support DTensor (sharded, FSDP2) "
+                       "parameters yet: its preconditioner is a function of whole matrices. "
+                       "Give it unsharded parameters (fully_shard(..., ignored_params=...))")
 
 
 # ---- no processes: the helpers on plain tensors, and item 17 of the drop-in issue ---------
