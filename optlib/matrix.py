@@ -35,7 +35,8 @@ def zeropower_via_newtonschulz(G: torch.Tensor, coefficients=NS_COEFFICIENTS, st
     tall = G.size(0) > G.size(1)
     if tall:
         X = X.T
-    X.div_(X.norm().clamp(min=eps))                   # spectral norm ≤ Frobenius norm ≤ 1
+    # not in place: for a bfloat16 G, G.bfloat16() is G itself (Muon's momentum buffer)
+    X = X / X.norm().clamp(min=eps)                   # spectral norm ≤ Frobenius norm ≤ 1
     for _ in range(steps):
         A = X @ X.T
         B = torch.addmm(A, A, A, beta=b, alpha=c)     # bA + cA²

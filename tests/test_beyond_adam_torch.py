@@ -192,3 +192,18 @@ def test_muon_with_adamw_equals_two_optimizers(float64):
         optlib.MuonWithAdamW([dict(params=list(m1.parameters()))])
     with pytest.raises(ValueError, match="Learning rate should be >= 0"):
         optlib.MuonWithAdamW(m1, muon_kwargs=dict(lr=-1.0))
+
+
+def test_newton_schulz_leaves_a_bfloat16_input_unchanged():
+    # G.bfloat16() is G itself for a bfloat16 G: the normalisation must not write into it
+    # (for Muon with bfloat16 weights and nesterov=False, G is the momentum buffer)
+    G = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)).bfloat16()
+    before = G.clone()
+    optlib.matrix.zeropower_via_newtonschulz(G)
+    assert torch.equal(G, before)
+    w = torch.nn.Parameter(torch.randn(8, 4).bfloat16())
+    opt = optlib.Muon([w], lr=0.02, nesterov=False)
+    w.grad = torch.randn(8, 4).bfloat16()
+    opt.step()
+    # b = lerp(0, g, 1 − β) on the first step, as torch.optim.Muon; not rescaled by the iteration
+    assert torch.equal(opt.state[w]["momentum_buffer"], torch.zeros_like(w.grad).lerp_(w.grad, 0.05))
