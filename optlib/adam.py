@@ -3,9 +3,37 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
-from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require, step_counter
+from .optimizer import (
+    Optimizer,
+    State,
+    as_float,
+    check_betas,
+    check_flags,
+    check_lr,
+    require,
+    step_counter,
+)
 from .tensorlist import TensorList, per_tensor, pick
+
+_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+
+
+def _check_adam_tensors(lr, betas, foreach, capturable) -> tuple:
+    """torch's Adam and AdamW checks of tensor hyperparameters (its messages); the betas
+    as torch keeps them (a 1-element tensor becomes a 0-dim one)."""
+    if isinstance(lr, Tensor) and foreach and not capturable:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    check_betas(betas)
+    floats = all(isinstance(b, float) for b in betas)
+    tensors = all(isinstance(b, Tensor) for b in betas)
+    require(floats or tensors, "betas must be either both floats or both Tensors")
+    for i, beta in enumerate(betas if tensors else ()):
+        require(capturable or not foreach,
+                f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
+        require(beta.numel() == 1, f"Tensor betas[{i}] must be 1-element")
+    return tuple(b.reshape(()) if isinstance(b, Tensor) else b for b in betas)
 
 
 def _zeros(p):
@@ -20,6 +48,7 @@ class _AdamFamily(Optimizer):
         require(0.0 <= eps, f"Invalid epsilon value: {eps}")
         check_betas(betas)
         require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        check_flags(type(self).__name__, **{k: options[k] for k in _FLAGS if k in options})
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, **options)
         super().__init__(params, defaults)
 
@@ -40,7 +69,7 @@ class _AdamFamily(Optimizer):
     @staticmethod
     def moments(group, g: TensorList, s: State) -> tuple[TensorList, TensorList]:
         """m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²  (torch's op order: lerp, then mul/addcmul)."""
-        beta1, beta2 = group["betas"]
+        beta1, beta2 = map(as_float, group["betas"])
         m = s.exp_avg.lerp_(g, 1 - beta1)
         v = s.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         return m, v
@@ -58,13 +87,19 @@ class Adam(_AdamFamily):
     ``weight_decay`` adds :math:`\lambda\theta` to the gradient (L2, so it also enters
     :math:`m` and :math:`v`) unless ``decoupled_weight_decay=True``, which is AdamW.
     ``amsgrad`` (Reddi et al., ICLR 2018) divides by the running maximum of the raw
-    :math:`v_t` instead. ``maximize`` ascends.
+    :math:`v_t` instead. ``maximize`` ascends. ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable``: see :mod:`optlib.optimizer` (``fused=True``, ``capturable=True``
+    and ``differentiable=True`` are refused).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
+        betas = _check_adam_tensors(lr, betas, foreach, capturable)
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+                         maximize=maximize, foreach=foreach, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=decoupled_weight_decay)
 
     def init_state(self, p, group):
         state = super().init_state(p, group)
@@ -103,12 +138,22 @@ class AdamW(Adam):
     torch (and so optlib) multiplies :math:`\lambda` by the full learning rate
     :math:`\eta`; the paper multiplies it by the schedule multiplier only, so
     ``weight_decay`` here equals the paper's :math:`\lambda` divided by the base lr.
+
+    As in torch, an AdamW stays AdamW: ``load_state_dict`` (of an Adam checkpoint, say)
+    keeps ``decoupled_weight_decay=True`` in every group.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False):
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+                         foreach=foreach, capturable=capturable, differentiable=differentiable,
+                         fused=fused, decoupled_weight_decay=True)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
 
 
 class NAdam(_AdamFamily):
@@ -121,13 +166,20 @@ class NAdam(_AdamFamily):
         \theta_t \leftarrow \theta_{t-1}
           - \eta\,\frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{\sqrt{\hat v_t}+\epsilon}
           - \eta\,\frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}}\,\frac{m_t}{\sqrt{\hat v_t}+\epsilon}
+
+    ``foreach``, ``capturable`` and ``differentiable``: see :mod:`optlib.optimizer`
+    (``capturable=True`` and ``differentiable=True`` are refused).
     """
 
+    scalar_state_keys = ("step", "mu_product")
+
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False):
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False):
         require(0.0 <= momentum_decay, f"Invalid momentum_decay value: {momentum_decay}")
         super().__init__(params, lr, betas, eps, weight_decay, momentum_decay=momentum_decay,
-                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                         foreach=foreach, capturable=capturable, differentiable=differentiable)
 
     def init_state(self, p, group):
         return {**super().init_state(p, group), "mu_product": step_counter(1.0)}
@@ -165,13 +217,16 @@ class RAdam(_AdamFamily):
                           1 & \text{otherwise (momentum SGD)} \end{cases}
 
     torch switches at :math:`\rho_t > 5` (the paper writes 4), i.e. from step 6 for
-    :math:`\beta_2 = 0.999`.
+    :math:`\beta_2 = 0.999`. ``foreach``, ``capturable`` and ``differentiable``: see
+    :mod:`optlib.optimizer` (``capturable=True`` and ``differentiable=True`` are refused).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 decoupled_weight_decay=False, *, maximize=False):
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False):
         super().__init__(params, lr, betas, eps, weight_decay,
-                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                         foreach=foreach, capturable=capturable, differentiable=differentiable)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
         self.rule(group, p, g, s, s.advance("step"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .optimizer import Optimizer, State, as_float, check_lr, require, step_counter
-from .tensorlist import TensorList
+from .optimizer import Optimizer, State, as_float, check_flags, check_lr, require, step_counter
+from .sgd import require_sparse_without_decay
+from .tensorlist import TensorList, pick
 
 
 class Adagrad(Optimizer):
@@ -19,19 +20,29 @@ class Adagrad(Optimizer):
 
     The sum only grows, so every coordinate's step only shrinks. As in torch, the
     state exists from construction (eagerly), and ``eps`` sits outside the square root.
-    Sparse gradients are refused (torch has a sparse path; optlib keeps one rule).
+
+    A sparse gradient (``nn.Embedding(sparse=True)``) updates only the entries it holds,
+    as torch's sparse path does: the same rule, applied to those entries of
+    :math:`\theta` and :math:`s`. ``weight_decay`` with a sparse gradient is refused, as
+    torch refuses it. ``foreach``, ``fused`` and ``differentiable``: see
+    :mod:`optlib.optimizer` (``fused=True`` and ``differentiable=True`` are refused).
     """
 
+    supports_sparse = True
+
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False):
+                 initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
+                 differentiable=False, fused=None):
         check_lr(lr)
         require(0.0 <= lr_decay, f"Invalid lr_decay value: {lr_decay}")
         require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
         require(0.0 <= initial_accumulator_value,
                 f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
         require(0.0 <= eps, f"Invalid epsilon value: {eps}")
+        check_flags("Adagrad", foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, maximize=maximize)
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -42,17 +53,44 @@ class Adagrad(Optimizer):
         fill = complex(v, v) if torch.is_complex(p) else v
         return {"step": step_counter(), "sum": torch.full_like(p, fill, memory_format=torch.preserve_format)}
 
+    def check_sparse(self, group):
+        require_sparse_without_decay(self, group)
+
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, wd, eps = as_float(group["lr"]), group["weight_decay"], group["eps"]
         t = s.advance("step")
+        sparse = [x.is_sparse for x in g]
+        if not any(sparse):
+            return self.rule(group, p, g, s.sum, t)
+        dense = [not x for x in sparse]
+        if any(dense):
+            self.rule(group, p.select(dense), g.select(dense), s.sum.select(dense), pick(t, dense))
+        # A sparse gradient: the rule on the entries it holds (duplicates summed first).
+        for x, gx, acc, tx in zip(p.select(sparse), g.select(sparse), s.sum.select(sparse),
+                                  pick_list(t, sparse), strict=True):
+            gx = gx.coalesce()
+            at = tuple(gx.indices())
+            rows, sums = TensorList([x[at]]), TensorList([acc[at]])
+            self.rule(group, rows, TensorList([gx.values()]), sums, tx)
+            x.index_put_(at, rows[0])
+            acc.index_put_(at, sums[0])
+
+    @staticmethod
+    def rule(group, p: TensorList, g: TensorList, acc: TensorList, t):
+        lr, wd, eps = as_float(group["lr"]), group["weight_decay"], group["eps"]
         if group["maximize"]:
             g = -g
         if wd != 0:
             g = g.add(p, alpha=wd)                           # g ← g + λθ
         lr_t = lr / (1 + (t - 1) * group["lr_decay"])        # η_t = η / (1 + (t−1)δ)
-        acc = s.sum.addcmul_(g, g, value=1)                  # s ← s + g²
+        acc.addcmul_(g, g, value=1)                          # s ← s + g²
         std = acc.sqrt().add_(eps)                           # √s + ε
         p.addcdiv_(g, std, value=-lr_t)                      # θ ← θ − η_t g/(√s+ε)
+
+
+def pick_list(t, mask) -> list:
+    """The per-tensor values of ``t`` (a number or PerTensor) where ``mask`` holds."""
+    chosen = pick(t, mask)
+    return list(chosen) if isinstance(chosen, tuple) else [chosen] * sum(mask)
 
 
 class RMSprop(Optimizer):
@@ -67,17 +105,23 @@ class RMSprop(Optimizer):
 
     No bias correction: :math:`v` starts at 0, so the first steps are large
     (:math:`g/\sqrt{(1-\alpha)g^2} = 10\,\mathrm{sign}(g)` for :math:`\alpha=0.99`).
+    ``foreach``, ``capturable`` and ``differentiable``: see :mod:`optlib.optimizer`
+    (``capturable=True`` and ``differentiable=True`` are refused).
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, *, maximize=False):
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
         check_lr(lr)
         require(0.0 <= eps, f"Invalid epsilon value: {eps}")
         require(0.0 <= momentum, f"Invalid momentum value: {momentum}")
         require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
         require(0.0 <= alpha, f"Invalid alpha value: {alpha}")
+        check_flags("RMSprop", foreach=foreach, capturable=capturable,
+                    differentiable=differentiable)
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                        momentum=momentum, centered=centered, maximize=maximize)
+                        momentum=momentum, centered=centered, capturable=capturable,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable)
         super().__init__(params, defaults)
 
     def init_state(self, p, group):

@@ -40,14 +40,29 @@ class Adafactor(Optimizer):
     whole on every process; the means over rows and the RMS norms are finished across
     processes (:func:`optlib.sharded.reduced`: a few bytes per column), so the numbers
     are one process's and a checkpoint reshards exactly.
+
+    A tensor with no elements takes its (empty) step: its step count advances, nothing
+    else changes (torch raises ``ZeroDivisionError`` there). ``foreach`` is accepted and
+    selects nothing (see :mod:`optlib.optimizer`).
+
+    Non-finite gradients give torch's numbers, and torch's Adafactor does not contain
+    them: an infinite entry of a matrix's gradient makes :math:`\operatorname{mean}(R)`
+    infinite, so :math:`\hat V` is 0 (floored at :math:`\epsilon_1^2`) in every other row
+    and their coordinates step by about :math:`\alpha\,g/\epsilon_1`, unclipped
+    (:math:`\operatorname{RMS}(U)` is NaN and the clip's ``max(1, NaN)`` is 1). Skip steps
+    with non-finite gradients (``clip_grad_norm_(..., error_if_nonfinite=True)`` or a
+    ``GradScaler``).
     """
 
     supports_complex = False
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
-                 weight_decay=0.0, *, maximize=False):
+                 weight_decay=0.0, *, foreach=None, maximize=False):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
+        require(isinstance(eps, tuple | list) and len(eps) == 2,
+                f"Invalid eps: {eps!r} (expected a pair (epsilon1, epsilon2), epsilon1 may "
+                "be None)")
         # torch's messages, in torch's order
         require(0.0 <= lr, f"Learning rate should be >= 0 but is: {lr}")
         require(0.0 >= beta2_decay, f"beta2_decay should be <= 0 but is: {beta2_decay}")
@@ -55,8 +70,10 @@ class Adafactor(Optimizer):
         require(0.0 <= eps[1], f"epsilon2 should be >= 0 but is: {eps[1]}")
         require(1.0 <= d, f"Clipping threshold d should be >= 1 but is: {d}")
         require(0.0 <= weight_decay, f"weight_decay should be >= 0 but is: {weight_decay}")
+        require(foreach in (None, False, True), f"Invalid foreach value: {foreach!r}")
         super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d,
-                                      weight_decay=weight_decay, maximize=maximize))
+                                      weight_decay=weight_decay, foreach=foreach,
+                                      maximize=maximize))
 
     def init_state(self, p, group):
         if p.dim() > 1:      # factor the last two dimensions
@@ -72,6 +89,9 @@ class Adafactor(Optimizer):
         if group["maximize"]:
             g = -g
         t = per_tensor(s.advance("step"), len(p))
+        if not all(x.numel() for x in p):      # an empty tensor: its step counts, nothing moves
+            full = [x.numel() > 0 for x in p]
+            p, g, t = p.select(full), g.select(full), [ti for ti, k in zip(t, full) if k]
         # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
         alpha = [max(eps2, reduced(x.norm(2)).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
                  for x, ti in zip(p, t, strict=True)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 
 from torch import nn
@@ -22,8 +24,10 @@ def param_groups(model: nn.Module, weight_decay: float, *,
     Extra keyword arguments (``lr=...``) are copied into both groups. Empty groups are
     left out; parameters with ``requires_grad=False`` are skipped.
     """
-    if weight_decay < 0:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
+            or not 0 <= weight_decay < math.inf):
+        raise ValueError(f"Invalid weight_decay value: {weight_decay!r} "
+                         "(expected a finite number >= 0)")
     excluded = no_decay or (lambda name, p: p.ndim < 2)
     decay, keep = [], []
     for name, p in model.named_parameters():

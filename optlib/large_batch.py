@@ -8,6 +8,10 @@ otherwise cap the learning rate (and so the batch size) of the whole network.
 The norms are of whole tensors (:func:`optlib.sharded.norms`): under FSDP2 each process
 adds its shard's share and one all-reduce per step and rule gives every process the
 layer's norms (8 bytes per tensor in float64).
+
+Non-finite gradients: a NaN or infinite gradient makes the norms, and so the ratio, NaN
+or 0, never 1: a tensor whose update holds a NaN becomes NaN (every coordinate, since the
+ratio is shared), and no finite coordinate takes a larger step because of it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def trust_ratio(w: torch.Tensor, u: torch.Tensor, ratio=lambda w, u: w / u) -> T
     The ratios stay tensors (0-dim, one per tensor), never Python numbers: no host
     synchronisation, and the rule runs on the ``meta`` device and on ``DTensor`` shards.
     They are float64, so that ``ratio * lr`` rounds as a product of Python floats."""
-    r = torch.where((w > 0) & (u > 0), ratio(w, u), torch.ones_like(w))
+    r = torch.where((w == 0) | (u == 0), torch.ones_like(w), ratio(w, u))
     return TensorList(r.double().unbind())
 
 

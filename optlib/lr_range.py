@@ -123,8 +123,12 @@ def lr_range_test(model: torch.nn.Module, loss_fn: Callable, batches: Iterable,
     """
     if isinstance(start_lr, bool) or not isinstance(start_lr, numbers.Real) or not start_lr > 0:
         raise ValueError(f"start_lr must be positive, got {start_lr!r}")
+    if isinstance(start_lr, bool) or not math.isfinite(start_lr):
+        raise ValueError(f"start_lr must be finite, got {start_lr!r}")
     if isinstance(end_lr, bool) or not isinstance(end_lr, numbers.Real) or not end_lr > start_lr:
         raise ValueError(f"end_lr must be greater than start_lr ({start_lr}), got {end_lr!r}")
+    if not math.isfinite(end_lr):
+        raise ValueError(f"end_lr must be finite, got {end_lr!r}")
     if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 2:
         raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}")
     if not 0.0 <= smooth < 1.0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 
 import torch
 
@@ -89,15 +90,15 @@ class Muon(Optimizer):
                  ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5, adjust_lr_fn=None):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
-        _check_muon(lr, weight_decay, momentum, ns_coefficients, ns_steps, adjust_lr_fn)
+        _check_muon(lr, weight_decay, momentum, ns_coefficients, ns_steps, adjust_lr_fn, eps)
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                         adjust_lr_fn=adjust_lr_fn)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
-        super().add_param_group(param_group)
-        _require_2d(self.param_groups[-1]["params"])
+        _add_checked(self, super().add_param_group, param_group, lambda group: (
+            _check_muon(*(group[k] for k in _CHECKED)), _require_2d(group["params"])))
 
     def init_state(self, p, group):
         return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
@@ -132,15 +133,37 @@ def _validated(cls, kwargs: dict) -> Optimizer:
     return cls([torch.zeros(1, 1)], **hyper)
 
 
-def _check_muon(lr, weight_decay, momentum, ns_coefficients, ns_steps, adjust_lr_fn):
-    # torch's messages; torch checks the last two only when stepping, we check them at once
+_CHECKED = ("lr", "weight_decay", "momentum", "ns_coefficients", "ns_steps", "adjust_lr_fn",
+            "eps")
+
+
+def _check_muon(lr, weight_decay, momentum, ns_coefficients, ns_steps, adjust_lr_fn, eps):
+    # torch's messages; torch checks ns_steps and ns_coefficients only when stepping, and
+    # eps not at all (eps <= 0 turns an all-zero gradient into NaN): we check them at once
     require(0.0 <= lr, f"Learning rate should be >= 0 but is: {lr}")
     require(0.0 <= momentum, f"momentum should be >= 0 but is: {momentum}")
     require(0.0 <= weight_decay, f"weight decay should be >= 0 but is: {weight_decay}")
     require(adjust_lr_fn in (None, "original", "match_rms_adamw"),
             f"Adjust learning rate function {adjust_lr_fn} is not supported")
+    require(isinstance(ns_steps, int) and not isinstance(ns_steps, bool) and 0 <= ns_steps,
+            f"Invalid ns_steps value: {ns_steps!r} (expected an integer >= 0)")
     require(ns_steps < 100, "Number of steps must be less than 100 for computational efficiency")
     require(len(ns_coefficients) == 3, "Coefficients must be a tuple of exactly 3 values")
+    require(isinstance(eps, numbers.Real) and not isinstance(eps, bool) and eps > 0,
+            f"Invalid eps value: {eps!r} (expected a number > 0: Muon divides the update "
+            "by max(||B||_F, eps), and eps <= 0 turns an all-zero gradient into NaN)")
+
+
+def _add_checked(optimizer, add, param_group, check) -> None:
+    """``add(param_group)``, then ``check(group)`` on the group as added; a group that fails
+    the check is taken out again, so a refused ``add_param_group`` changes nothing."""
+    count = len(optimizer.param_groups)
+    add(param_group)
+    try:
+        check(optimizer.param_groups[-1])
+    except Exception:
+        del optimizer.param_groups[count:]
+        raise
 
 
 def muon_param_groups(model: torch.nn.Module, head: torch.nn.Module | None = None):
@@ -181,6 +204,16 @@ class MuonWithAdamW(Optimizer):
     equal those of two separate optimizers, while schedulers, ``state_dict`` and
     ``zero_grad`` see one. A typical choice (Keller Jordan's speedruns) is Muon lr 0.02
     with AdamW lr 3e-4 to 8e-3 for the rest.
+
+    ``defaults`` holds Muon's hyperparameters (AdamW's are in ``adamw_defaults``), so
+    schedulers that look for a momentum there (``OneCycleLR``, ``CyclicLR`` with
+    ``cycle_momentum=True``) accept the optimizer: they then cycle the ``momentum`` of
+    every group, which Muon groups use and AdamW groups ignore (their ``betas`` stay as
+    set). ``copy.deepcopy`` and pickling keep both families' defaults. A group refused by
+    ``add_param_group`` (a tensor that is not 2-D in a Muon group, a bad hyperparameter)
+    is not added; a complex parameter in a Muon group is refused before any step changes.
+    Non-finite gradients: as in torch's Muon and AdamW (their numbers); a NaN or inf in a
+    Muon group's gradient makes that whole matrix NaN (orthogonalising mixes every entry).
     """
 
     def __init__(self, params, muon_kwargs=None, adamw_kwargs=None):
@@ -190,23 +223,49 @@ class MuonWithAdamW(Optimizer):
             params = [group for group in params if group["params"]]
         # One instance of each family (on a dummy tensor): its constructor validates the
         # hyperparameters, its defaults fill the groups, its rule steps them.
-        self._rules = {True: _validated(Muon, muon_kwargs or {}),
-                       False: _validated(AdamW, adamw_kwargs or {})}
-        super().__init__(params, {})
+        muon_rule = _validated(Muon, muon_kwargs or {})
+        self.adamw_defaults = dict(_validated(AdamW, adamw_kwargs or {}).defaults)
+        super().__init__(params, dict(muon_rule.defaults))
+
+    def __getstate__(self):
+        # torch keeps defaults, state and param_groups; AdamW's defaults are needed too
+        return {**super().__getstate__(), "adamw_defaults": self.adamw_defaults}
+
+    def _family(self, use_muon: bool) -> tuple[type, dict]:
+        if use_muon:   # (torch's __setstate__ adds "differentiable" to defaults; Muon has none)
+            return Muon, {k: v for k, v in self.defaults.items() if k != "differentiable"}
+        return AdamW, self.adamw_defaults
+
+    def _group_fill(self, group, defaults):
+        return self._family(group["use_muon"])[1] if "use_muon" in group else {}
 
     def add_param_group(self, param_group):
         require(param_group.get("use_muon") in (True, False),
                 "Invalid param_group: each group needs use_muon=True or use_muon=False")
         use_muon = param_group["use_muon"]
-        defaults = self._rules[use_muon].defaults
-        group = {**defaults, **param_group}
-        _validated(Muon if use_muon else AdamW, {k: group[k] for k in defaults})
-        super().add_param_group(group)
-        if use_muon:
-            _require_2d(self.param_groups[-1]["params"])
+        cls, family = self._family(use_muon)
+        group = {**family, **param_group}
+        _validated(cls, {k: group[k] for k in family})
+        muon_defaults = self.defaults
+        self.defaults = family          # torch fills a group's missing keys from self.defaults
+        try:
+            _add_checked(self, super().add_param_group, group,
+                         lambda added: _require_2d(added["params"]) if use_muon else None)
+        finally:
+            self.defaults = muon_defaults
+
+    def _gather(self, group):
+        if group["use_muon"] and any(p.is_complex() for p in group["params"]
+                                     if p.grad is not None):
+            raise RuntimeError("Muon does not support complex parameters")
+        return super()._gather(group)
 
     def init_state(self, p, group):
-        return self._rules[group["use_muon"]].init_state(p, group)
+        return _RULES[group["use_muon"]].init_state(p, group)
 
     def update(self, group, p, g, s):
-        self._rules[group["use_muon"]].update(group, p, g, s)
+        _RULES[group["use_muon"]].update(group, p, g, s)
+
+
+#: The rules MuonWithAdamW steps its groups with (they read only the group they are given).
+_RULES = {True: Muon([torch.zeros(1, 1)]), False: AdamW([torch.zeros(1)])}

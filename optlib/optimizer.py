@@ -14,10 +14,52 @@ step counter does not move), refuses sparse gradients before anything is changed
 creates state lazily, views complex tensors as real pairs, and calls the rule once per
 group. ``param_groups``, ``state``, ``state_dict``/``load_state_dict``, hooks and
 ``zero_grad`` are torch's own, so schedulers, DDP and ``ZeroRedundancyOptimizer`` work.
+
+**torch.optim's implementation flags.** Where torch's class of the same name accepts
+``foreach``, ``fused``, ``capturable`` or ``differentiable``, optlib's accepts them too,
+with torch's defaults (``check_flags``):
+
+* ``foreach`` (``None``, ``False`` or ``True``) selects nothing: optlib has one
+  implementation, a foreach one (``optlib.tensorlist``), and gives the same numbers
+  either way. torch's refusals that depend on it (a tensor ``lr`` with ``foreach=True``
+  in Adam) are kept, with torch's messages.
+* ``fused=True`` is refused with a ``ValueError``: optlib has no fused kernels. Use
+  ``torch.optim``'s class with ``fused=True`` for torch's kernel, or
+  ``optlib.compile(optimizer)`` to fuse optlib's own rule with ``torch.compile``.
+* ``capturable=True`` is refused with a ``ValueError``, on every device: a step reads its
+  step counts on the host, so it cannot be captured in a CUDA graph (and on the CPU there
+  is nothing to capture).
+* ``differentiable=True`` is refused with a ``ValueError``: a rule is written once, with
+  in-place foreach operations on the whole group, and autograd cannot differentiate
+  through them (foreach backward formulas keep tensors that the rule then updates in
+  place; torch itself drops to its single-tensor code for this flag). Use ``torch.optim``'s
+  class with ``differentiable=True`` to differentiate through a step.
+
+**Loading state.** ``load_state_dict`` is torch's, with torch's load
+pre- and post-hooks, and like torch it accepts older formats: a group saved before a key
+existed takes the key's constructor default (``maximize=False``, ...; torch's
+``__setstate__`` fills the same values), and a ``step`` saved as a Python number becomes
+a tensor. One difference: 0-dim state (step counters, NAdam's product of momenta) keeps
+its saved dtype, where torch casts all but ``step`` to the parameter's dtype (which makes
+a resumed float32 run drift from an uninterrupted one).
+
+**Sparse gradients** are refused, before anything changes, except by the classes that
+set ``supports_sparse`` (:class:`~optlib.SGD` and :class:`~optlib.Adagrad`, as in torch),
+which may still refuse settings that torch refuses (``weight_decay`` with a sparse gradient).
+
+**Non-finite gradients.** The torch.optim family gives torch's numbers, NaN and inf
+included. The others are decided per class and written in each docstring; in none does a
+NaN or infinite gradient enlarge the step of a finite coordinate (LAMB and LARS turn the
+whole tensor NaN; Lion and SophiaG keep their bound of one lr per coordinate).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
+import itertools
+import numbers
+from collections import defaultdict
 from collections.abc import Callable
 
 import torch
@@ -65,7 +107,38 @@ def check_betas(betas) -> None:
         f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))",
     )
     for i, beta in enumerate(betas):
+        require(isinstance(beta, numbers.Real | Tensor) and not isinstance(beta, bool),
+                f"Invalid betas: {betas!r} (the beta at index {i} is not a number)")
         require(0.0 <= beta < 1.0, f"Invalid beta parameter at index {i}: {beta}")
+
+
+def check_flags(owner: str, *, foreach=None, fused=None, capturable=False,
+                differentiable=False) -> None:
+    """torch.optim's implementation flags, as optlib honours them (see the module docstring).
+
+    torch's own refusals of flag combinations come first, with torch's messages."""
+    require(foreach in (None, False, True), f"Invalid foreach value: {foreach!r}")
+    if fused:
+        if differentiable:
+            raise RuntimeError("`fused` does not support `differentiable`")
+        if foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        raise ValueError(
+            f"fused=True is not supported by optlib.{owner}: optlib has no fused kernels. "
+            f"Use torch.optim.{owner}(..., fused=True) for torch's fused kernel, or "
+            f"optlib.compile(optlib.{owner}(...)) to fuse optlib's rule with torch.compile")
+    if capturable:
+        raise ValueError(
+            f"capturable=True is not supported by optlib.{owner}: its step reads step counts "
+            "on the host, so it cannot be captured in a CUDA graph (and CPU tensors have "
+            f"nothing to capture). Use torch.optim.{owner}(..., capturable=True) on CUDA "
+            "for graph capture, or capturable=False")
+    if differentiable:
+        raise ValueError(
+            f"differentiable=True is not supported by optlib.{owner}: its rule updates the "
+            "whole group with in-place foreach operations, which autograd cannot "
+            f"differentiate through. Use torch.optim.{owner}(..., differentiable=True) to "
+            "differentiate through a step, or differentiable=False")
 
 
 class State:
@@ -109,6 +182,13 @@ class State:
         """Per-tensor values of a 0-dim state entry, as Python numbers."""
         return PerTensor.of(torch.stack(self[key]).tolist())
 
+    def replace(self, key: str, mask, tensors) -> None:
+        """Store ``tensors`` as the ``key`` entries of the parameters where ``mask`` holds
+        (for a rule that must replace a state tensor rather than update it in place)."""
+        chosen = [st for st, keep in zip(self._states, mask, strict=True) if keep]
+        for st, t in zip(chosen, tensors, strict=True):
+            st[key] = t
+
 
 class Optimizer(torch.optim.Optimizer):
     """Base class: subclasses define ``init_state`` and ``update`` (see the module docstring)."""
@@ -118,13 +198,21 @@ class Optimizer(torch.optim.Optimizer):
     #: Whether the rule gives one process's numbers on ``DTensor`` shards (FSDP2); a rule
     #: that reads whole tensors does so through :mod:`optlib.sharded`. False: refused.
     supports_sharded: bool = True
+    #: Whether sparse gradients reach the rule (else a step with one is refused).
+    supports_sparse: bool = False
+    #: Per-parameter state entries that older checkpoints may hold as Python numbers.
+    scalar_state_keys: tuple[str, ...] = ("step",)
 
     def init_state(self, p: Tensor, group: dict) -> dict:
-        """State of a parameter on its first step with a gradient. Default: none."""
+        """State of a parameter on its first step with a gradient. Default: none (then no
+        entry is made in ``self.state`` for the parameter, as in torch)."""
         return {}
 
     def update(self, group: dict, p: TensorList, g: TensorList, s: State) -> None:
         raise NotImplementedError
+
+    def check_sparse(self, group: dict) -> None:
+        """Raise if ``group``'s settings cannot take a sparse gradient (when ``supports_sparse``)."""
 
     # -------------------------------------------------------------------------------------
     def _gather(self, group: dict) -> tuple[list[Tensor], list[Tensor]]:
@@ -134,11 +222,16 @@ class Optimizer(torch.optim.Optimizer):
             if g is None:
                 continue
             if g.is_sparse:
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients; "
-                    "use a dense gradient (for embeddings: nn.Embedding(sparse=False)) "
-                    "or torch.optim.SparseAdam"
-                )
+                if not self.supports_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients; "
+                        "use a dense gradient (for embeddings: nn.Embedding(sparse=False)), "
+                        "optlib.SGD, optlib.Adagrad or torch.optim.SparseAdam"
+                    )
+                if p.is_complex():
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
+                                       "gradients of complex parameters")
+                self.check_sparse(group)
             if p.is_complex() and not self.supports_complex:
                 raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
             if is_sharded(p) and not self.supports_sharded:
@@ -153,28 +246,75 @@ class Optimizer(torch.optim.Optimizer):
     def _prepare(self, group: dict, params: list[Tensor]) -> State:
         states, new = [], []
         for p in params:
-            st = self.state[p]
+            st = self.state[p] if p in self.state else {}
             fresh = len(st) == 0
             if fresh:
                 st.update(self.init_state(p, group))
+                if st:
+                    self.state[p] = st
             states.append(st)
             new.append(fresh)
         return State(states, new)
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """torch's ``load_state_dict``, except that 0-dim state (step counters, NAdam's
-        running product of momenta) keeps its saved dtype: torch casts it to the
-        parameter's dtype, which makes a resumed run drift from an uninterrupted one."""
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        scalars = {(position, key): value.clone()
-                   for position, pid in enumerate(saved_ids)
-                   for key, value in state_dict["state"].get(pid, {}).items()
-                   if isinstance(value, Tensor) and value.dim() == 0}
-        super().load_state_dict(state_dict)
-        params = [p for g in self.param_groups for p in g["params"]]
-        for (position, key), value in scalars.items():
-            self.state[params[position]][key] = value
+    # ---- loading: torch's load_state_dict and __setstate__, older formats included ------
+    def _group_fill(self, group: dict, defaults: dict) -> dict:
+        """The values a loaded group lacking a key takes for it: the constructor's default
+        for the key (what torch's ``__setstate__`` fills), else ``defaults``'."""
+        signature = inspect.signature(type(self).__init__).parameters
+        return {key: (signature[key].default if key in signature
+                      and signature[key].default is not inspect.Parameter.empty else value)
+                for key, value in defaults.items()}
 
+    def __setstate__(self, state: dict) -> None:
+        defaults = dict(state.get("defaults", self.__dict__.get("defaults", {})))
+        super().__setstate__(state)
+        if "differentiable" not in defaults:    # torch's __setstate__ adds it: keep ours as built
+            self.defaults.pop("differentiable", None)
+        for group in self.param_groups:
+            for key, value in self._group_fill(group, defaults).items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                st = self.state.get(p)
+                for key in self.scalar_state_keys if st else ():
+                    if key in st and not isinstance(st[key], Tensor):
+                        st[key] = torch.tensor(float(st[key]), dtype=scalar_dtype())
+
+    @torch._disable_dynamo
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's ``load_state_dict`` (hooks, checks, casts), with older formats filled in
+        (see the module docstring) and 0-dim state keeping its saved dtype: torch casts it
+        to the parameter's dtype, which makes a resumed run drift from an uninterrupted one."""
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        groups = self.param_groups
+        saved_groups = copy.deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
+            raise ValueError("loaded state dict contains a parameter group "
+                             "that doesn't match the size of optimizer's group")
+        id_map = dict(zip(itertools.chain.from_iterable(g["params"] for g in saved_groups),
+                          itertools.chain.from_iterable(g["params"] for g in groups),
+                          strict=True))
+        state: defaultdict = defaultdict(dict)
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                param = id_map[key]
+                state[param] = _cast(param, value)
+            else:
+                state[key] = value
+        for group, saved in zip(groups, saved_groups, strict=True):
+            saved["params"] = group["params"]
+            if "param_names" in group and "param_names" not in saved:
+                saved["param_names"] = group["param_names"]
+        self.__setstate__({"state": state, "param_groups": saved_groups})
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    # ---- the step ---------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
@@ -188,10 +328,30 @@ class Optimizer(torch.optim.Optimizer):
             if not params:
                 continue
             state = self._prepare(group, params)
+            # Sparse gradients take the eager rule (torch.compile traces dense tensors).
+            rule = (type(self).update.__get__(self)
+                    if any(g.is_sparse for g in grads) else self.update)
             if any(p.is_complex() for p in params):
                 params, grads, state = _as_real(params, grads, state)
-            self.update(group, TensorList(params), TensorList(grads), state)
+            rule(group, TensorList(params), TensorList(grads), state)
         return loss
+
+
+def _cast(param: Tensor, value):
+    """A loaded state value for ``param``: tensors on its device, floating ones in its dtype
+    (as torch's load_state_dict does), except 0-dim ones (step counts), which keep their
+    dtype and live on the CPU, as optlib creates them (a copy: the dict is not aliased)."""
+    if isinstance(value, Tensor):
+        if value.dim() == 0:
+            return value.to("cpu", copy=True)
+        if param.is_floating_point():
+            return value.to(dtype=param.dtype, device=param.device)
+        return value.to(device=param.device)
+    if isinstance(value, dict):
+        return {k: _cast(param, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cast(param, v) for v in value)
+    return value
 
 
 def _as_real(params, grads, state: State):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .optimizer import Optimizer, State, as_float, check_lr, require
+from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require
 from .tensorlist import TensorList
 
 
@@ -31,12 +31,18 @@ class AdamWScheduleFree(Optimizer):
     (:meth:`step` in eval mode raises). Only :math:`z` and :math:`v` are stored (:math:`x`
     is recovered from :math:`y` and :math:`z`): the memory of Adam. Weight decay is
     applied at :math:`y` and goes through :math:`z` like the gradient. The step counter
-    :math:`k` belongs to the parameter group, as in the reference.
+    :math:`k` belongs to the parameter group, as in the reference. Every group is in the
+    same mode: a group added later takes the others' (:meth:`add_param_group`).
+
+    Non-finite gradients: a NaN or infinite gradient makes its coordinate of :math:`y`,
+    :math:`z` and :math:`v` NaN (:math:`g/\sqrt{\hat v}` is NaN there), as in the
+    reference; other coordinates are not affected.
     """
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  warmup_steps=0, r=0.0, weight_lr_power=2.0):
         check_lr(lr)
+        check_betas(betas)
         # β₁ = 0 would make y = z and leave no way back from y to x (eval divides by β₁).
         require(0.0 < betas[0] < 1.0, f"Invalid beta parameter at index 0: {betas[0]} "
                 "(schedule-free needs 0 < beta1 < 1)")
@@ -54,6 +60,16 @@ class AdamWScheduleFree(Optimizer):
     def init_state(self, p, group):
         return {"z": torch.clone(p, memory_format=torch.preserve_format),
                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    def add_param_group(self, param_group):
+        """torch's ``add_param_group``; a group added later starts in the optimizer's current
+        mode (that of the other groups), whatever its dict says: every group is always in
+        the same mode. (The authors' package starts it in eval mode, so that after
+        ``train()`` it trains as it steps but is skipped by the next ``eval()``, and each
+        later ``train()`` moves its parameters by (1−β₁)(z−y).)"""
+        if self.param_groups:
+            param_group = {**param_group, "train_mode": self.param_groups[0]["train_mode"]}
+        super().add_param_group(param_group)
 
     # ---- switching what the parameters hold ----------------------------------------------
     @torch.no_grad()
@@ -80,7 +96,7 @@ class AdamWScheduleFree(Optimizer):
     # ---- the step ------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
-        if not self.param_groups[0]["train_mode"]:
+        if not all(group["train_mode"] for group in self.param_groups):
             raise RuntimeError(
                 "AdamWScheduleFree.step() was called in eval mode: call optimizer.train() "
                 "before training steps and optimizer.eval() before evaluating or saving")

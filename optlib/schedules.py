@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 
 __all__ = [
     "Schedule", "constant", "step_decay", "exponential", "cosine", "linear_decay",
@@ -56,7 +57,17 @@ def _ratio(name: str, value) -> float:
 def _positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0.0:
         raise ValueError(f"{name} must be positive, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     return float(value)
+
+
+def _power(base: float, exponent: int) -> float:
+    """base ** exponent, as a float: ``inf`` once it overflows (Python raises instead)."""
+    try:
+        return base ** exponent
+    except OverflowError:
+        return math.inf
 
 
 def _warmup_within(warmup_steps: int, total_steps: int) -> None:
@@ -70,9 +81,13 @@ class Schedule:
     """Base class: subclasses store their arguments as attributes and define ``value(t)``."""
 
     def __call__(self, step) -> float:
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        try:   # an int, or anything that is one: a NumPy integer, a 0-dim integer tensor
+            t = None if isinstance(step, bool) else operator.index(step)
+        except TypeError:
+            t = None
+        if t is None or t < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
-        return self.value(int(step))
+        return self.value(t)
 
     def value(self, t: int) -> float:
         raise NotImplementedError
@@ -108,7 +123,7 @@ class step_decay(Schedule):
         self.gamma = _positive("gamma", gamma)
 
     def value(self, t: int) -> float:
-        return self.gamma ** (t // self.step_size)
+        return _power(self.gamma, t // self.step_size)
 
 
 class exponential(Schedule):
@@ -118,7 +133,7 @@ class exponential(Schedule):
         self.gamma = _positive("gamma", gamma)
 
     def value(self, t: int) -> float:
-        return self.gamma ** t
+        return _power(self.gamma, t)
 
 
 class _DecayToFloor(Schedule):

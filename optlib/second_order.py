@@ -33,6 +33,13 @@ class SophiaG(Optimizer):
     where it is small or stale the clip caps it at :math:`\eta` (sign descent). Until the
     first :meth:`update_hessian`, :math:`h = 0` and every step is sign descent of size
     :math:`\eta`. The authors tune ``rho`` so that 10-50% of coordinates are not clipped.
+
+    Non-finite gradients, as in the reference: the clip keeps every coordinate's step at
+    most :math:`\eta`, so nothing is amplified. A NaN gradient makes its coordinate NaN
+    (the clipped ratio is NaN). An infinite one makes :math:`m` infinite for good: the
+    coordinate then steps by :math:`\eta` in the same direction every step. Guard steps
+    where gradients can overflow (``clip_grad_norm_(..., error_if_nonfinite=True)``, a
+    ``GradScaler``).
     """
 
     def __init__(self, params, lr=1e-4, betas=(0.965, 0.99), rho=0.04, weight_decay=1e-1, *,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .optimizer import Optimizer, State, as_float, check_lr, require
+from .optimizer import Optimizer, State, as_float, check_flags, check_lr, require
 from .tensorlist import TensorList
 
 
@@ -19,26 +19,41 @@ class SGD(Optimizer):
     the buffer); Sutskever et al. (2013) put :math:`\eta` inside the buffer, which is the
     same sequence of parameters only while :math:`\eta` is constant.
     Nesterov: Sutskever et al., ICML 2013, in the reformulation of Bengio et al. (2012).
+
+    Sparse gradients (``nn.Embedding(sparse=True)``) take the same rule on sparse tensors,
+    as in torch (a parameter's momentum buffer is then sparse too); ``weight_decay`` with a
+    sparse gradient is refused, as torch refuses it. ``foreach``, ``fused`` and
+    ``differentiable``: see :mod:`optlib.optimizer` (``fused=True`` and
+    ``differentiable=True`` are refused).
     """
 
+    supports_sparse = True
+
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False):
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None):
         check_lr(lr)
         require(momentum >= 0.0, f"Invalid momentum value: {momentum}")
         require(weight_decay >= 0.0, f"Invalid weight_decay value: {weight_decay}")
         require(not nesterov or (momentum > 0 and dampening == 0),
                 "Nesterov momentum requires a momentum and zero dampening")
+        check_flags("SGD", foreach=foreach, fused=fused, differentiable=differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                        foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
     def init_state(self, p, group):
         # The buffer is seeded with the first gradient in `update`; zeros are placeholders.
+        # Without momentum there is no state at all (torch stores none either).
         return {"momentum_buffer": p.new_zeros(p.shape)} if group["momentum"] != 0 else {}
+
+    def check_sparse(self, group):
+        require_sparse_without_decay(self, group)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
         lr, beta, tau = as_float(group["lr"]), group["momentum"], group["dampening"]
-        wd = group["weight_decay"]
+        wd = as_float(group["weight_decay"])
         if group["maximize"]:
             g = -g
         if wd != 0:
@@ -47,10 +62,25 @@ class SGD(Optimizer):
             buf, new = s.momentum_buffer, s.new
             if any(new):                           # torch seeds a new buffer with g itself: b₁ = g₁
                 old = [not n for n in new]
-                buf.select(new).copy_(g.select(new))
+                fresh = g.select(new)
+                if any(x.is_sparse for x in fresh):     # a copy of a sparse g is sparse, as in torch
+                    s.replace("momentum_buffer", new, fresh.clone())
+                else:
+                    buf.select(new).copy_(fresh)
                 if any(old):
                     buf.select(old).mul_(beta).add_(g.select(old), alpha=1 - tau)
+                buf = s.momentum_buffer
             else:
                 buf.mul_(beta).add_(g, alpha=1 - tau)                # b ← βb + (1−τ)g
             g = g.add(buf, alpha=beta) if group["nesterov"] else buf   # d = g + βb  or  b
         p.add_(g, alpha=-lr)                                     # θ ← θ − η d
+
+
+def require_sparse_without_decay(optimizer, group) -> None:
+    """torch refuses weight decay with a sparse gradient (it would make the gradient dense)."""
+    if group["weight_decay"] != 0:
+        raise RuntimeError(
+            "weight_decay option is not compatible with sparse gradients: "
+            f"{type(optimizer).__name__} got weight_decay={group['weight_decay']} for a "
+            "parameter with a sparse gradient; put such parameters in a group with "
+            "weight_decay=0")

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch_twins as twins
+from catalogue import ENTRIES
 
 import optlib
 
@@ -56,27 +57,10 @@ def drive(opt, params, steps, seed):
 
 # ---- the contract every optimizer of this family keeps -----------------------------------
 
-def _schedule_free(params, **kw):
-    opt = optlib.AdamWScheduleFree(params, **kw)
-    opt.train()
-    return opt
-
-
-FACTORIES = {
-    "Lion": (lambda ps: optlib.Lion(ps, lr=1e-2, weight_decay=0.1), SHAPES),
-    "LAMB": (lambda ps: optlib.LAMB(ps, lr=1e-2, weight_decay=0.1), SHAPES),
-    "LARS": (lambda ps: optlib.LARS(ps, lr=0.5, weight_decay=1e-3), SHAPES),
-    "SophiaG": (lambda ps: optlib.SophiaG(ps, lr=1e-2), SHAPES),
-    "Adafactor": (lambda ps: optlib.Adafactor(ps, weight_decay=0.1), SHAPES),
-    "Muon": (lambda ps: optlib.Muon(ps, lr=1e-2), MATRICES),
-    "AdamWScheduleFree": (lambda ps: _schedule_free(ps, lr=1e-2, warmup_steps=3), SHAPES),
-    "Adam8bit": (lambda ps: optlib.Adam8bit(ps, lr=1e-2, min_8bit_size=8, block_size=8), SHAPES),
-}
-FACTORIES["MuonWithAdamW"] = (
-    lambda ps: optlib.MuonWithAdamW([dict(params=[p for p in ps if p.ndim == 2], use_muon=True),
-                                     dict(params=[p for p in ps if p.ndim != 2], use_muon=False)],
-                                    muon_kwargs=dict(lr=0.02), adamw_kwargs=dict(lr=1e-2)),
-    SHAPES)
+#: The optimizers beyond torch.optim's Adam family, from the one catalogue (tests/catalogue.py):
+#: name -> (factory, parameter shapes).
+FACTORIES = {name: (entry.make, entry.shapes) for name, entry in ENTRIES.items()
+             if not entry.torch_name or name in ("Adafactor", "Muon")}
 NAMES = [n for n in FACTORIES if hasattr(optlib, n)]
 
 
