@@ -17,7 +17,7 @@ import random
 import numpy as np
 import torch
 
-from . import checkers, data, models, numerics, plots, progress, report, surfaces, train  # noqa: F401
+from . import checkers, data, models, numerics, plots, preconditioning, progress, report, surfaces, train  # noqa: F401
 
 
 def setup(seed: int = 0, threads: int = 1) -> torch.device:
@@ -87,5 +87,5 @@ def _semicolons_silence_under_nbval() -> None:
     shell._optlib_semicolon_hook = True
 
 
-__all__ = ["setup", "checkers", "data", "models", "numerics", "plots", "progress", "report", "surfaces",
-           "train"]
+__all__ = ["setup", "checkers", "data", "models", "numerics", "plots", "preconditioning", "progress",
+           "report", "surfaces", "train"]
