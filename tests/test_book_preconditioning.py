@@ -40,6 +40,23 @@ def test_problem_is_seeded_and_validated():
             P.matrix_quadratic(**kwargs)
 
 
+def test_aligned_twin_is_the_same_problem_in_the_eigenbases():
+    prob = P.matrix_quadratic(m=5, n=4, seed=1)
+    twin = P.aligned_twin(prob)
+    assert not twin.rotated
+    assert torch.equal(twin.A, torch.diag(twin.A.diagonal()))
+    _, Q = torch.linalg.eigh(prob.A)
+    _, R = torch.linalg.eigh(prob.B)
+    W = torch.randn(5, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(twin.loss(W), prob.loss(Q @ W @ R.T), rtol=1e-12, atol=0)
+    # SGD is equivariant: the same losses on both; Adam is not
+    sgd = lambda p: optlib.SGD(p, lr=1e-4, momentum=0.9)  # noqa: E731
+    a, b = P.run(prob, sgd, 50), P.run(twin, sgd, 50)
+    torch.testing.assert_close(torch.tensor(a.losses), torch.tensor(b.losses), rtol=1e-10, atol=0)
+    adam = lambda p: optlib.Adam(p, lr=0.3)  # noqa: E731
+    assert abs(P.run(prob, adam, 50).final / P.run(twin, adam, 50).final - 1) > 0.1
+
+
 def test_run_records_relative_losses_and_stops_on_divergence():
     prob = P.matrix_quadratic(m=4, n=4, seed=0)
     out = P.run(prob, lambda p: optlib.SGD(p, lr=1e-4), steps=30)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["MatrixQuadratic", "matrix_quadratic", "MatrixRun", "run", "best_lr",
+__all__ = ["MatrixQuadratic", "matrix_quadratic", "aligned_twin", "MatrixRun", "run", "best_lr",
            "preconditioner", "condition_number", "matrix_power"]
 
 
@@ -83,6 +83,17 @@ def matrix_quadratic(m: int = 20, n: int = 20, condition: float = 10.0, rotated:
 
     A, B = factor(m), factor(n)
     return MatrixQuadratic(A, B, torch.randn(m, n, generator=g, dtype=dtype), rotated)
+
+
+def aligned_twin(problem: MatrixQuadratic) -> MatrixQuadratic:
+    r"""The same problem written in the eigenbases of :math:`A` and :math:`B`: with
+    :math:`A = Q\Lambda Q^\top` and :math:`B = P\Lambda' P^\top`, the axis-aligned problem
+    :math:`(\Lambda, \Lambda', Q^\top W^\star P)`, whose :math:`W` corresponds to
+    :math:`QWP^\top` in ``problem``. An optimizer that is equivariant under
+    :math:`W \to QWP^\top` (SGD, Shampoo) takes the same losses on both."""
+    lam_A, Q = torch.linalg.eigh(problem.A)
+    lam_B, P = torch.linalg.eigh(problem.B)
+    return MatrixQuadratic(torch.diag(lam_A), torch.diag(lam_B), Q.T @ problem.W_star @ P, rotated=False)
 
 
 @dataclass
