@@ -10,9 +10,9 @@ The whole book must run in at most 25 minutes on the 2-core CPU that CI uses, an
 chapter in at most 6 under the pins. A reader's budget is 3 minutes a chapter, and without
 the pins every chapter meets it, but MKL's portable code path (``MKL_CBWR=COMPATIBLE``)
 makes the tiny transformer's steps about 3 times slower: chapters 6 and 7 take 3 to 5
-minutes under the pins (notes/numerics.md). Bringing them back under 3 minutes is open work. The time of a chapter is the sum of its cells' run times (as
-nbval reports them, kernel start included); over budget fails the run, and the table
-is printed either way. Run on its own, a single chapter is only checked against its
+minutes under the pins (notes/numerics.md). Bringing them back under 3 minutes is open
+work. The time of a chapter is the sum of its cells' run times (as nbval reports them,
+kernel start included); over budget fails the run, and the table is printed either way. Run on its own, a single chapter is only checked against its
 own budget.
 """
 
