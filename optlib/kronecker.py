@@ -10,7 +10,7 @@ in the eigenbasis of those two matrices.
 
 Tensors of order :math:`k` get one factor per dimension. The helpers below work on one
 tensor: :func:`unfold` (the matrix whose rows are one dimension), :func:`mode_product`
-(a matrix applied along one dimension) and :func:`inverse_root` (an inverse matrix root
+(a matrix applied along one dimension) and ``inverse_root`` (an inverse matrix root
 by eigendecomposition).
 """
 
@@ -47,7 +47,7 @@ def mode_product(x: Tensor, m: Tensor, mode: int) -> Tensor:
 def inverse_root(h: Tensor, root: int, eps: float) -> Tensor:
     r""":math:`H^{-1/\text{root}}` of a symmetric positive definite ``h``, from its
     eigendecomposition :math:`H = Q \operatorname{diag}(\lambda) Q^\top` in
-    :func:`decomposition_dtype`. Eigenvalues below ``eps`` (Shampoo's :math:`H \succeq
+    ``decomposition_dtype``. Eigenvalues below ``eps`` (Shampoo's :math:`H \succeq
     \epsilon I` holds in exact arithmetic; rounding can push the smallest below, even
     under zero, in float32) are raised to ``eps``."""
     lam, q = torch.linalg.eigh(h.to(decomposition_dtype(h.dtype)))
@@ -87,7 +87,7 @@ class Shampoo(Optimizer):
     (Adam's defaults). ``graft=None`` steps along :math:`S_t` itself, the paper's update.
 
     * **The roots.** :math:`H^{-1/(2k)}` by a symmetric eigendecomposition
-      (:func:`inverse_root`) in float64 for float64 parameters, in float32 otherwise,
+      (``inverse_root``) in float64 for float64 parameters, in float32 otherwise,
       every ``precondition_frequency`` steps: the expensive part, :math:`O(n_i^3)` per
       factor, amortized over the steps in between (which reuse the roots but keep adding
       to :math:`H`). The damping :math:`\epsilon` (``eps``) is the factors' starting
@@ -362,7 +362,7 @@ def accumulate(factors: list, G: Tensor, beta: float) -> None:
 
 def eigenbasis(GG: Tensor) -> Tensor:
     """The eigenvectors of the symmetric ``GG`` as columns, largest eigenvalue first (in
-    :func:`decomposition_dtype`; ``1e-30 I`` added as the authors do, so that an all-zero
+    ``decomposition_dtype``; ``1e-30 I`` added as the authors do, so that an all-zero
     factor still has a basis)."""
     dtype = decomposition_dtype(GG.dtype)
     eye = torch.eye(GG.shape[0], dtype=dtype, device=GG.device)

@@ -97,7 +97,7 @@ _TABLES: dict = {}
 
 
 def code_table(codebook: Tensor, divisor: bool = False) -> Tensor:
-    """The code (uint8) of every key, the leading :data:`KEY_BITS` bits of a float32 ``s``:
+    """The code (uint8) of every key, the leading ``KEY_BITS`` bits of a float32 ``s``:
     the number of :func:`boundaries` at or below ``s`` (below, for negative ``s``). With
     ``divisor``, a positive ``s`` never gets the code of 0, and a non-finite one (from a
     non-finite gradient) gets the largest entry; otherwise a non-finite ``s`` gets 0.

@@ -26,7 +26,7 @@ def setup(seed: int = 0, threads: int = 1) -> torch.device:
     One thread by default: a reduction split over threads adds in another order, and
     two chapters run side by side on a small CI runner. When the chapter executes for the
     record, checks that the book's numerical environment is in force and switches oneDNN
-    off (:func:`optlib.book.numerics.apply`); elsewhere (Colab, a reader's Jupyter) that
+    off (``optlib.book.numerics.apply``); elsewhere (Colab, a reader's Jupyter) that
     does nothing and prints nothing.
 
     Args:
