@@ -117,7 +117,7 @@ def test_float32_runs_and_keeps_dtype(name):
         assert x.dtype == torch.float32 and torch.isfinite(x).all()
 
 
-@pytest.mark.parametrize("name", ["Lion", "Adafactor", "Muon", "Adam8bit"])
+@pytest.mark.parametrize("name", [n for n in NAMES if not ENTRIES[n].complex])
 def test_complex_parameters_refused(name):
     make, _ = FACTORIES[name]
     p = torch.nn.Parameter(torch.randn(3, 3, dtype=torch.complex64))

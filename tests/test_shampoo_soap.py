@@ -369,29 +369,6 @@ def test_parameters_without_grad_are_skipped(name):
     assert torch.equal(a[0], before) and len(opt.state.get(a[0], {})) == 0
 
 
-@pytest.mark.parametrize("name", FACTORIES)
-def test_sparse_gradients_refused_and_weights_untouched(name):
-    a = make_params(SHAPES)
-    opt = FACTORIES[name](a)
-    before = [x.detach().clone() for x in a]
-    for x in a:
-        x.grad = torch.ones_like(x)
-    a[0].grad = torch.ones_like(a[0]).to_sparse()
-    with pytest.raises(RuntimeError, match="sparse"):
-        opt.step()
-    for x, y in zip(a, before, strict=True):
-        assert torch.equal(x, y)
-
-
-@pytest.mark.parametrize("name", FACTORIES)
-def test_complex_parameters_refused(name):
-    p = torch.nn.Parameter(torch.randn(3, 3, dtype=torch.complex64))
-    opt = FACTORIES[name]([p])
-    p.grad = torch.ones_like(p)
-    with pytest.raises(RuntimeError, match="complex"):
-        opt.step()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", FACTORIES)
 def test_low_precision_runs_and_keeps_dtype(name, dtype):
