@@ -16,7 +16,7 @@ import optlib
 
 
 class PaperLAMB(torch.optim.Optimizer):
-    """You et al. 2020, Alg. 2, one tensor at a time, as DESIGN.md states it."""
+    """You et al. 2020, Alg. 2, one tensor at a time, as the paper states it."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
@@ -43,7 +43,7 @@ class PaperLAMB(torch.optim.Optimizer):
 
 
 class PaperLARS(torch.optim.Optimizer):
-    """You, Gitman & Ginsburg 2017, Alg. 1, one tensor at a time, as DESIGN.md states it."""
+    """You, Gitman & Ginsburg 2017, Alg. 1, one tensor at a time, as the paper states it."""
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
                  eps=1e-8):

@@ -108,7 +108,8 @@ def test_wsd_equals_transformers(decay, w, s, d, m):
 
 
 def test_golden_values_from_reference():
-    # REFERENCE.md §5.5 (W=2, T=6) and §5.6 (Noam, d=512, W=4000).
+    # By hand from the formulas of transformers' schedules (W=2, T=6) and of Noam's
+    # (Vaswani et al. 2017, d=512, W=4000).
     lin = S.warmup_linear(2, 6)
     assert [round(lin(t), 6) for t in range(8)] == [0, .5, 1, .75, .5, .25, 0, 0]
     cos = S.warmup_cosine(2, 6)
