@@ -55,23 +55,18 @@ from collections.abc import Mapping
 MARKER = "OPTLIB_NUMERICS"
 PROFILES = ("record", "timing")
 
+#: Variables of both profiles: one thread (a reduction split over threads adds in another
+#: order), and the iteration order of sets of strings.
+COMMON: dict[str, str] = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 #: The pinned variables of the ``record`` profile (before torch is imported).
-PINNED: dict[str, str] = {
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "COMPATIBLE",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "PYTHONHASHSEED": "0",
-}
+PINNED: dict[str, str] = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", **COMMON}
+
 #: Chapters that run under the ``timing`` profile: their timings are of the machine as it
 #: is, and every other output they print is a count that no instruction set changes.
 TIMING_CHAPTERS = ("appendix_performance.ipynb",)
 
 #: What ``torch.backends.cpu.get_cpu_capability()`` reports under the pins.
 PINNED_CAPABILITY = "AVX2"
-#: Variables of both profiles.
-COMMON: dict[str, str] = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-
 #: The notebook metadata key of the stamp.
 STAMP_KEY = "optlib_numerics"
 
