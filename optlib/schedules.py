@@ -396,10 +396,10 @@ class _OneCycleShape(Schedule):
 
 
 class one_cycle(_OneCycleShape):
-    """The 1cycle policy (Smith & Topin 2019; fast.ai's ``fit_one_cycle``): with the base
-    lr as the peak, rise from 1/d (d = ``div_factor``) to 1 over the first ``pct_start``
-    of the ``total_steps`` steps, then anneal to 1/(d·f) (f = ``final_div_factor``) at the
-    last step, t = T − 1. ``anneal`` is the shape of each phase, from a to b::
+    """The 1cycle policy (Smith & Topin 2019): with the base lr as the peak, rise from 1/d
+    (d = ``div_factor``) to 1 over the first ``pct_start`` of the ``total_steps`` steps,
+    then anneal to 1/(d·f) (f = ``final_div_factor``) at the last step, t = T − 1.
+    ``anneal`` is the shape of each phase, from a to b::
 
         "cos":    b + (a − b)·½(1 + cos(π·pct))        "linear":  a + (b − a)·pct
 
@@ -412,8 +412,13 @@ class one_cycle(_OneCycleShape):
     anneal_strategy=anneal, div_factor=d, final_div_factor=f, three_phase=...)``, whose
     lr at construction is the lr of step 0, at every step 0 … T − 1. Past the end this one
     stays at its last value; torch's extrapolates the last phase for step T (below 1/(d·f)
-    with ``"linear"``) and raises a ValueError at the step after. ``pct_start·T = 1`` (a
-    rise of one step) is refused: torch divides by zero there.
+    with ``"linear"``, back up with ``"cos"``; a division by zero when ``pct_start=1.0``)
+    and raises a ValueError at the step after. ``pct_start·T = 1`` (a rise of one step) is
+    refused: torch divides by zero there.
+
+    fast.ai's ``fit_one_cycle`` runs the same policy (cosine phases; its defaults
+    pct_start 0.25, div 25 and div_final 1e5 = d·f) on a grid one step later: its phases
+    end at t = pT and t = T, torch's at pT − 1 and T − 1.
 
     The momentum cycle that goes with it, high when the lr is low: :meth:`momentum`
     (apply it with :class:`LambdaMomentum`).
@@ -493,7 +498,7 @@ class _CyclicShape(Schedule):
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
         self.gamma = float(gamma)
 
-    def height_and_scale(self, t: int) -> tuple[float, float]:
+    def _height_and_scale(self, t: int) -> tuple[float, float]:
         up = float(self.step_size_up)
         down = up if self.step_size_down is None else float(self.step_size_down)
         total = up + down
@@ -537,7 +542,7 @@ class cyclic(_CyclicShape):
         self._set_cycle(step_size_down, mode, gamma)
 
     def value(self, t: int) -> float:
-        h, s = self.height_and_scale(t)
+        h, s = self._height_and_scale(t)
         return self.base_ratio + (1.0 - self.base_ratio) * h * s
 
     def momentum(self, base_momentum: float = 0.8, max_momentum: float = 0.9) \
@@ -564,7 +569,7 @@ class cyclic_momentum(_CyclicShape):
         self.max_momentum = _momentum("max_momentum", max_momentum)
 
     def value(self, t: int) -> float:
-        h, s = self.height_and_scale(t)
+        h, s = self._height_and_scale(t)
         return self.max_momentum - (self.max_momentum - self.base_momentum) * h * s
 
 
@@ -794,6 +799,7 @@ class LambdaMomentum:
         self._write()
 
     def state_dict(self) -> dict:
+        """The step count, to save beside the optimizer's and the lr scheduler's state."""
         return {"last_step": self.last_step}
 
     def load_state_dict(self, state_dict: dict) -> None:
