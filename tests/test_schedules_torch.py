@@ -17,6 +17,9 @@ import torch
 import optlib
 from optlib import schedules as S
 
+hypothesis = pytest.importorskip("hypothesis")
+transformers_opt = pytest.importorskip("transformers.optimization")
+st = hypothesis.strategies
 LR = torch.optim.lr_scheduler
 EXACT_LR, ODD_LR = 0.5, 0.3
 
@@ -211,9 +214,6 @@ def test_polynomial_by_hand_and_bert():
     assert [S.polynomial(T, warmup_steps=W)(t) for t in range(T + 5)] == bert
 
 
-transformers_opt = pytest.importorskip("transformers.optimization")
-
-
 @pytest.mark.parametrize("W,T,power,m", [(0, 10, 1.0, 0.0), (3, 20, 2.0, 0.0),
                                          (5, 50, 0.5, 0.1), (10, 11, 1.0, 1e-7), (4, 4, 1.0, 0.2)])
 def test_warmup_polynomial_equals_transformers(W, T, power, m):
@@ -285,7 +285,7 @@ PLATEAU_CASES = [
 def test_reduce_on_plateau_equals_reducelronplateau(metrics, kw, lr):
     rows = list(plateau_side_by_side(metrics, lr, **kw))
     assert_same([r[1] for r in rows], [r[0] for r in rows], lr)
-    for ref_lrs, our_lrs, returned, ref_state, our_state in rows:
+    for _, our_lrs, returned, ref_state, our_state in rows:
         assert our_lrs[0] == lr * returned
         assert our_state[1:] == ref_state[1:] and (our_state[0] == ref_state[0]
                                                    or math.isnan(ref_state[0]))
@@ -419,8 +419,6 @@ def test_bad_arguments_raise_valueerror_naming_them(call, match):
 
 # --------------------------------------------------------------- properties (hypothesis)
 
-hypothesis = pytest.importorskip("hypothesis")
-st = hypothesis.strategies
 SETTINGS = hypothesis.settings(max_examples=60, deadline=None)
 
 
@@ -476,3 +474,22 @@ def test_reduce_on_plateau_equals_torch_for_random_metrics(metrics, mode, thresh
               cooldown=cooldown, factor=factor, min_ratio=min_ratio)
     for ref_lrs, our_lrs, returned, ref_state, our_state in plateau_side_by_side(metrics, EXACT_LR, **kw):
         assert our_lrs == ref_lrs and our_state == ref_state and our_lrs[0] == EXACT_LR * returned
+
+
+@SETTINGS
+@hypothesis.given(T=st.integers(1, 60), power=st.sampled_from([0.25, 0.9, 1.0, 2.0, 3.5]),
+                  W=st.integers(0, 60), m=st.sampled_from([0.0, 1e-7, 0.1, 0.9]))
+def test_polynomials_equal_torch_and_transformers_for_random_arguments(T, power, W, m):
+    ref, ours, _, _ = side_by_side(lambda o: LR.PolynomialLR(o, total_iters=T, power=power),
+                                   S.polynomial(T, power), T + 5, EXACT_LR)
+    for a, b in zip(ours, ref):
+        assert all(math.isclose(x, y, rel_tol=1e-13, abs_tol=0.0) for x, y in zip(a, b))
+    W = min(W, T)
+    s = S.warmup_polynomial(W, T, power, m)
+    for t in range(T + 5):
+        if W == T and t == T:
+            continue  # transformers divides by zero there
+        hf = transformers_opt._get_polynomial_decay_schedule_with_warmup_lr_lambda(
+            t, num_warmup_steps=W, num_training_steps=T, lr_end=m * EXACT_LR, power=power,
+            lr_init=EXACT_LR)
+        assert math.isclose(s(t), hf, rel_tol=1e-13, abs_tol=1e-16), t
