@@ -37,8 +37,8 @@ Each schedule equals a reference over a whole run, past its nominal end included
 The momentum cycles of torch's ``OneCycleLR`` and ``CyclicLR`` are schedules of their
 own, ``one_cycle_momentum`` and ``cyclic_momentum`` (or ``one_cycle(...).momentum()``),
 that return the momentum itself; :class:`LambdaMomentum` writes them into the optimizer.
-Past its last step every schedule stays at its last value; ``cyclic`` and
-``cosine_restarts`` have no last step.
+Past its last step each of these stays at its last value (``cyclic`` and
+``cosine_restarts`` have none: they cycle for as long as they are stepped).
 """
 
 from __future__ import annotations

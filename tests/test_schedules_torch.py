@@ -83,7 +83,8 @@ ONE_CYCLE = [  # total_steps, pct_start, anneal, div_factor, final_div_factor, t
 
 
 @pytest.mark.parametrize("lr", [EXACT_LR, ODD_LR])
-@pytest.mark.parametrize("cls", [torch.optim.SGD, torch.optim.Adam], ids=["SGD", "Adam"])
+@pytest.mark.parametrize("cls", [torch.optim.SGD, torch.optim.Adam, optlib.AdamW],
+                         ids=["SGD", "Adam", "optlib.AdamW"])
 @pytest.mark.parametrize("T,p,anneal,div,final,three", ONE_CYCLE)
 def test_one_cycle_and_its_momentum_equal_onecyclelr(T, p, anneal, div, final, three, cls, lr):
     schedule = S.one_cycle(T, p, anneal, div, final, three)
