@@ -5,7 +5,7 @@ Run: ``python benchmarks/memory.py``. Every optimizer takes one step on the same
 is compared with what the algorithm needs:
 
 * SGD with momentum, Lion, LARS, Muon: one buffer, 4 bytes per float32 parameter;
-* Adam, AdamW, RAdam, LAMB, SophiaG, schedule-free AdamW: two buffers, 8 bytes;
+* Adam, AdamW, RAdam, Adamax, LAMB, SophiaG, schedule-free AdamW: two buffers, 8 bytes;
 * Adafactor: ``rows + cols`` values per matrix instead of ``rows * cols``;
 * Adam8bit: two 1-byte codes and two float32 scales per block of 256: 2.03 bytes
   (tensors under 4096 values keep 8);
@@ -82,6 +82,7 @@ OPTIMIZERS = {
     "NAdam": (lambda m: optlib.NAdam(m.parameters()),
               lambda p: 8 * p.numel() + 2 * COUNTER),               # + the μ product
     "RAdam": (lambda m: optlib.RAdam(m.parameters()), lambda p: 8 * p.numel() + COUNTER),
+    "Adamax": (lambda m: optlib.Adamax(m.parameters()), lambda p: 8 * p.numel() + COUNTER),
     "Adafactor": (lambda m: optlib.Adafactor(m.parameters()), _adafactor),
     "Adam8bit": (lambda m: optlib.Adam8bit(m.parameters()), _adam8bit),
     "Lion": (lambda m: optlib.Lion(m.parameters()), lambda p: 4 * p.numel()),

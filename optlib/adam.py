@@ -1,4 +1,4 @@
-"""Adam and its torch.optim relatives: AdamW, NAdam, RAdam."""
+"""Adam and its torch.optim relatives: AdamW, NAdam, RAdam, Adamax."""
 
 from __future__ import annotations
 
@@ -251,3 +251,52 @@ class RAdam(_AdamFamily):
             adaptive = c2**0.5 / v.select(rectified).sqrt().add_(eps)
             step.select(rectified).mul_(adaptive).mul_(r)   # η m̂ · √(1−β₂ᵗ)/(√v+ε) · r_t
         p.add_(step, alpha=-1.0)
+
+
+class Adamax(Optimizer):
+    r"""Adamax (Kingma & Ba, ICLR 2015, section 7.1); numbers equal ``torch.optim.Adamax``.
+
+    Adam with the root mean square :math:`\sqrt{v}` replaced by an exponentially weighted
+    infinity norm :math:`u` of the gradients (the limit :math:`p \to \infty` of an
+    :math:`L^p` average), which needs no bias correction:
+
+    .. math::
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
+        u_t \leftarrow \max(\beta_2 u_{t-1},\, |g_t| + \epsilon) \\
+        \theta_t &\leftarrow \theta_{t-1} - \frac{\eta}{1-\beta_1^t}\,\frac{m_t}{u_t}
+
+    As in torch, :math:`\epsilon` sits inside the maximum (the paper has none) and
+    ``weight_decay`` adds :math:`\lambda\theta` to the gradient (L2, so it also enters
+    :math:`m` and :math:`u`). ``maximize`` ascends. ``foreach``, ``capturable`` and
+    ``differentiable``: see :mod:`optlib.optimizer` (``capturable=True`` and
+    ``differentiable=True`` are refused). A NaN or infinite gradient makes its coordinate
+    NaN (:math:`m/u` is then NaN or :math:`\infty/\infty`), as in torch; other coordinates
+    are unaffected.
+    """
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False):
+        check_lr(lr)
+        require(0.0 <= eps, f"Invalid epsilon value: {eps}")
+        check_betas(betas)
+        require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        check_flags("Adamax", foreach=foreach, capturable=capturable,
+                    differentiable=differentiable)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable, capturable=capturable)
+        super().__init__(params, defaults)
+
+    def init_state(self, p, group):
+        return {"step": step_counter(), "exp_avg": _zeros(p), "exp_inf": _zeros(p)}
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, (beta1, beta2), eps, wd = (as_float(group["lr"]), group["betas"], group["eps"],
+                                       group["weight_decay"])
+        t = s.advance("step")
+        if group["maximize"]:
+            g = -g
+        if wd != 0:
+            g = g.add(p, alpha=wd)                                   # g ← g + λθ (L2)
+        m = s.exp_avg.lerp_(g, 1 - beta1)                            # m ← β₁m + (1−β₁)g
+        u = s.exp_inf.mul_(beta2).maximum_(g.abs().add_(eps))        # u ← max(β₂u, |g| + ε)
+        p.addcdiv_(m, u, value=-lr / (1 - beta1**t))                 # θ ← θ − η m/((1−β₁ᵗ) u)

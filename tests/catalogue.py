@@ -113,6 +113,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     _torch_family("AdamW", kwargs=dict(lr=1e-2)),
     _torch_family("NAdam", kwargs=dict(lr=1e-2)),
     _torch_family("RAdam", kwargs=dict(lr=1e-2)),
+    _torch_family("Adamax", kwargs=dict(lr=1e-2)),
     _torch_family("Adafactor", kwargs=dict(weight_decay=0.1), complex=False),
     _torch_family("Muon", kwargs=dict(lr=1e-2), shapes=MATRICES, complex=False),
     # ---- beyond torch.optim

@@ -194,6 +194,7 @@ EVERY_OPTIMIZER = {
     "Muon": (lambda p: optlib.Muon(p, lr=0.02), ((4, 6), (8, 3)), True),
     "NAdam": (lambda p: optlib.NAdam(p), SHAPES, False),
     "RAdam": (lambda p: optlib.RAdam(p), SHAPES, False),
+    "Adamax": (lambda p: optlib.Adamax(p), SHAPES, True),
     "LAMB": (lambda p: optlib.LAMB(p), SHAPES, False),
     "LARS": (lambda p: optlib.LARS(p, lr=0.1), SHAPES, False),
     "Adafactor": (lambda p: optlib.Adafactor(p), SHAPES, False),

@@ -35,6 +35,7 @@ HYPER = {
     "AdamW": dict(lr=1e-2, weight_decay=0.1),
     "NAdam": dict(lr=1e-2),
     "RAdam": dict(lr=1e-2),
+    "Adamax": dict(lr=1e-2),
     "Lion": dict(lr=1e-3, weight_decay=0.1),
     "SophiaG": dict(lr=1e-2),
     "LAMB": dict(lr=1e-2, weight_decay=0.1),

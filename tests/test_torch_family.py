@@ -43,6 +43,8 @@ HYPER = {
     "RAdam": st.fixed_dictionaries(dict(
         lr=lrs, betas=betas, eps=st.sampled_from([1e-8, 1e-3]), weight_decay=wds,
         decoupled_weight_decay=st.booleans(), maximize=st.booleans())),
+    "Adamax": st.fixed_dictionaries(dict(
+        lr=lrs, betas=betas, eps=epss, weight_decay=wds, maximize=st.booleans())),
 }
 NAMES = list(HYPER)
 
@@ -87,6 +89,7 @@ GROUP_SETTINGS = {
     "NAdam": ({"lr": 0.1}, {"lr": 0.01, "weight_decay": 0.1, "momentum_decay": 0.1}),
     "RAdam": ({"lr": 0.1, "betas": (0.9, 0.9)}, {"lr": 0.01, "decoupled_weight_decay": True,
                                                  "weight_decay": 0.1}),
+    "Adamax": ({"lr": 0.1, "betas": (0.5, 0.9)}, {"lr": 0.01, "weight_decay": 0.1, "maximize": True}),
 }
 
 
@@ -116,7 +119,8 @@ def test_parameters_without_gradient_are_untouched(name):
         assert params[1] not in opt.state or not opt.state[params[1]]
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam"])
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
+                                  "Adamax"])
 def test_complex_parameters_match_torch(name, float64):
     kwargs = dict(lr=1e-2) if name != "SGD" else dict(lr=1e-2, momentum=0.9)
     a, b, _, _ = run_pair(*pair(name), kwargs, steps=15, complex_=True, theirs_kwargs=dict(foreach=False))
@@ -133,6 +137,7 @@ RESUME_SETTINGS = {
     "AdamW": dict(lr=0.05),
     "NAdam": dict(lr=0.05),
     "RAdam": dict(lr=0.05),
+    "Adamax": dict(lr=0.05, weight_decay=0.1),
 }
 
 
@@ -203,7 +208,7 @@ BAD = [
     ("RMSprop", dict(alpha=-0.5), "Invalid alpha value: -0.5"),
     ("NAdam", dict(momentum_decay=-1.0), "Invalid momentum_decay value: -1.0"),
 ]
-for _name in ("Adam", "AdamW", "NAdam", "RAdam"):
+for _name in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax"):
     BAD += [
         (_name, dict(lr=-1e-3), "Invalid learning rate: -0.001"),
         (_name, dict(eps=-1.0), "Invalid epsilon value: -1.0"),
@@ -306,6 +311,8 @@ def test_golden_values_from_the_reference():
 
     assert one_step(optlib.Adam, lr=0.1) == pytest.approx(0.900000002, abs=1e-12)
     assert one_step(optlib.AdamW, lr=0.1, weight_decay=0.01) == pytest.approx(0.899000002, abs=1e-12)
+    # Adamax: m = 0.05, u = 0.5 + 1e-8, θ = 1 − 0.1/(1 − 0.9) · 0.05/(0.5 + 1e-8)
+    assert one_step(optlib.Adamax, lr=0.1) == pytest.approx(0.900000002, abs=1e-12)
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # the golden value assumes float64 step counters
     try:

@@ -31,6 +31,7 @@ DEFAULT_HYPER: dict[str, dict] = {
     "AdamW": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01},
     "NAdam": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8},
     "RAdam": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8},
+    "Adamax": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8},
     "Lion": {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.0},
     "LAMB": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-6, "weight_decay": 0.0},
     "LARS": {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0},
