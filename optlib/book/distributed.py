@@ -549,7 +549,7 @@ def fsdp_table(results: Sequence[FSDPResult], seed: int = 0) -> str:
              f"{'gathered B':>12}{'reduced B':>11}{'calls':>7}{'checkpoints':>13}"]
     for r in results:
         if r.error is not None:
-            lines.append(f"{r.job.optimizer:<11}refused: {r.error.splitlines()[0]}")
+            lines.append(f"{r.job.optimizer:<11}refused: {r.error.splitlines()[0].split('. ')[0]}")
             continue
         difference = max_difference(r.params, train_single(r.job, len(r.state_bytes), seed))
         checks = "".join("✓" if ok else "✗" for ok in (
