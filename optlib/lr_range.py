@@ -20,7 +20,7 @@ import torch
 
 from ._progress import progress as _progress
 
-__all__ = ["LRRangeResult", "lr_range_test", "steepest_lr"]
+__all__ = ["LRRangeResult", "lr_range_test", "moving_average_delay", "steepest_lr"]
 
 
 @dataclass
@@ -33,6 +33,10 @@ class LRRangeResult:
     early because the smoothed loss exploded or stopped being finite.
     ``suggested_lr``: see :func:`steepest_lr`; ``min_loss_lr_over_10``: a tenth of the
     lr at the lowest smoothed loss (the fastai "minimum" rule).
+
+    The smoothed curve lags the raw one (:func:`moving_average_delay`): its steepest point,
+    hence ``suggested_lr``, sits up to that many steps' worth of lr above where the raw
+    loss fell fastest.
     """
 
     lrs: list
@@ -57,6 +61,28 @@ class LRRangeResult:
                        label=f"steepest descent: {self.suggested_lr:.2g}")
             ax.legend()
         return ax
+
+
+def moving_average_delay(i: int, smooth: float) -> float:
+    r"""How many steps the bias-corrected moving average of step ``i`` (0-based) lags
+    the raw values: the mean age of the values it averages,
+
+    .. math:: d_i = \frac{\sum_{k=0}^{i} k\,\beta^k}{\sum_{k=0}^{i} \beta^k}
+        \;\to\; \frac{\beta}{1-\beta} \quad (i \to \infty)
+
+    (``smooth`` = β; 49 steps for fastai's 0.98). On a raw curve that is linear in the
+    step, the average at step i equals the raw value at step :math:`i - d_i` exactly. A
+    feature of the raw curve (the steepest fall) shows up in the average between 0 and
+    :math:`d_i` steps late: late by about :math:`d_i` when it spreads over many more steps
+    than :math:`d_i`, by less when it is sharper. In a geometric sweep of ``N`` steps from
+    ``start_lr`` to ``end_lr`` a delay of d steps is a factor
+    :math:`(\text{end\_lr}/\text{start\_lr})^{d/(N-1)}` in lr.
+    """
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"smooth must be in [0, 1), got {smooth!r}")
+    k = np.arange(int(i) + 1, dtype=float)
+    w = smooth ** k
+    return float((k * w).sum() / w.sum())
 
 
 def steepest_lr(lrs, losses, skip_start: int | None = None, skip_end: int = 5) -> float | None:

@@ -51,6 +51,7 @@ from torch import Tensor
 
 from .adam import Adam, _AdamFamily
 from .optimizer import State, require, step_counter
+from .sharded import is_sharded, local
 from .tensorlist import PerTensor, TensorList, per_tensor
 
 
@@ -175,6 +176,44 @@ def quantize(x: Tensor, codebook: Tensor, block_size: int = 256, *, divisor: boo
     return codes[: x.numel()], absmax
 
 
+def _row_blocks(x: Tensor, block_size: int, fill=0) -> Tensor:
+    """``x`` (rows along dim 0) as blocks that never cross a row: each row, flattened, is
+    padded with ``fill`` to whole blocks of ``block_size``; one block per row of the result."""
+    rows = x.reshape(x.shape[0], math.prod(x.shape[1:]))
+    per_row = -(-rows.shape[1] // block_size)
+    out = rows.new_full((rows.shape[0], per_row * block_size), fill)
+    out[:, :rows.shape[1]] = rows
+    return out.view(-1, block_size)
+
+
+def quantize_rows(x: Tensor, codebook: Tensor, block_size: int = 256, *, divisor: bool = False):
+    """:func:`quantize` with blocks that never cross a row (dim 0): each row is cut into
+    blocks of ``block_size`` values, the last one shorter. Returns codes shaped like ``x``
+    (uint8) and scales of shape (rows, blocks per row): both split along dim 0 exactly as
+    ``x`` is, which is what a tensor sharded by rows (FSDP2) needs."""
+    blocks = _row_blocks(x, block_size)
+    codes = torch.empty(blocks.numel(), dtype=torch.uint8, device=x.device)
+    absmax = torch.empty(blocks.shape[0], dtype=torch.float32, device=x.device)
+    quantize_blocks(blocks, code_table(codebook.to(x.device), divisor), codes, absmax, divisor)
+    row = x[0].numel() if x.shape[0] else 0
+    per_row = -(-row // block_size)
+    codes = codes.view(x.shape[0], per_row * block_size)[:, :row].reshape(x.shape)
+    return codes, absmax.view(x.shape[0], per_row)
+
+
+def dequantize_rows(codes: Tensor, absmax: Tensor, codebook: Tensor, block_size: int,
+                    like: Tensor) -> Tensor:
+    """The values that :func:`quantize_rows`' codes stand for, shaped and typed like ``like``."""
+    zero = int(codebook.abs().argmin())
+    padded = _row_blocks(codes, block_size, fill=zero)
+    out = torch.empty(padded.shape, dtype=like.dtype, device=like.device)
+    key = torch.empty(padded.numel(), dtype=torch.int32, device=like.device)
+    dequantize_blocks(padded.view(-1), absmax.reshape(-1), codebook.to(like), out, key)
+    rows = like.shape[0]
+    row = like[0].numel() if rows else 0
+    return out.view(rows, padded.numel() // max(rows, 1))[:, :row].reshape(like.shape)
+
+
 def dequantize(codes: Tensor, absmax: Tensor, codebook: Tensor,
                block_size: int, like: Tensor) -> Tensor:
     """The values the codes stand for, shaped and typed like ``like``."""
@@ -256,6 +295,20 @@ class Adam8bit(Adam):
       the other values of the block go on. (A finite gradient whose square overflows,
       above 1.8e19 in float32, is beyond this: Adam freezes that coordinate, here it moves.)
 
+    **Sharded parameters (FSDP2).** A ``DTensor`` parameter holds a block of rows on each
+    process, so blocks that run on across rows (the default) would straddle processes,
+    and a process's blocks would depend on how the tensor is split. With
+    ``row_blocks=True`` a block never crosses a row (the first dimension): each row,
+    flattened, is cut into blocks of ``block_size`` values, the last one shorter. The
+    blocks are then the same whatever the split: a sharded parameter's codes are sharded
+    like it and its scales (rows × blocks per row) too, every process quantizes its own
+    rows without communication, the numbers equal one process's with ``row_blocks=True``,
+    and a distributed checkpoint reshards exactly. The state stays near 2 bytes per
+    parameter when rows are long (2 + 8/``block_size`` when a row is a multiple of the
+    block, 2 + 8/row when it is shorter than one). ``DTensor`` parameters are refused
+    without ``row_blocks=True``; a sharded vector keeps full-precision moments (a
+    vector's blocks would cross shards).
+
     Unlike bitsandbytes, whose ``Adam8bit`` decays weights in the decoupled (AdamW) way,
     ``weight_decay`` here is Adam's L2 unless ``decoupled_weight_decay=True``: the same
     arguments mean the same thing as in :class:`optlib.Adam`.
@@ -265,28 +318,55 @@ class Adam8bit(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  maximize=False, decoupled_weight_decay=False, block_size=256,
-                 min_8bit_size=4096):
+                 min_8bit_size=4096, row_blocks=False):
         require(isinstance(block_size, int) and not isinstance(block_size, bool)
                 and block_size >= 1, f"Invalid block_size value: {block_size}")
         require(min_8bit_size >= 0, f"Invalid min_8bit_size value: {min_8bit_size}")
+        require(isinstance(row_blocks, bool), f"Invalid row_blocks value: {row_blocks!r}")
         _AdamFamily.__init__(self, params, lr, betas, eps, weight_decay, amsgrad=False,
                              maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
-                             block_size=block_size, min_8bit_size=min_8bit_size)
+                             block_size=block_size, min_8bit_size=min_8bit_size,
+                             row_blocks=row_blocks)
 
     #: (state key, codebook, divisor) of the two moments
     MOMENTS = (("exp_avg", SIGNED, False), ("exp_avg_sq", UNSIGNED, True))
 
     def init_state(self, p, group):
-        if p.numel() < group["min_8bit_size"]:
+        if p.numel() < group["min_8bit_size"] or (is_sharded(p) and p.dim() < 2):
             return super().init_state(p, group)
+        if group.get("row_blocks", False) and p.dim() >= 2:
+            return self._row_state(p, group)
+        require(not is_sharded(p),
+                "Adam8bit quantizes DTensor (sharded, FSDP2) parameters only with "
+                "row_blocks=True (blocks that never cross a row, so that each process "
+                "holds whole blocks): Adam8bit(..., row_blocks=True)")
         state = {"step": step_counter()}
         for key, book, divisor in self.MOMENTS:
             state[key + "_code"], state[key + "_absmax"] = quantize(
                 torch.zeros_like(p), book, group["block_size"], divisor=divisor)
         return state
 
+    def _row_state(self, p, group):
+        """Codes shaped like ``p`` and scales (rows × blocks per row), sharded like ``p``."""
+        state = {"step": step_counter()}
+        for key, book, divisor in self.MOMENTS:
+            codes, absmax = quantize_rows(torch.zeros_like(local(p)), book, group["block_size"],
+                                          divisor=divisor)
+            if is_sharded(p):
+                from torch.distributed.tensor import DTensor
+
+                codes = DTensor.from_local(codes, p.device_mesh, p.placements, run_check=False,
+                                           shape=p.shape, stride=p.stride())
+                absmax = DTensor.from_local(absmax, p.device_mesh, p.placements, run_check=False,
+                                            shape=(p.shape[0], absmax.shape[1]),
+                                            stride=(absmax.shape[1], 1))
+            state[key + "_code"], state[key + "_absmax"] = codes, absmax
+        return state
+
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
+        for group in self.param_groups:          # checkpoints from before row_blocks existed
+            group.setdefault("row_blocks", False)
         # torch casts every loaded state tensor to its parameter's dtype; put codes back into
         # bytes and scales into float32 (both casts are exact for these values).
         for st in self.state.values():
@@ -297,12 +377,34 @@ class Adam8bit(Adam):
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
         quantized = ["exp_avg_code" in st for st in s.states]
+        rows = [q and st["exp_avg_code"].shape == x.shape and st["exp_avg_absmax"].dim() == 2
+                for q, st, x in zip(quantized, s.states, p, strict=True)]
+        flat = [q and not r for q, r in zip(quantized, rows, strict=True)]
         if not all(quantized):                  # small tensors: Adam with its own state
             full = [not q for q in quantized]
             super().update(group, p.select(full), g.select(full), s.select(full))
-        if any(quantized):
-            self.update_8bit(group, p.select(quantized), g.select(quantized),
-                             s.select(quantized))
+        if any(flat):
+            self.update_8bit(group, p.select(flat), g.select(flat), s.select(flat))
+        if any(rows):
+            self.update_rows(group, p.select(rows), g.select(rows), s.select(rows))
+
+    def update_rows(self, group, p: TensorList, g: TensorList, s: State):
+        """Adam's rule on moments quantized in row blocks (``row_blocks=True``), one tensor
+        at a time, on this process's rows (no communication)."""
+        block = group["block_size"]
+        t = per_tensor(s.advance("step"), len(p))
+        for x, gx, st, new, ti in zip(p, g, s.states, s.new, t, strict=True):
+            xl, gl = local(x), local(gx)
+            codes = {k: local(st[k + "_code"]) for k, _, _ in self.MOMENTS}
+            scales = {k: local(st[k + "_absmax"]) for k, _, _ in self.MOMENTS}
+            m, v = (dequantize_rows(codes[k], scales[k], book, block, xl)
+                    for k, book, _ in self.MOMENTS)
+            self.rule(group, TensorList([xl]), TensorList([gl]),
+                      State([{"exp_avg": m, "exp_avg_sq": v}], [new]), PerTensor.of([ti]))
+            for (k, book, divisor), value in zip(self.MOMENTS, (m, v), strict=True):
+                c, a = quantize_rows(value, book, block, divisor=divisor)
+                codes[k].copy_(c)
+                scales[k].copy_(a)
 
     def update_8bit(self, group, p: TensorList, g: TensorList, s: State):
         """Adam's rule on dequantized moments, a chunk of values at a time (:func:`_chunks`)."""

@@ -100,3 +100,20 @@ def test_timing_helpers():
         perf.time_with_bandwidth({"stream": lambda: None})
     with pytest.raises(ValueError, match="count"):
         perf.make_params(0, 10)
+
+
+def test_loss_breakdown_by_hand():
+    """Two right answers with small losses and one confident mistake: the mistake carries
+    most of the mean loss, accuracy counts it once."""
+    model = torch.nn.Identity()
+    logits = torch.tensor([[3.0, 0.0], [0.0, 2.0], [8.0, 0.0]])
+    y = torch.tensor([0, 1, 1])
+    per = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    b = practice.loss_breakdown(model, logits, y)
+    assert b["accuracy"] == pytest.approx(2 / 3)
+    assert b["mean"] == pytest.approx(per.mean().item())
+    assert b["median"] == pytest.approx(per[1].item())          # the middle of the three
+    assert b["wrong_share"] == pytest.approx(per[2].item() / per.sum().item())
+    assert b["wrong_mean"] == pytest.approx(per[2].item()) and b["wrong_mean"] > 7
+    right = practice.loss_breakdown(model, logits[:2], y[:2])
+    assert right["wrong_share"] == 0.0 and right["wrong_mean"] == 0.0 and right["accuracy"] == 1.0

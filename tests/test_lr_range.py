@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import optlib
-from optlib.lr_range import steepest_lr
+from optlib.lr_range import moving_average_delay, steepest_lr
 
 
 def _data(n=256, d=10, seed=0):
@@ -213,3 +213,43 @@ def test_bad_arguments(kwargs, match):
     opt = torch.optim.SGD(model.parameters(), lr=1)
     with pytest.raises(ValueError, match=match):
         optlib.lr_range_test(model, loss_fn, batches, opt, **kwargs)
+
+
+# ---- the opt-in lag correction ---------------------------------------------------------
+def test_moving_average_delay():
+    """Mean age of the bias-corrected average's inputs: 0 at the first step, β/(1-β) in
+    the limit, and i/2 without decay (β → 1 would be the plain mean)."""
+    assert moving_average_delay(0, 0.98) == 0.0
+    assert math.isclose(moving_average_delay(10_000, 0.98), 0.98 / 0.02, rel_tol=1e-9)
+    assert moving_average_delay(7, 0.0) == 0.0
+    k = np.arange(5.0)
+    assert math.isclose(moving_average_delay(4, 0.5), (k * 0.5**k).sum() / (0.5**k).sum())
+    with pytest.raises(ValueError, match="smooth"):
+        moving_average_delay(3, 1.0)
+
+
+def test_smoothed_linear_curve_lags_by_the_delay():
+    """On a loss linear in the step the smoothed value of step i is the raw value of step
+    i - d_i exactly: the delay is what the correction moves back by."""
+    raw = [5.0 - 0.01 * i for i in range(60)]
+    model, loss_fn, batches = scripted(raw)
+    r = optlib.lr_range_test(model, loss_fn, batches, torch.optim.SGD(model.parameters(), lr=1),
+                             num_steps=60, smooth=0.9)
+    for i, s in enumerate(r.losses):
+        assert math.isclose(s, 5.0 - 0.01 * (i - moving_average_delay(i, 0.9)), rel_tol=1e-12)
+
+
+
+def test_a_sharp_fall_shows_up_less_late_than_the_delay():
+    """The delay bounds how late the smoothed curve's steepest point is: a fall much
+    sharper than the average's window is late by less than the delay, never more."""
+    n, beta = 200, 0.95
+    lrs = np.geomspace(1e-6, 1.0, n)
+    for width in (2.0, 8.0, 60.0):
+        raw = 2.0 - np.tanh((np.arange(n) - 100) / width)           # steepest fall at step 100
+        smoothed, avg = [], 0.0
+        for i, v in enumerate(raw):
+            avg = beta * avg + (1 - beta) * v
+            smoothed.append(avg / (1 - beta ** (i + 1)))
+        late = int(np.argmin(np.abs(lrs - steepest_lr(lrs, smoothed)))) - 100
+        assert 0 <= late <= moving_average_delay(100 + late, beta) + 1, width

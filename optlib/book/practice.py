@@ -103,3 +103,23 @@ def state_bytes_per_param(make_optimizer, model: nn.Module) -> float:
     optimizer = make_optimizer(params)
     optimizer.step()
     return state_bytes(optimizer) / sum(p.numel() for p in params)
+
+
+@torch.no_grad()
+def loss_breakdown(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
+    """Where a classifier's mean cross-entropy comes from, to reconcile it with accuracy.
+
+    Per example, :math:`\\ell_i = -\\log p_{y_i}(x_i)`. Returns ``mean`` (the usual loss),
+    ``median``, ``accuracy``, ``wrong_share`` (the fraction of :math:`\\sum_i \\ell_i`
+    carried by misclassified examples) and ``wrong_mean`` (their mean loss; 0 when none is
+    wrong). A confident mistake costs without bound while accuracy counts it once, so a
+    network can have a high mean loss and a high accuracy at once: then ``wrong_share``
+    is near 1 and ``wrong_mean`` large."""
+    logits = model(x)
+    per = nn.functional.cross_entropy(logits, y, reduction="none")
+    wrong = logits.argmax(1) != y
+    total = per.sum().item()
+    return dict(mean=per.mean().item(), median=per.median().item(),
+                accuracy=1.0 - wrong.float().mean().item(),
+                wrong_share=per[wrong].sum().item() / total if total > 0 else 0.0,
+                wrong_mean=per[wrong].mean().item() if wrong.any() else 0.0)
