@@ -77,6 +77,8 @@ OPTIMIZERS = {
                      lambda p: 4 * p.numel()),
     "Adagrad": (lambda m: optlib.Adagrad(m.parameters()), lambda p: 4 * p.numel() + COUNTER),
     "RMSprop": (lambda m: optlib.RMSprop(m.parameters()), lambda p: 4 * p.numel() + COUNTER),
+    "Adadelta": (lambda m: optlib.Adadelta(m.parameters()),                 # v and a
+                 lambda p: 8 * p.numel() + COUNTER),
     "Adam": (lambda m: optlib.Adam(m.parameters()), lambda p: 8 * p.numel() + COUNTER),
     "AdamW": (lambda m: optlib.AdamW(m.parameters()), lambda p: 8 * p.numel() + COUNTER),
     "NAdam": (lambda m: optlib.NAdam(m.parameters()),
