@@ -5,7 +5,7 @@ Run: ``python benchmarks/memory.py``. Every optimizer takes one step on the same
 is compared with what the algorithm needs:
 
 * SGD with momentum, Lion, LARS, Muon: one buffer, 4 bytes per float32 parameter;
-* Adam, AdamW, RAdam, Adamax, LAMB, SophiaG, schedule-free AdamW: two buffers, 8 bytes;
+* Adam, AdamW, RAdam, Adamax, Adadelta, LAMB, SophiaG, schedule-free AdamW: two buffers, 8 bytes;
 * Adafactor: ``rows + cols`` values per matrix instead of ``rows * cols``;
 * Adam8bit: two 1-byte codes and two float32 scales per block of 256: 2.03 bytes
   (tensors under 4096 values keep 8);
@@ -77,6 +77,8 @@ OPTIMIZERS = {
                      lambda p: 4 * p.numel()),
     "Adagrad": (lambda m: optlib.Adagrad(m.parameters()), lambda p: 4 * p.numel() + COUNTER),
     "RMSprop": (lambda m: optlib.RMSprop(m.parameters()), lambda p: 4 * p.numel() + COUNTER),
+    "Adadelta": (lambda m: optlib.Adadelta(m.parameters()),                 # v and a
+                 lambda p: 8 * p.numel() + COUNTER),
     "Adam": (lambda m: optlib.Adam(m.parameters()), lambda p: 8 * p.numel() + COUNTER),
     "AdamW": (lambda m: optlib.AdamW(m.parameters()), lambda p: 8 * p.numel() + COUNTER),
     "NAdam": (lambda m: optlib.NAdam(m.parameters()),

@@ -9,7 +9,7 @@ core never imports them.
 
 from . import schedules
 from .adam import Adam, Adamax, AdamW, NAdam, RAdam
-from .adaptive import Adagrad, RMSprop
+from .adaptive import Adadelta, Adagrad, RMSprop
 from .clipping import clip_grad_norm_
 from .compiled import compile
 from .factored import Adafactor
@@ -30,7 +30,7 @@ from .tensorlist import PerTensor, TensorList
 __version__ = "0.1.0"
 
 __all__ = [
-    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax",
+    "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adamax",
     "Adafactor", "Muon", "MuonWithAdamW", "muon_param_groups", "Lion", "SophiaG",
     "gnb_update_hessian", "LAMB", "LARS", "AdamWScheduleFree",
     "Adam8bit", "Shampoo", "SOAP",

@@ -153,3 +153,56 @@ class RMSprop(Optimizer):
             p.add_(buf, alpha=-lr)
         else:
             p.addcdiv_(g, denom, value=-lr)                          # θ ← θ − η g/d
+
+
+class Adadelta(Optimizer):
+    r"""Adadelta (Zeiler, 2012, arXiv:1212.5701); numbers equal ``torch.optim.Adadelta``.
+
+    .. math::
+        v_t &\leftarrow \rho\, v_{t-1} + (1-\rho)\, g_t^2 \\
+        u_t &= \frac{\sqrt{a_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t \\
+        a_t &\leftarrow \rho\, a_{t-1} + (1-\rho)\, u_t^2 \\
+        \theta_t &\leftarrow \theta_{t-1} - \eta\, u_t
+
+    RMSprop's denominator (with :math:`\epsilon` inside the root), and in the numerator
+    the root mean square :math:`\sqrt{a_{t-1}+\epsilon}` of the recent *updates* in place
+    of a learning rate, so that the update has the units of :math:`\theta` (Zeiler's
+    argument). :math:`v_0 = a_0 = 0`: the first update is
+    :math:`\sqrt{\epsilon}\, g / \sqrt{(1-\rho) g^2 + \epsilon}`, at most
+    :math:`\sqrt{\epsilon/(1-\rho)}` per coordinate, and the steps grow from there.
+    :math:`\eta` (``lr``, default 1 as in the paper and in torch) only scales the update
+    and is not fed back into :math:`a`. ``weight_decay`` adds :math:`\lambda\theta_{t-1}`
+    to :math:`g_t`; ``maximize`` negates :math:`g_t` first. ``foreach``, ``capturable``
+    and ``differentiable``: see :mod:`optlib.optimizer` (``capturable=True`` and
+    ``differentiable=True`` are refused).
+    """
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, foreach=None, *,
+                 capturable=False, maximize=False, differentiable=False):
+        check_lr(lr)
+        require(0.0 <= rho <= 1.0, f"Invalid rho value: {rho}")
+        require(0.0 <= eps, f"Invalid epsilon value: {eps}")
+        require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
+        check_flags("Adadelta", foreach=foreach, capturable=capturable,
+                    differentiable=differentiable)
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                        capturable=capturable, foreach=foreach, differentiable=differentiable)
+        super().__init__(params, defaults)
+
+    def init_state(self, p, group):
+        zeros = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
+        return {"step": step_counter(), "square_avg": zeros(), "acc_delta": zeros()}
+
+    def update(self, group, p: TensorList, g: TensorList, s: State):
+        lr, rho, eps, wd = (as_float(group["lr"]), group["rho"], group["eps"],
+                            group["weight_decay"])
+        s.advance("step")
+        if group["maximize"]:
+            g = -g
+        if wd != 0:
+            g = g.add(p, alpha=wd)                                       # g ← g + λθ
+        v = s.square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)         # v ← ρv + (1−ρ)g²
+        a = s.acc_delta
+        u = a.add(eps).sqrt_().div_(v.add(eps).sqrt_()).mul_(g)          # u = √(a+ε)/√(v+ε) g
+        a.mul_(rho).addcmul_(u, u, value=1 - rho)                        # a ← ρa + (1−ρ)u²
+        p.add_(u, alpha=-lr)                                             # θ ← θ − ηu

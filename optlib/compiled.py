@@ -55,8 +55,8 @@ factors and selections), LAMB and LARS (trust ratios read as Python numbers),
 AdamWScheduleFree (a branch on a tensor's value), Adafactor (different state for
 different tensors), Adam8bit, and Shampoo and SOAP (which choose in Python, per tensor, the
 steps that refresh their roots or eigenbasis) fall back: ``optlib.compile`` warns once and
-keeps their eager rule. SGD, Adagrad, RMSprop, Adam, AdamW, Adamax, Lion, SophiaG and Muon
-compile (``tests/test_compiled.py`` checks every optimizer).
+keeps their eager rule. SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, Adamax, Lion, SophiaG and
+Muon compile (``tests/test_compiled.py`` checks every optimizer).
 
 The first step compiles (tens of seconds on a small CPU; each parameter group, and each
 change of the number or shapes of tensors with a gradient, compiles once more; Inductor

@@ -109,6 +109,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     _torch_family("SGD", kwargs=dict(lr=0.05, momentum=0.9), sparse=True),
     _torch_family("Adagrad", kwargs=dict(lr=0.05), sparse=True),
     _torch_family("RMSprop", kwargs=dict(lr=1e-2)),
+    _torch_family("Adadelta", kwargs=dict(lr=1.0)),
     _torch_family("Adam", kwargs=dict(lr=1e-2)),
     _torch_family("AdamW", kwargs=dict(lr=1e-2)),
     _torch_family("NAdam", kwargs=dict(lr=1e-2)),

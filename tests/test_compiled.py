@@ -195,6 +195,7 @@ EVERY_OPTIMIZER = {
     "NAdam": (lambda p: optlib.NAdam(p), SHAPES, False),
     "RAdam": (lambda p: optlib.RAdam(p), SHAPES, False),
     "Adamax": (lambda p: optlib.Adamax(p), SHAPES, True),
+    "Adadelta": (lambda p: optlib.Adadelta(p, weight_decay=0.1), SHAPES, True),
     "LAMB": (lambda p: optlib.LAMB(p), SHAPES, False),
     "LARS": (lambda p: optlib.LARS(p, lr=0.1), SHAPES, False),
     "Adafactor": (lambda p: optlib.Adafactor(p), SHAPES, False),

@@ -31,6 +31,7 @@ HYPER = {
     "SGD": dict(lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True),
     "Adagrad": dict(lr=0.1),
     "RMSprop": dict(lr=1e-2, momentum=0.5, centered=True),
+    "Adadelta": dict(lr=1.0, weight_decay=1e-2),
     "Adam": dict(lr=1e-2, amsgrad=True),
     "AdamW": dict(lr=1e-2, weight_decay=0.1),
     "NAdam": dict(lr=1e-2),

@@ -44,7 +44,8 @@ def test_measured_equals_theory(rows):
 @pytest.mark.parametrize("name, per_param", [
     ("SGD", 0.0), ("SGD-momentum", 4.0), ("Lion", 4.0), ("LARS", 4.0), ("Muon", 4.0),
     ("Adagrad", 4.0), ("RMSprop", 4.0),
-    ("Adam", 8.0), ("AdamW", 8.0), ("NAdam", 8.0), ("RAdam", 8.0), ("Adamax", 8.0), ("LAMB", 8.0),
+    ("Adam", 8.0), ("AdamW", 8.0), ("Adadelta", 8.0), ("NAdam", 8.0), ("RAdam", 8.0), ("Adamax", 8.0),
+    ("LAMB", 8.0),
     ("SophiaG", 8.0), ("AdamWScheduleFree", 8.0),
 ])
 def test_headline_bytes_per_parameter(rows, name, per_param):

@@ -31,6 +31,9 @@ HYPER = {
         eps=st.sampled_from([1e-8, 1e-3]),
         weight_decay=wds, momentum=st.sampled_from([0.0, 0.9]), centered=st.booleans(),
         maximize=st.booleans())),
+    "Adadelta": st.fixed_dictionaries(dict(
+        lr=st.sampled_from([0.1, 1.0]), rho=st.sampled_from([0.0, 0.9, 0.95, 1.0]),
+        eps=st.sampled_from([1e-6, 1e-3]), weight_decay=wds, maximize=st.booleans())),
     "Adam": st.fixed_dictionaries(dict(
         lr=lrs, betas=betas, eps=epss, weight_decay=wds, amsgrad=st.booleans(),
         maximize=st.booleans(), decoupled_weight_decay=st.booleans())),
@@ -84,6 +87,7 @@ GROUP_SETTINGS = {
     "SGD": ({"lr": 0.1, "momentum": 0.9}, {"lr": 0.01, "nesterov": True, "momentum": 0.5}),
     "Adagrad": ({"lr": 0.1}, {"lr": 0.05, "lr_decay": 0.1, "weight_decay": 0.1}),
     "RMSprop": ({"lr": 0.01, "centered": True}, {"lr": 0.001, "momentum": 0.9}),
+    "Adadelta": ({"lr": 1.0, "rho": 0.95}, {"lr": 0.5, "weight_decay": 0.1, "maximize": True}),
     "Adam": ({"lr": 0.1, "amsgrad": True}, {"lr": 0.01, "weight_decay": 0.1, "betas": (0.5, 0.9)}),
     "AdamW": ({"lr": 0.1, "weight_decay": 0.5}, {"lr": 0.01, "weight_decay": 0.0}),
     "NAdam": ({"lr": 0.1}, {"lr": 0.01, "weight_decay": 0.1, "momentum_decay": 0.1}),
@@ -119,8 +123,8 @@ def test_parameters_without_gradient_are_untouched(name):
         assert params[1] not in opt.state or not opt.state[params[1]]
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam",
-                                  "Adamax"])
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam",
+                                  "RAdam", "Adamax"])
 def test_complex_parameters_match_torch(name, float64):
     kwargs = dict(lr=1e-2) if name != "SGD" else dict(lr=1e-2, momentum=0.9)
     a, b, _, _ = run_pair(*pair(name), kwargs, steps=15, complex_=True, theirs_kwargs=dict(foreach=False))
@@ -133,6 +137,7 @@ RESUME_SETTINGS = {
     "SGD": dict(lr=0.05, momentum=0.9, dampening=0.1),
     "Adagrad": dict(lr=0.05, lr_decay=0.01),
     "RMSprop": dict(lr=0.01, momentum=0.9, centered=True),
+    "Adadelta": dict(lr=1.0, rho=0.95, weight_decay=0.01),
     "Adam": dict(lr=0.05, amsgrad=True, weight_decay=0.1),
     "AdamW": dict(lr=0.05),
     "NAdam": dict(lr=0.05),
@@ -206,6 +211,11 @@ BAD = [
     ("RMSprop", dict(momentum=-1.0), "Invalid momentum value: -1.0"),
     ("RMSprop", dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
     ("RMSprop", dict(alpha=-0.5), "Invalid alpha value: -0.5"),
+    ("Adadelta", dict(lr=-0.1), "Invalid learning rate: -0.1"),
+    ("Adadelta", dict(rho=1.5), "Invalid rho value: 1.5"),
+    ("Adadelta", dict(rho=-0.1), "Invalid rho value: -0.1"),
+    ("Adadelta", dict(eps=-1.0), "Invalid epsilon value: -1.0"),
+    ("Adadelta", dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
     ("NAdam", dict(momentum_decay=-1.0), "Invalid momentum_decay value: -1.0"),
 ]
 for _name in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax"):

@@ -27,6 +27,7 @@ DEFAULT_HYPER: dict[str, dict] = {
     "SGD": {"lr": 0.1, "momentum": 0.9},
     "Adagrad": {"lr": 0.1, "eps": 1e-10},
     "RMSprop": {"lr": 0.01, "alpha": 0.99, "eps": 1e-8},
+    "Adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
     "Adam": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8},
     "AdamW": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01},
     "NAdam": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8},
