@@ -61,9 +61,10 @@ def whole(x: Tensor) -> Tensor:
 
 def shard_like(value: Tensor, like: Tensor) -> Tensor:
     """The piece of ``value`` (a whole tensor, the same on every process) that ``like``
-    holds, laid out as ``like`` is; ``value`` itself when ``like`` is a plain tensor.
-    No communication: each process cuts its own piece."""
-    if is_sharded(like):
+    holds, laid out as ``like`` is; ``value`` itself when ``like`` is a plain tensor or
+    ``value`` is already a piece (a ``DTensor``). No communication: each process cuts its
+    own piece."""
+    if is_sharded(like) and not is_sharded(value):
         return distribute_tensor(value, like.device_mesh, like.placements, src_data_rank=None)
     return value
 
