@@ -303,8 +303,8 @@ class SOAP(Optimizer):
     null space whose eigenbasis ``torch.linalg.eigh`` picks from the round-off, and Adam
     is not invariant to that choice: in one process, changing the gradient by one part in
     :math:`10^{15}` moves the weights by about :math:`2\eta` in the next update (measured in
-    ``tests/test_fsdp.py``),
-    and the sum of two processes' gradients differs from one process's by such round-off.
+    ``tests/test_fsdp.py``), and the sum of two processes' gradients differs from one
+    process's by such round-off.
 
     :func:`optlib.compile` keeps the eager rule (after one warning): the steps that
     refresh the basis are chosen in Python, per tensor.
@@ -345,13 +345,11 @@ class SOAP(Optimizer):
 
         sizes = self.factor_sizes(p, group)
         if is_sharded(p) and any(n is not None for n in sizes):
-            # A shard of a preconditioned tensor (FSDP2): its moments are whole, on every process
-            def moment():
-                return torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+            # a shard (FSDP2) of a preconditioned tensor: its moments whole, on every process
+            m, v = (torch.zeros(p.shape, dtype=p.dtype, device=p.device) for _ in range(2))
         else:
-            def moment():
-                return torch.zeros_like(p, memory_format=torch.preserve_format)
-        return {"step": step_counter(), "exp_avg": moment(), "exp_avg_sq": moment(),
+            m, v = (torch.zeros_like(p, memory_format=torch.preserve_format) for _ in range(2))
+        return {"step": step_counter(), "exp_avg": m, "exp_avg_sq": v,
                 "GG": [square(n) for n in sizes], "Q": [square(n) for n in sizes]}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):

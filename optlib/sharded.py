@@ -12,7 +12,8 @@ rules do, so they need nothing. A rule that reads a *whole* tensor needs one of 
   one all-reduce for the whole list;
 * :func:`whole` and :func:`shard_like`: the whole tensor on every process (an
   all-gather), and the piece of a whole result that this process holds (Muon's
-  Newton-Schulz iteration is a function of the whole matrix).
+  Newton-Schulz iteration, Shampoo's and SOAP's Kronecker factors are functions of the
+  whole matrix).
 
 On a plain tensor each is the identity (and :func:`norms` is ``torch._foreach_norm``),
 so the numbers of a rule without sharding do not change.

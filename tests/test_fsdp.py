@@ -266,6 +266,20 @@ def test_soap_with_a_singular_factor_is_sensitive_to_round_off_in_one_process():
 
 
 # ---- no processes: the helpers on plain tensors, and item 17 of the drop-in issue ---------
+def test_a_rule_without_shard_support_refuses_them_clearly(monkeypatch):
+    """No optlib optimizer sets ``supports_sharded = False`` now; the refusal stays for
+    rules that will: before anything changes, with the way out named."""
+    class Whole(optlib.SGD):
+        supports_sharded = False
+
+    monkeypatch.setattr("optlib.optimizer.is_sharded", lambda p: True)
+    p = torch.nn.Parameter(torch.ones(2, 2))
+    p.grad = torch.ones_like(p)
+    with pytest.raises(NotImplementedError, match=r"Whole does not support DTensor .*ignored_params"):
+        Whole([p], lr=0.1).step()
+    assert torch.equal(p, torch.ones(2, 2))
+
+
 def test_sharded_helpers_are_the_identity_on_plain_tensors():
     ts = [torch.randn(3, 4), torch.randn(5)]
     assert torch.equal(sharded.norms(ts), torch.stack(torch._foreach_norm(ts)))

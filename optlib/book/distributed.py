@@ -9,7 +9,8 @@ Chapter 8 and ``tests/test_distributed.py`` use this module to show two facts on
   the optimizer state of only its share of the parameters, with the same result;
 * under FSDP2 (``fully_shard``: every parameter a ``DTensor`` split by rows) every optlib
   optimizer ends where one process ends (:func:`run_fsdp`), including those that read a
-  whole tensor (LAMB, LARS, Adafactor, Muon: they communicate, and :class:`FSDPResult`
+  whole tensor (LAMB, LARS, Adafactor, Muon, Shampoo, SOAP: they communicate, and
+  :class:`FSDPResult`
   says how many bytes); its state saves and loads with ``torch.distributed.checkpoint``,
   resumes bit for bit and reshards from 2 processes to 1 and back;
 * the bytes of optimizer state each process stores under the three schemes
