@@ -91,7 +91,7 @@ class Adafactor(Optimizer):
         t = per_tensor(s.advance("step"), len(p))
         if not all(x.numel() for x in p):      # an empty tensor: its step counts, nothing moves
             full = [x.numel() > 0 for x in p]
-            p, g, t = p.select(full), g.select(full), [ti for ti, k in zip(t, full) if k]
+            p, g, t = p.select(full), g.select(full), [ti for ti, k in zip(t, full, strict=False) if k]
         # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
         alpha = [max(eps2, reduced(x.norm(2)).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
                  for x, ti in zip(p, t, strict=True)]

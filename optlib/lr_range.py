@@ -208,7 +208,7 @@ def lr_range_test(model: torch.nn.Module, loss_fn: Callable, batches: Iterable,
         optimizer.load_state_dict(optim_state)
         torch.set_rng_state(rng_state)
 
-    finite = [(lr, s) for lr, s in zip(lrs, smoothed) if math.isfinite(s)]
+    finite = [(lr, s) for lr, s in zip(lrs, smoothed, strict=False) if math.isfinite(s)]
     min_over_10 = min(finite, key=lambda pair: pair[1])[0] / 10 if finite else None
     return LRRangeResult(lrs=lrs, losses=smoothed, raw_losses=raw,
                          suggested_lr=steepest_lr(lrs, smoothed),

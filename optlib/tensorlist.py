@@ -200,10 +200,6 @@ class TensorList(list):
         torch._foreach_maximum_(_plain(self), _plain(other))
         return self
 
-    def clamp_min_(self, value) -> TensorList:
-        torch._foreach_clamp_min_(_plain(self), _scalars(value))
-        return self
-
     def clamp_max_(self, value) -> TensorList:
         torch._foreach_clamp_max_(_plain(self), _scalars(value))
         return self

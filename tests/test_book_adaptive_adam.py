@@ -11,7 +11,7 @@ from optlib.book import data, models
 
 
 def sgd_rule(params, grads, state, lr=0.1):
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=False):
         p.sub_(lr * g)
 
 
@@ -45,7 +45,7 @@ def test_fit_loss_scale_leaves_adam_nearly_unchanged(digits):
         net = models.mlp((64, 8, 10))
         runs.append(aa.fit(net, optlib.Adam(net.parameters(), lr=1e-3),
                            data.batches(digits.x_train, digits.y_train, 16), 20, loss_scale=scale))
-    assert max(abs(a - b) for a, b in zip(*runs)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(*runs, strict=False)) < 1e-4
 
 
 def test_fit_refuses_bad_input(digits):

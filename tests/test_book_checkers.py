@@ -13,7 +13,7 @@ from optlib.book import checkers as C
 def adam_step(params, grads, state, lr, betas, eps):
     b1, b2 = betas
     state["t"] = t = state.get("t", 0) + 1
-    for i, (p, g) in enumerate(zip(params, grads)):
+    for i, (p, g) in enumerate(zip(params, grads, strict=False)):
         m = state.setdefault(("m", i), torch.zeros_like(p))
         v = state.setdefault(("v", i), torch.zeros_like(p))
         m.mul_(b1).add_(g, alpha=1 - b1)
@@ -23,7 +23,7 @@ def adam_step(params, grads, state, lr, betas, eps):
 
 def adam_without_bias_correction(params, grads, state, lr, betas, eps):
     b1, b2 = betas
-    for i, (p, g) in enumerate(zip(params, grads)):
+    for i, (p, g) in enumerate(zip(params, grads, strict=False)):
         m = state.setdefault(("m", i), torch.zeros_like(p))
         v = state.setdefault(("v", i), torch.zeros_like(p))
         m.mul_(b1).add_(g, alpha=1 - b1)
@@ -38,9 +38,9 @@ def adam_forgetting_state(params, grads, state, lr, betas, eps):
 
 def sgd_returning_new(params, grads, state, lr, momentum):
     bufs = state.setdefault("buf", [torch.zeros_like(p) for p in params])
-    for b, g in zip(bufs, grads):
+    for b, g in zip(bufs, grads, strict=False):
         b.mul_(momentum).add_(g)
-    return [p - lr * b for p, b in zip(params, bufs)]
+    return [p - lr * b for p, b in zip(params, bufs, strict=False)]
 
 
 def test_correct_rules_pass(capsys):
@@ -66,7 +66,7 @@ def test_wrong_rules_fail_with_the_first_mismatch(capsys, fn, step, hint):
 def test_first_step_hint_fits_the_reference(capsys):
     """An SGD mistake gets SGD's hints (weight decay, the buffer), not Adam's."""
     def sgd_without_decay(params, grads, state, lr, momentum, weight_decay):
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=False):
             p -= lr * g
 
     assert not C.check_update(sgd_without_decay, "SGD", hyper={"lr": 0.1, "momentum": 0.9,
@@ -78,11 +78,11 @@ def test_first_step_hint_fits_the_reference(capsys):
 
 def test_hints_for_sign_scale_and_no_change(capsys):
     def ascent(params, grads, state, lr):
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=False):
             p += lr * g
 
     def double_lr(params, grads, state, lr):
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=False):
             p -= 2 * lr * g
 
     def nothing(params, grads, state, lr):

@@ -15,7 +15,7 @@ def test_digits_split_standardized_and_cached():
     std = s.x_train.std(0, unbiased=False)
     assert torch.all(((std - 1).abs() < 1e-4) | (std == 0))  # constant border pixels stay 0
     again = D.digits()
-    assert all(torch.equal(a, b) for a, b in zip(s, again))
+    assert all(torch.equal(a, b) for a, b in zip(s, again, strict=False))
     assert D._load_digits.cache_info().hits >= 1
     img = D.digits(flat=False)
     assert img.x_train.shape == (1347, 1, 8, 8) and torch.equal(img.x_train.reshape(-1, 64), s.x_train)

@@ -36,5 +36,5 @@ def test_time_interleaved_shuffles_rounds_and_blocks():
     # the order changes from round to round, so no function always follows the same one
     blocks = [k for r in rounds for k in r[::3]]
     for k in "abc":
-        assert len({before for before, this in zip(blocks, blocks[1:]) if this == k}) >= 2
+        assert len({before for before, this in zip(blocks, blocks[1:], strict=False) if this == k}) >= 2
     assert record(seed=0) == calls and record(seed=1) != calls   # seeded: reproducible

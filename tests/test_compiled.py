@@ -122,19 +122,19 @@ def test_direct_calls_give_way_when_their_guards_fail():
             assert not grads[0].is_contiguous()
         for opt in (compiled, eager):
             group = opt.param_groups[0]
-            for p, g in zip(group["params"], grads):
+            for p, g in zip(group["params"], grads, strict=False):
                 p.grad = g.clone(memory_format=torch.preserve_format)
             if step == 5:
                 group["betas"] = (0.8, 0.99)
             opt.step()
         direct.append(compiled.update.direct_steps)
-        for a, b in zip(compiled.param_groups[0]["params"], eager.param_groups[0]["params"]):
+        for a, b in zip(compiled.param_groups[0]["params"], eager.param_groups[0]["params"], strict=False):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert compiled.update.failure is None
     # direct from step 3 (index 2). Not at the odd gradient (3), which notes its own graph;
     # not at the step after it (4), whose gradients no longer fit that graph (torch.compile
     # finds the first one again, and it is noted again); not at the new betas (5).
-    assert [b - a for a, b in zip([0] + direct, direct)] == [0, 0, 1, 0, 0, 0, 1]
+    assert [b - a for a, b in zip([0] + direct, direct, strict=False)] == [0, 0, 1, 0, 0, 0, 1]
 
 
 RECORDED: dict[str, list] = {"compiled": [], "eager": []}
@@ -235,7 +235,7 @@ def test_every_optimizer_compiled_gives_its_eager_numbers(name):
         assert update.direct_steps >= 4          # steps 3 to 6, at least
     else:                                          # a later torch may compile it
         assert len(ours) == (update.failure is not None)
-    for a, b in zip(compiled.param_groups[0]["params"], eager.param_groups[0]["params"]):
+    for a, b in zip(compiled.param_groups[0]["params"], eager.param_groups[0]["params"], strict=False):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 

@@ -190,7 +190,7 @@ def test_memory_per_rank_against_theory(runs):
     assert sum(rows["ZeRO-1"]["state_bytes"]) == single               # whole tensors, split
     # FSDP2: rank r holds rows [r·⌈R/w⌉, (r+1)·⌈R/w⌉) of every tensor (two float64 moments
     # per value) and every tensor's float32 step counter.
-    shapes = [(n_out, n_in) for n_in, n_out in zip(D.FSDP_WIDTHS, D.FSDP_WIDTHS[1:])]
+    shapes = [(n_out, n_in) for n_in, n_out in zip(D.FSDP_WIDTHS, D.FSDP_WIDTHS[1:], strict=False)]
     shapes += [(n_out, 1) for n_out, _ in shapes]                      # biases
     theory = [sum(_rows_of(r, n) * cols * 2 * 8 + 4 for n, cols in shapes)
               for r in range(WORLD_SIZE)]

@@ -33,7 +33,7 @@ def ours(schedule, steps, lr=1.0):
 
 def assert_close(a, b, rel=1e-12, abs_=1e-15):
     assert len(a) == len(b)
-    for t, (x, y) in enumerate(zip(a, b)):
+    for t, (x, y) in enumerate(zip(a, b, strict=False)):
         assert math.isclose(x, y, rel_tol=rel, abs_tol=abs_), f"step {t}: {x} != {y}"
 
 

@@ -59,11 +59,11 @@ def side_by_side(make_torch, schedule, steps, lr, momentum_fn=None, cls=torch.op
 def assert_same(ours, ref, lr):
     """Bit-for-bit when lr is a power of two, else to a few ulps (of the peak lr)."""
     assert len(ours) == len(ref)
-    for t, (a, b) in enumerate(zip(ours, ref)):
+    for t, (a, b) in enumerate(zip(ours, ref, strict=False)):
         if lr == EXACT_LR:
             assert a == b, f"step {t}: {a} != {b}"
         else:
-            for x, y in zip(a, b):
+            for x, y in zip(a, b, strict=False):
                 assert math.isclose(x, y, rel_tol=1e-13, abs_tol=1e-15 * lr), f"step {t}: {a} != {b}"
 
 
@@ -200,8 +200,8 @@ def test_polynomial_equals_polynomiallr_past_its_end(T, power, lr):
     ref, ours, _, _ = side_by_side(lambda o: LR.PolynomialLR(o, total_iters=T, power=power),
                                    S.polynomial(T, power), T + 30, lr)
     # torch multiplies ratios step after step: its round-off grows with t (~1e-15 here)
-    for t, (a, b) in enumerate(zip(ours, ref)):
-        assert all(math.isclose(x, y, rel_tol=1e-13, abs_tol=0.0) for x, y in zip(a, b)), t
+    for t, (a, b) in enumerate(zip(ours, ref, strict=False)):
+        assert all(math.isclose(x, y, rel_tol=1e-13, abs_tol=0.0) for x, y in zip(a, b, strict=False)), t
     assert ours[T:] == [[0.0, 0.0]] * 30
 
 
@@ -483,8 +483,8 @@ def test_reduce_on_plateau_equals_torch_for_random_metrics(metrics, mode, thresh
 def test_polynomials_equal_torch_and_transformers_for_random_arguments(T, power, W, m):
     ref, ours, _, _ = side_by_side(lambda o: LR.PolynomialLR(o, total_iters=T, power=power),
                                    S.polynomial(T, power), T + 5, EXACT_LR)
-    for a, b in zip(ours, ref):
-        assert all(math.isclose(x, y, rel_tol=1e-13, abs_tol=0.0) for x, y in zip(a, b))
+    for a, b in zip(ours, ref, strict=False):
+        assert all(math.isclose(x, y, rel_tol=1e-13, abs_tol=0.0) for x, y in zip(a, b, strict=False))
     W = min(W, T)
     s = S.warmup_polynomial(W, T, power, m)
     for t in range(T + 5):

@@ -66,7 +66,8 @@ def compare(make_model: Callable[[], nn.Module], x: Tensor, y: Tensor, rule: Rul
                 with torch.no_grad():
                     rule(params, [p.grad for p in params], state)
     ref = list(models[None].parameters())
-    return {name: max((a - b).abs().max().item() for a, b in zip(models[name].parameters(), ref))
+    return {name: max((a - b).abs().max().item()
+                      for a, b in zip(models[name].parameters(), ref, strict=True))
             for name in optimizers}
 
 

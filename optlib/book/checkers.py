@@ -126,7 +126,7 @@ def _state_keys(optimizer) -> frozenset:
 
 
 def _compare(where, step, befores, gots, expecteds, state_keys=frozenset()) -> bool:
-    for i, (before, got, exp) in enumerate(zip(befores, gots, expecteds)):
+    for i, (before, got, exp) in enumerate(zip(befores, gots, expecteds, strict=False)):
         if got.shape != exp.shape:
             print(f"✗ {where}: at step {step}, tensor {i} has shape {tuple(got.shape)}, "
                   f"expected {tuple(exp.shape)}")
@@ -157,7 +157,7 @@ def check_update(student_step: Callable, reference="Adam", hyper: dict | None = 
     name = getattr(student_step, "__name__", "your function")
     where = f"{name} vs {_label(cls)}"
     for t, g in enumerate(grads, start=1):
-        for p, gi in zip(ref, g):
+        for p, gi in zip(ref, g, strict=False):
             p.grad = gi.clone()
         opt.step()
         befores = [p.clone() for p in mine]
@@ -189,7 +189,7 @@ def check_optimizer(student_class: type, reference_class="Adam", hyper: dict | N
     opt_ref, opt_mine = cls(ref, **hyper), student_class(mine, **hyper)
     where = f"{getattr(student_class, '__name__', 'your class')} vs {_label(cls)}"
     for t, g in enumerate(grads, start=1):
-        for p, q, gi in zip(ref, mine, g):
+        for p, q, gi in zip(ref, mine, g, strict=False):
             p.grad, q.grad = gi.clone(), gi.clone()
         befores = [q.detach().clone() for q in mine]
         opt_ref.step()

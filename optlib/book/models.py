@@ -27,7 +27,7 @@ def mlp(sizes=(64, 128, 10), activation=nn.ReLU, seed: int | None = None) -> nn.
         raise ValueError(f"sizes must be at least two positive integers, got {sizes!r}")
     layers: list[nn.Module] = []
     with _seeded(seed):
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers.append(activation())

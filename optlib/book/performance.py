@@ -123,11 +123,6 @@ def stream_bandwidth(megabytes: int = 256, reps: int = 5, device="cpu") -> dict[
     return {k: arrays * n * 4 / seconds[k] for k, (_, arrays) in ops.items()}
 
 
-def step_of(optimizer: torch.optim.Optimizer) -> Callable[[], object]:
-    """A zero-argument function that takes one optimizer step (gradients stay as they are)."""
-    return optimizer.step
-
-
 def count_traffic(fn: Callable[[], object]) -> dict[str, int]:
     """Bytes that ``fn()`` reads and writes, op by op, if nothing stays in cache.
 
@@ -154,7 +149,7 @@ def count_traffic(fn: Callable[[], object]) -> dict[str, int]:
             schema = func._schema.arguments
             values = list(args) + [kwargs.get(a.name) for a in schema[len(args):]]
             written_ids = set()
-            for arg, value in zip(schema, values):
+            for arg, value in zip(schema, values, strict=False):
                 leaves = [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
                 totals["read"] += sum(nbytes(t) for t in leaves)
                 if arg.alias_info is not None and arg.alias_info.is_write:

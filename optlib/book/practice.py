@@ -24,7 +24,7 @@ def ln_mlp(sizes: Sequence[int] = (64, 128, 128, 10), seed: int | None = None) -
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers += [nn.LayerNorm(b), nn.ReLU()]
@@ -69,7 +69,7 @@ def roughness(losses: Sequence[float], last: int = 100) -> float:
     tail = [float(v) for v in losses[-last:]]
     if len(tail) < 2:
         return math.nan
-    return sum(abs(b - a) for a, b in zip(tail[:-1], tail[1:])) / (len(tail) - 1)
+    return sum(abs(b - a) for a, b in zip(tail[:-1], tail[1:], strict=False)) / (len(tail) - 1)
 
 
 def shards(t: Tensor, n: int) -> list[Tensor]:
