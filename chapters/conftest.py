@@ -12,8 +12,12 @@ makes matrix products several times slower than the machine's own kernels, and b
 products (Muon's Newton-Schulz iteration) run without oneDNN, so the chapters that train
 the tiny transformer keep their runs short (notes/numerics.md has the measured cost). The
 time of a chapter is the sum of its cells' run times (as nbval reports them, kernel start
-included); over budget fails the run, and the table is printed either way. Run on its own,
-a single chapter is only checked against its own budget.
+included): wall time, which a busy runner inflates (two chapters share the two cores, and
+anything else running on the machine takes its share). So a chapter over its 3 minutes is
+reported, and fails the run only beyond a third more (4 minutes; the book beyond 25
+minutes): the measured times on a quiet machine are in notes/numerics.md, and a chapter
+that needs the tolerance there is over budget. Run on its own, a single chapter is only
+checked against its own budget.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from optlib.book import numerics
 
 CHAPTER_BUDGET_S = float(os.environ.get("OPTLIB_CHAPTER_BUDGET_S", 180))
 BOOK_BUDGET_S = float(os.environ.get("OPTLIB_BOOK_BUDGET_S", 1500))
+# A chapter fails the run beyond this multiple of its budget (wall time on a shared runner).
+RUNNER_TOLERANCE = 4 / 3
 
 _seconds: dict[str, float] = defaultdict(float)
 _ORIGINAL_ENVIRONMENT = dict(os.environ)
@@ -49,13 +55,18 @@ def pytest_runtest_logreport(report):
         _seconds[report.nodeid.split("::")[0]] += report.duration
 
 
-def _over_budget() -> list[str]:
-    problems = [f"{name}: {s:.0f} s > {CHAPTER_BUDGET_S:.0f} s"
-                for name, s in _seconds.items() if s > CHAPTER_BUDGET_S]
+def _over_budget(limit: float = 1.0) -> list[str]:
+    """Chapters (and the book) over ``limit`` times their budget."""
+    problems = [f"{name}: {s:.0f} s > {limit * CHAPTER_BUDGET_S:.0f} s"
+                for name, s in _seconds.items() if s > limit * CHAPTER_BUDGET_S]
     total = sum(_seconds.values())
     if total > BOOK_BUDGET_S:
         problems.append(f"whole book: {total:.0f} s > {BOOK_BUDGET_S:.0f} s")
     return problems
+
+
+def _failing() -> list[str]:
+    return _over_budget(RUNNER_TOLERANCE)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -66,10 +77,14 @@ def pytest_terminal_summary(terminalreporter):
     for name, s in sorted(_seconds.items()):
         terminalreporter.write_line(f"{s:7.1f} s  {name}")
     terminalreporter.write_line(f"{sum(_seconds.values()):7.1f} s  total")
-    for problem in _over_budget():
+    for name, s in sorted(_seconds.items()):
+        if CHAPTER_BUDGET_S < s <= RUNNER_TOLERANCE * CHAPTER_BUDGET_S:
+            terminalreporter.write_line(f"over budget, within the runner tolerance: {name}: "
+                                        f"{s:.0f} s > {CHAPTER_BUDGET_S:.0f} s", yellow=True)
+    for problem in _failing():
         terminalreporter.write_line(f"OVER BUDGET: {problem}", red=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _seconds and _over_budget() and session.exitstatus == 0:
+    if _seconds and _failing() and session.exitstatus == 0:
         session.exitstatus = 1
