@@ -21,13 +21,13 @@ def test_accumulation_equals_the_large_batch():
     loss1, g1 = _grads(1)
     loss4, g4 = _grads(4)
     assert abs(loss1 - loss4) < 1e-12
-    assert all(torch.allclose(a, b, atol=1e-14, rtol=0) for a, b in zip(g1, g4))
+    assert all(torch.allclose(a, b, atol=1e-14, rtol=0) for a, b in zip(g1, g4, strict=True))
 
 
 def test_without_division_the_gradient_is_k_times_larger():
     _, g1 = _grads(1)
     _, g3 = _grads(3, divide=False)
-    assert all(torch.allclose(3 * a, b, atol=1e-13, rtol=0) for a, b in zip(g1, g3))
+    assert all(torch.allclose(3 * a, b, atol=1e-13, rtol=0) for a, b in zip(g1, g3, strict=True))
 
 
 def test_clip_each_bounds_every_slice():

@@ -49,7 +49,7 @@ def accumulate(model: nn.Module, loss_fn: Callable[[nn.Module, Tensor, Tensor], 
         raise ValueError(f"clip_each must be positive, got {clip_each!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     total = 0.0
-    for xs, ys in zip(x.chunk(micro_batches), y.chunk(micro_batches)):
+    for xs, ys in zip(x.chunk(micro_batches), y.chunk(micro_batches), strict=True):
         loss = loss_fn(model, xs, ys)
         total += loss.item() / micro_batches
         scaled = loss / micro_batches if divide else loss
@@ -58,7 +58,7 @@ def accumulate(model: nn.Module, loss_fn: Callable[[nn.Module, Tensor, Tensor], 
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
             factor = torch.clamp(clip_each / (norm + 1e-6), max=1.0)
             grads = [g * factor for g in grads]
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             if p.grad is None:
                 p.grad = g.detach().clone()
             else:
