@@ -19,8 +19,11 @@ install: $(BIN)/.installed
 
 test: lint unit notebooks
 
+# ruff on the code; CITATION.cff against the Citation File Format's schema (vendored in
+# check-jsonschema, so no network).
 lint: install
 	$(BIN)/ruff check optlib tests benchmarks
+	$(BIN)/check-jsonschema --builtin-schema vendor.citation-file-format CITATION.cff
 
 unit: install
 	$(BIN)/python -m pytest tests -q -n $(JOBS)
