@@ -1,0 +1,534 @@
+"""optlib's optimizers against the implementations a user would otherwise pick: step time.
+
+    python benchmarks/peers.py [--optimizers Lion LAMB ...] [--shapes 200x100x50 20x1000x500]
+                               [--repeats 5] [--reps 5] [--block 1] [--threads 1]
+                               [--no-compile] [--json part.json] [--report out.md]
+    python benchmarks/peers.py --merge part1.json part2.json --report out.md
+
+Peers, where installed: ``torch.optim`` (for-loop, foreach and fused paths, where torch
+has the optimizer), ``bitsandbytes`` (8-bit Adam), ``lion-pytorch`` (Lion), ``schedulefree``
+(schedule-free AdamW), ``sophia-opt`` (the authors' SophiaG), ``pytorch-optimizer`` (LAMB,
+LARS, Adafactor, Lion, schedule-free AdamW, RAdam, Muon, Shampoo, SOAP) and ``heavyball``
+(SGD, AdamW, NAdam, RMSprop, schedule-free AdamW, Muon, SOAP; eager with its
+``compile_mode`` off, and compiled, its default). A missing package is left out and named
+in the report.
+
+Shapes are ``COUNTxROWSxCOLS``: many small matrices (``200x100x50``, per-tensor overhead
+matters) and few large ones (``20x1000x500``, memory bandwidth matters). For one optimizer
+and one shape, every implementation steps its own copy of the same float32 parameters and
+gradients (gradients fixed), after a first step (state creation, or a compile: reported).
+One *run* times ``reps`` rounds of ``block`` steps of each implementation, in a fresh random
+order each round (``optlib.book.performance.time_interleaved``), and keeps each one's median;
+the run is repeated ``repeats`` times in the same process. The ratio of optlib to its
+fastest peer of the same kind (eager against eager; compiled against compiled or fused) is
+computed in each run, and the report gives its median over the runs and its range
+(min-max). Bar: at most 1.0, with ratios up to 1.05 counted as within the spread.
+
+For each eager implementation the report also gives what one step runs, counted by
+``optlib.book.performance.count_traffic``: ATen operator calls and bytes read and written
+per parameter, the usual reasons for a slower step (more passes over memory, or more
+calls).
+
+Only ``step()`` is timed: SophiaG's Hessian estimate and schedule-free's train/eval
+switches are outside it. Compiling takes minutes (``--no-compile`` leaves it out); parts
+run separately can be merged into one report (``--merge``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import inspect
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from optlib.book.performance import count_traffic, time_interleaved  # noqa: E402
+
+DEFAULT_SHAPES = ("200x100x50", "20x1000x500")
+PEER_PACKAGES = ("bitsandbytes", "lion-pytorch", "schedulefree", "sophia-opt",
+                 "pytorch-optimizer", "heavyball")
+#: Ratios up to this count as "as fast" (the run-to-run spread of a shared machine).
+TOLERANCE = 1.05
+
+
+@dataclass
+class Impl:
+    """One contestant: ``label``, ``kind`` (``"eager"`` or ``"compiled"``: a compiled graph or
+    a fused kernel), ``make(params) -> optimizer``, and ``ours`` for optlib's own."""
+
+    label: str
+    kind: str
+    make: Callable
+    ours: bool = False
+    step: Callable | None = None      # optional: how to call a step, given the optimizer
+
+
+# ---- the contestants --------------------------------------------------------------------
+
+def _module(name):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return __import__(name)
+    except Exception:  # noqa: BLE001 - a peer that fails to import is a missing peer
+        return None
+
+
+@contextlib.contextmanager
+def _heavyball_eager(heavyball):
+    """heavyball compiles its fused functions at call time unless ``utils.compile_mode`` is
+    None (read at every call): the eager peer runs its step with it set to None."""
+    old = heavyball.utils.compile_mode
+    heavyball.utils.compile_mode = None
+    try:
+        yield
+    finally:
+        heavyball.utils.compile_mode = old
+
+
+def _heavyball(cls, **kwargs) -> list[Impl]:
+    heavyball = _module("heavyball")
+    if heavyball is None:
+        return []
+
+    def make(params):
+        opt = getattr(heavyball, cls)(params, **kwargs)
+        opt.peers_grads = [(p, p.grad) for p in params]
+        return opt
+
+    def step(opt):
+        for p, g in opt.peers_grads:      # heavyball sets p.grad = None after its step
+            p.grad = g
+        opt.step()
+
+    def eager_step(opt):
+        with _heavyball_eager(heavyball):
+            step(opt)
+
+    return [Impl("heavyball", "eager", make, step=eager_step),
+            Impl("heavyball compiled", "compiled", make, step=step)]
+
+
+def _torch(cls, fused: bool, **kwargs) -> list[Impl]:
+    impls = [Impl("torch for-loop", "eager", lambda p: cls(p, foreach=False, **kwargs)),
+             Impl("torch foreach", "eager", lambda p: cls(p, foreach=True, **kwargs))]
+    if fused:
+        impls.append(Impl("torch fused", "compiled", lambda p: cls(p, fused=True, **kwargs)))
+    return impls
+
+
+def _pytorch_optimizer(cls, muon=False, **kwargs) -> list[Impl]:
+    po = _module("pytorch_optimizer")
+    if po is None:
+        return []
+    cls = getattr(po, cls)
+    wrap = (lambda p: [dict(params=p, use_muon=True)]) if muon else (lambda p: p)
+    if "foreach" not in inspect.signature(cls.__init__).parameters:
+        return [Impl("pytorch-optimizer", "eager", lambda p: cls(wrap(p), **kwargs))]
+    return [Impl("pytorch-optimizer for-loop", "eager",
+                 lambda p: cls(wrap(p), foreach=False, **kwargs)),
+            Impl("pytorch-optimizer foreach", "eager",
+                 lambda p: cls(wrap(p), foreach=True, **kwargs))]
+
+
+def _peer(package, attr, **kwargs) -> list[Impl]:
+    module = _module(package)
+    if module is None:
+        return []
+    cls = module
+    for name in attr.split("."):
+        cls = getattr(cls, name)
+    label = {"lion_pytorch": "lion-pytorch", "sophia_opt": "sophia-opt",
+             "bitsandbytes": "bitsandbytes"}.get(package, package)
+    return [Impl(label, "eager", lambda p: cls(p, **kwargs))]
+
+
+def families() -> dict[str, Callable[[], tuple[Callable, list[Impl]]]]:
+    """``name -> () -> (optlib constructor, peers)`` (a peer's package is imported only when
+    its family is timed), the same hyperparameters on both sides
+    (where the peers name them differently, renamed; where their rules differ, the nearest
+    settings)."""
+    import optlib
+
+    sgd = dict(lr=1e-3, momentum=0.9)
+    adam = dict(lr=1e-3)
+    adamw = dict(lr=1e-3, weight_decay=1e-2)
+    lion = dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-2)
+    sf = dict(lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
+    muon = dict(lr=2e-2, momentum=0.95, weight_decay=0.0)
+    O = optlib  # noqa: N806
+    return {
+        "SGD momentum": lambda: (lambda p: O.SGD(p, **sgd),
+                         _torch(torch.optim.SGD, True, **sgd)
+                         + _heavyball("SGD", lr=1e-3, beta=0.9)),
+        "Adam": lambda: (lambda p: O.Adam(p, **adam), _torch(torch.optim.Adam, True, **adam)),
+        "AdamW": lambda: (lambda p: O.AdamW(p, **adamw),
+                  _torch(torch.optim.AdamW, True, **adamw)
+                  + _heavyball("AdamW", betas=(0.9, 0.999), **adamw)),
+        "Adagrad": lambda: (lambda p: O.Adagrad(p, lr=1e-2), _torch(torch.optim.Adagrad, True, lr=1e-2)),
+        "RMSprop": lambda: (lambda p: O.RMSprop(p, lr=1e-2), _torch(torch.optim.RMSprop, False, lr=1e-2)),
+        "Adadelta": lambda: (lambda p: O.Adadelta(p), _torch(torch.optim.Adadelta, False)),
+        "Adamax": lambda: (lambda p: O.Adamax(p), _torch(torch.optim.Adamax, False)),
+        "NAdam": lambda: (lambda p: O.NAdam(p), _torch(torch.optim.NAdam, False)
+                  + _heavyball("NAdam", lr=2e-3, betas=(0.9, 0.999))),
+        "RAdam": lambda: (lambda p: O.RAdam(p), _torch(torch.optim.RAdam, False)
+                  + _pytorch_optimizer("RAdam", weight_decouple=False)),
+        "Adafactor": lambda: (lambda p: O.Adafactor(p), _torch(torch.optim.Adafactor, False)
+                      + _pytorch_optimizer("AdaFactor", betas=(None, 0.999), lr=1e-2,
+                                           relative_step=False, scale_parameter=False)),
+        "Lion": lambda: (lambda p: O.Lion(p, **lion),
+                 _peer("lion_pytorch", "Lion", use_triton=False, **lion)
+                 + _pytorch_optimizer("Lion", **lion)),
+        "LAMB": lambda: (lambda p: O.LAMB(p, lr=1e-3, weight_decay=1e-2),
+                 _pytorch_optimizer("Lamb", lr=1e-3, weight_decay=1e-2, max_grad_norm=0.0)),
+        "LARS": lambda: (lambda p: O.LARS(p, lr=1e-1, weight_decay=1e-4),
+                 _pytorch_optimizer("LARS", lr=1e-1, weight_decay=1e-4)),
+        "AdamWScheduleFree": lambda: (lambda p: O.AdamWScheduleFree(p, **sf),
+                              _peer("schedulefree", "AdamWScheduleFree", **sf)
+                              + _pytorch_optimizer("ScheduleFreeAdamW", **sf)
+                              + _heavyball("SFAdamW", **sf)),
+        "SophiaG": lambda: (lambda p: O.SophiaG(p), _peer("sophia_opt", "SophiaG")),
+        "Muon": lambda: (lambda p: O.Muon(p, **muon),
+                 [Impl("torch", "eager", lambda p: torch.optim.Muon(p, **muon))]
+                 + _pytorch_optimizer("Muon", muon=True, **muon)
+                 + _heavyball("Muon", lr=2e-2, betas=(0.95, 0.95))),
+        "Adam8bit": lambda: (lambda p: O.Adam8bit(p),
+                     _peer("bitsandbytes", "optim.Adam8bit")),
+        "Shampoo": lambda: (lambda p: O.Shampoo(p, precondition_frequency=10),
+                    _pytorch_optimizer("Shampoo", preconditioning_compute_steps=10)),
+        "SOAP": lambda: (lambda p: O.SOAP(p, precondition_frequency=10),
+                 _pytorch_optimizer("SOAP", precondition_frequency=10)
+                 + _heavyball("SOAP", precondition_frequency=10)),
+    }
+
+
+def contestants(name: str, compile: bool = True) -> list[Impl]:
+    """optlib's eager optimizer, ``optlib.compile`` of it (with ``compile``), and the peers
+    (compiled ones only with ``compile``)."""
+    import optlib
+
+    ours, peers = families()[name]()
+    impls = [Impl("optlib", "eager", ours, ours=True)]
+    if compile:
+        impls.append(Impl("optlib compiled", "compiled",
+                          lambda p: optlib.compile(ours(p)), ours=True))
+    return impls + [i for i in peers if compile or i.label not in ("heavyball compiled",)]
+
+
+def missing_peers() -> list[str]:
+    return [name for name in PEER_PACKAGES if _version(name) is None]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# ---- measuring ----------------------------------------------------------------------------
+
+def parse_shape(spec: str) -> tuple[int, tuple[int, int]]:
+    """``"200x100x50"`` -> ``(200, (100, 50))``: 200 matrices of 100 x 50."""
+    parts = spec.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"shape {spec!r}: expected COUNTxROWSxCOLS, e.g. 200x100x50")
+    count, rows, cols = map(int, parts)
+    return count, (rows, cols)
+
+
+def make_matrices(count: int, shape: tuple[int, int], seed: int = 0,
+                  device="cpu") -> list[torch.nn.Parameter]:
+    """``count`` float32 parameter matrices of ``shape`` with small random gradients, the
+    same for every ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for _ in range(count):
+        p = torch.nn.Parameter(torch.randn(shape, generator=gen).to(device))
+        p.grad = torch.randn(shape, generator=gen).mul_(1e-3).to(device)
+        params.append(p)
+    return params
+
+
+def _step_fn(impl: Impl, opt) -> Callable[[], object]:
+    if impl.step is not None:
+        return lambda: impl.step(opt)
+    return opt.step
+
+
+def measure(name: str, shape: str, repeats: int = 5, reps: int = 5, block: int = 1,
+            compile: bool = True, device="cpu", log=print) -> list[dict]:
+    """Time every contestant of ``name`` on ``shape``: one result per implementation with
+    ``runs_ms`` (its median ms per step in each of the ``repeats`` runs), ``first_s``,
+    ``ops`` and ``bytes_per_param`` (eager ones), and ``note`` (why one is missing, or
+    ``optlib.compile``'s fallback warning)."""
+    count, matrix = parse_shape(shape)
+    n_params = count * matrix[0] * matrix[1]
+    results, steps = [], {}
+    for impl in contestants(name, compile):
+        row = dict(family=name, shape=shape, impl=impl.label, kind=impl.kind, ours=impl.ours,
+                   runs_ms=[], first_s=None, ops=None, bytes_per_param=None, note="")
+        results.append(row)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                opt = impl.make(make_matrices(count, matrix, device=device))
+                if hasattr(opt, "train"):                    # schedule-free: training mode
+                    opt.train()
+                step = _step_fn(impl, opt)
+                start = time.perf_counter()
+                step()
+                if torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+                row["first_s"] = time.perf_counter() - start
+            fallbacks = [str(w.message) for w in caught if impl.ours
+                         and impl.kind == "compiled" and issubclass(w.category, RuntimeWarning)]
+            if fallbacks:
+                row["note"] = "falls back to eager: " + fallbacks[0].split("\n")[0]
+        except Exception as error:  # noqa: BLE001 - a peer that cannot run here is reported
+            row["note"] = f"did not run: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
+            log(f"  {name} {shape} {impl.label}: {row['note']}")
+            continue
+        if impl.kind == "eager":
+            counted = count_traffic(step)
+            row["ops"] = counted["ops"]
+            row["bytes_per_param"] = (counted["read"] + counted["written"]) / n_params
+        steps[impl.label] = step
+    for run in range(repeats):
+        medians = time_interleaved(steps, reps=reps, block=block, device=device, seed=run)
+        for row in results:
+            if row["impl"] in medians:
+                row["runs_ms"].append(1e3 * medians[row["impl"]])
+    return results
+
+
+# ---- ratios and the report (pure functions) ------------------------------------------------
+
+def ratio_stats(ours: list[float], theirs: list[float]) -> dict:
+    """Per-run ratios ``ours[i] / theirs[i]``: their median, min and max."""
+    if not ours or len(ours) != len(theirs):
+        raise ValueError(f"need the same positive number of runs, got {len(ours)} and {len(theirs)}")
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return dict(median=statistics.median(ratios), lo=min(ratios), hi=max(ratios))
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """One row per (family, shape) and kind of optlib's implementation: optlib's median ms,
+    the fastest peer of the same kind (the lowest median over runs; for a compiled optlib
+    with no compiled peer, the fastest peer of any kind, marked ``any kind``), its ms, and
+    the ratio's median and range over the runs."""
+    summary = []
+    keys = list(dict.fromkeys((r["family"], r["shape"]) for r in results))
+    for family, shape in keys:
+        rows = [r for r in results if (r["family"], r["shape"]) == (family, shape) and r["runs_ms"]]
+        for ours in (r for r in rows if r["ours"]):
+            peers = [r for r in rows if not r["ours"] and r["kind"] == ours["kind"]]
+            against = ours["kind"]
+            if not peers and ours["kind"] == "compiled":
+                peers, against = [r for r in rows if not r["ours"]], "any kind"
+            entry = dict(family=family, shape=shape, impl=ours["impl"], ms=_med(ours),
+                         note=ours["note"], peer=None, peer_ms=None, against=against,
+                         ratio=None, lo=None, hi=None)
+            if peers:
+                best = min(peers, key=_med)
+                entry.update(peer=best["impl"], peer_ms=_med(best),
+                             **_rename(ratio_stats(ours["runs_ms"], best["runs_ms"])))
+            summary.append(entry)
+    return summary
+
+
+def _med(row: dict) -> float:
+    return statistics.median(row["runs_ms"])
+
+
+def _rename(stats: dict) -> dict:
+    return dict(ratio=stats["median"], lo=stats["lo"], hi=stats["hi"])
+
+
+def verdict(ratio: float | None) -> str:
+    if ratio is None:
+        return "no peer"
+    return "ok" if ratio <= TOLERANCE else "slower"
+
+
+def machine() -> dict:
+    """What the report names: CPU model, logical CPUs, OS, Python, torch, threads."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    if torch.cuda.is_available():
+        cpu += f"; GPU {torch.cuda.get_device_name()}"
+    return dict(cpu=cpu, cpus=os.cpu_count(), os=platform.platform(),
+                python=platform.python_version(), torch=torch.__version__,
+                threads=torch.get_num_threads(),
+                peers={name: _version(name) for name in PEER_PACKAGES})
+
+
+def _fmt(x, spec=".3g"):
+    return "–" if x is None else format(x, spec)
+
+
+def format_report(meta: dict, results: list[dict], causes: dict[str, str] | None = None) -> str:
+    """The markdown report: header (date, machine, versions, settings), the summary of
+    optlib against its fastest peers, the causes where optlib is slower, all timings."""
+    m = meta["machine"]
+    peers = ", ".join(f"{k} {v}" for k, v in m["peers"].items() if v) or "none"
+    missing = ", ".join(k for k, v in m["peers"].items() if not v) or "none"
+    lines = [
+        "# optlib against its peers: optimizer step time",
+        "",
+        f"- Date: {meta['date']}",
+        f"- Machine: {m['cpu']}, {m['cpus']} logical CPUs, {m['os']}"
+        + (f"; {meta['load']}" if meta.get("load") else ""),
+        f"- torch {m['torch']}, Python {m['python']}, {m['threads']} intra-op thread(s)",
+        f"- Peers: {peers}; missing: {missing}",
+        f"- Settings: {meta['settings']}",
+    ]
+    lines += [f"- {note}" for note in meta.get("notes", [])]
+    summary = summarize(results)
+    lines += ["", "## Summary", "",
+              "optlib / fastest peer of the same kind: median of the per-run ratios "
+              "[min–max over the runs]; ≤ 1.05 counts as as fast.", "",
+              "| optimizer | shapes | optlib | ms | fastest peer | ms | optlib / peer | |",
+              "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        peer = s["peer"] or "none"
+        if s["against"] == "any kind" and s["peer"]:
+            peer += " (no compiled peer)"
+        impl = s["impl"] + (" (falls back to eager)" if s["note"].startswith("falls back") else "")
+        ratio = "–" if s["ratio"] is None else f"{s['ratio']:.2f} [{s['lo']:.2f}–{s['hi']:.2f}]"
+        lines.append(f"| {s['family']} | {s['shape']} | {impl} | {_fmt(s['ms'])} | {peer} | "
+                     f"{_fmt(s['peer_ms'])} | {ratio} | {verdict(s['ratio'])} |")
+    slower = sorted({s["family"] for s in summary if verdict(s["ratio"]) == "slower"})
+    if slower:
+        lines += ["", "## Where optlib is slower, and why", ""]
+        for family in slower:
+            cause = (causes or {}).get(family, "not yet measured.")
+            lines.append(f"- **{family}**: {cause}")
+    fallbacks = [(r["family"], r["note"]) for r in results
+                 if r["ours"] and r["note"].startswith("falls back")]
+    if fallbacks:
+        lines += ["", "## optlib.compile's fallbacks", ""]
+        for family, note in dict(fallbacks).items():
+            lines.append(f"- {family}: {note}")
+    lines += ["", "## All timings", "",
+              "Median ms per step over the runs; first step in seconds (state creation, or the "
+              "compile); ATen operator calls and bytes read + written per parameter in one "
+              "eager step.", "",
+              "| optimizer | shapes | implementation | kind | ms | runs (ms) | first step s | ops | "
+              "bytes/param | note |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        runs = " ".join(f"{x:.3g}" for x in r["runs_ms"])
+        ms = _med(r) if r["runs_ms"] else None
+        lines.append(f"| {r['family']} | {r['shape']} | {r['impl']} | {r['kind']} | {_fmt(ms)} | "
+                     f"{runs} | {_fmt(r['first_s'], '.2f')} | {_fmt(r['ops'], 'd')} | "
+                     f"{_fmt(r['bytes_per_param'], '.0f')} | {r['note'].replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def merge(parts: list[dict]) -> dict:
+    """One record from several (runs of different optimizers or shapes): the first part's
+    machine, every part's settings and notes, all results (a later part's result for the
+    same family, shape and implementation replaces an earlier one)."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    results: dict[tuple, dict] = {}
+    for part in parts:
+        for r in part["results"]:
+            results[(r["family"], r["shape"], r["impl"])] = r
+    meta = dict(parts[0]["meta"])
+    if len(parts) > 1:
+        meta["date"] = " / ".join(dict.fromkeys(p["meta"]["date"] for p in parts))
+        meta["settings"] = "; ".join(f"part {i + 1}: {p['meta']['settings']}"
+                                     for i, p in enumerate(parts))
+        meta["notes"] = list(dict.fromkeys(n for p in parts for n in p["meta"].get("notes", [])))
+        meta["notes"].append(f"merged from {len(parts)} runs, each interleaved in one process; "
+                             "ratios are only taken within one run")
+    return dict(meta=meta, results=list(results.values()))
+
+
+#: Measured reasons where optlib's step is slower than the fastest peer (see the report's
+#: operator and byte counts; each reason was measured as described).
+CAUSES: dict[str, str] = {}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--optimizers", nargs="+", default=None,
+                        help="families to time (default: all); names as in the report")
+    parser.add_argument("--shapes", nargs="+", default=list(DEFAULT_SHAPES),
+                        help="COUNTxROWSxCOLS, e.g. 200x100x50")
+    parser.add_argument("--repeats", type=int, default=5, help="runs (ratios taken per run)")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved rounds per run")
+    parser.add_argument("--block", type=int, default=1, help="steps per timed block")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-compile", action="store_true", help="leave out compiled steps")
+    parser.add_argument("--json", type=Path, default=None, help="write the raw results here")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="write the markdown report here (default: benchmarks/results/"
+                             "peers-DATE.md when every optimizer is timed)")
+    parser.add_argument("--load", default="", help="a note on the machine's load, for the report")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="merge these JSON results into one report (no timing)")
+    args = parser.parse_args(argv)
+    if args.merge:
+        record = merge([json.loads(p.read_text()) for p in args.merge])
+    else:
+        torch.set_num_threads(args.threads)
+        names = args.optimizers or list(families())
+        unknown = sorted(set(names) - set(families()))
+        if unknown:
+            parser.error(f"unknown optimizers {unknown}; known: {list(families())}")
+        for spec in args.shapes:
+            parse_shape(spec)
+        results = []
+        for name in names:
+            for shape in args.shapes:
+                start = time.perf_counter()
+                results += measure(name, shape, args.repeats, args.reps, args.block,
+                                   not args.no_compile, args.device)
+                print(f"{name:<18}{shape:<13}{time.perf_counter() - start:7.1f} s", flush=True)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        settings = (f"optimizers {' '.join(names)}; shapes {' '.join(args.shapes)} "
+                    f"(count x rows x cols, float32, {args.device}); {args.repeats} runs of "
+                    f"{args.reps} interleaved rounds of {args.block} step(s); compiled "
+                    f"{'no' if args.no_compile else 'yes'}")
+        record = dict(meta=dict(date=now.strftime("%Y-%m-%d %H:%M UTC"), machine=machine(),
+                                settings=settings, load=args.load, notes=[]),
+                      results=results)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(record, indent=1) + "\n")
+    text = format_report(record["meta"], record["results"], CAUSES)
+    report = args.report
+    if report is None and (args.merge or args.optimizers is None):
+        report = ROOT / "benchmarks" / "results" / f"peers-{record['meta']['date'][:10]}.md"
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(text)
+        print(f"report: {report}")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

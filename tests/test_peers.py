@@ -1,0 +1,129 @@
+"""benchmarks/peers.py: a smoke run on tiny shapes, and its ratio, merge and report code."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "peers_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py")
+peers = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = peers            # dataclasses look their module up
+_spec.loader.exec_module(peers)
+
+
+def _row(family, impl, kind, runs, ours=False, note="", shape="2x3x4"):
+    return dict(family=family, shape=shape, impl=impl, kind=kind, ours=ours, runs_ms=runs,
+                first_s=0.1, ops=None, bytes_per_param=None, note=note)
+
+
+RESULTS = [
+    _row("Lion", "optlib", "eager", [2.0, 2.2, 1.8], ours=True),
+    _row("Lion", "optlib compiled", "compiled", [1.0, 1.0, 1.0], ours=True),
+    _row("Lion", "lion-pytorch", "eager", [1.0, 2.0, 2.0]),
+    _row("Lion", "pytorch-optimizer foreach", "eager", [1.5, 1.6, 1.4]),
+    _row("Adam", "optlib", "eager", [1.0, 1.0, 1.0], ours=True),
+    _row("Adam", "optlib compiled", "compiled", [0.5, 0.5, 0.5], ours=True,
+         note="falls back to eager: cannot trace"),
+    _row("Adam", "torch foreach", "eager", [1.0, 1.0, 1.0]),
+    _row("Adam", "torch fused", "compiled", [0.4, 0.5, 0.6]),
+    _row("Adam", "torch for-loop", "eager", [], note="did not run: RuntimeError: x"),
+]
+
+
+def test_ratio_stats_are_per_run():
+    stats = peers.ratio_stats([2.0, 3.0, 4.0], [1.0, 2.0, 2.0])
+    assert stats == dict(median=2.0, lo=1.5, hi=2.0)
+    with pytest.raises(ValueError, match="same positive number of runs"):
+        peers.ratio_stats([1.0], [1.0, 2.0])
+
+
+def test_summarize_picks_the_fastest_peer_of_the_same_kind():
+    summary = {(s["family"], s["impl"]): s for s in peers.summarize(RESULTS)}
+    lion = summary[("Lion", "optlib")]
+    # the fastest peer by its median over the runs (1.5 < 2.0), ratios taken run by run
+    assert lion["peer"] == "pytorch-optimizer foreach" and lion["against"] == "eager"
+    assert lion["ratio"] == pytest.approx(2.0 / 1.5)
+    assert (lion["lo"], lion["hi"]) == (pytest.approx(1.8 / 1.4), pytest.approx(2.2 / 1.6))
+    # no compiled peer of Lion: against the fastest peer of any kind, and said so
+    compiled = summary[("Lion", "optlib compiled")]
+    assert compiled["against"] == "any kind" and compiled["peer"] == "pytorch-optimizer foreach"
+    adam = summary[("Adam", "optlib compiled")]
+    assert adam["peer"] == "torch fused" and adam["ratio"] == pytest.approx(1.0)
+    assert adam["note"].startswith("falls back")
+    assert summary[("Adam", "optlib")]["peer"] == "torch foreach"     # the failed peer is out
+    assert [peers.verdict(x) for x in (None, 1.0, 1.05, 1.06)] == ["no peer", "ok", "ok", "slower"]
+
+
+def _meta(date="2026-01-02 03:04 UTC", settings="test"):
+    return dict(date=date, settings=settings, load="shared with other jobs", notes=[],
+                machine=dict(cpu="Test CPU", cpus=2, os="Linux", python="3.11", torch="2.x",
+                             threads=1, peers={"lion-pytorch": "0.2.5", "heavyball": None}))
+
+
+def test_report_names_date_machine_versions_and_causes():
+    text = peers.format_report(_meta(), RESULTS, {"Lion": "three passes instead of one."})
+    for needle in ("- Date: 2026-01-02 03:04 UTC", "Test CPU, 2 logical CPUs",
+                   "shared with other jobs", "torch 2.x", "lion-pytorch 0.2.5",
+                   "missing: heavyball", "## Summary", "## All timings",
+                   "**Lion**: three passes instead of one.",
+                   "pytorch-optimizer foreach (no compiled peer)",
+                   "optlib compiled (falls back to eager)", "1.33 [1.29–1.38] | slower",
+                   "Adam: falls back to eager: cannot trace", "did not run: RuntimeError: x"):
+        assert needle in text, needle
+
+
+def test_merge_keeps_every_part_and_says_so():
+    a = dict(meta=_meta(settings="eager"), results=RESULTS[:4])
+    b = dict(meta=_meta(date="2026-01-02 04:00 UTC", settings="compiled"),
+             results=[_row("Lion", "optlib compiled", "compiled", [3.0, 3.0, 3.0], ours=True)]
+             + RESULTS[4:])
+    merged = peers.merge([a, b])
+    assert len(merged["results"]) == len(RESULTS)
+    lion = [r for r in merged["results"] if r["impl"] == "optlib compiled" and r["family"] == "Lion"]
+    assert lion[0]["runs_ms"] == [3.0, 3.0, 3.0]                     # the later part wins
+    assert merged["meta"]["date"] == "2026-01-02 03:04 UTC / 2026-01-02 04:00 UTC"
+    assert "part 1: eager; part 2: compiled" == merged["meta"]["settings"]
+    assert "merged from 2 runs" in merged["meta"]["notes"][-1]
+    with pytest.raises(ValueError):
+        peers.merge([])
+
+
+def test_parse_shape():
+    assert peers.parse_shape("200x100x50") == (200, (100, 50))
+    for bad in ("200x100", "0x1x1", "axbxc"):
+        with pytest.raises(ValueError, match="COUNTxROWSxCOLS"):
+            peers.parse_shape(bad)
+
+
+def test_every_optlib_optimizer_is_timed():
+    import optlib
+
+    classes = {name for name in optlib.__all__ if isinstance(getattr(optlib, name), type)
+               and issubclass(getattr(optlib, name), optlib.Optimizer)}
+    timed = {name.split()[0] for name in peers.families()}
+    assert classes - timed == {"Optimizer", "MuonWithAdamW"}   # Muon and AdamW: timed alone
+
+
+def test_smoke_run_writes_a_report(tmp_path):
+    """One optimizer, tiny matrices, no compile: the whole path through main()."""
+    out, report = tmp_path / "part.json", tmp_path / "report.md"
+    assert peers.main(["--optimizers", "Adam", "--shapes", "3x8x6", "--repeats", "2",
+                       "--reps", "2", "--no-compile", "--json", str(out),
+                       "--report", str(report)]) == 0
+    record = json.loads(out.read_text())
+    impls = {r["impl"]: r for r in record["results"]}
+    assert {"optlib", "torch for-loop", "torch foreach", "torch fused"} <= set(impls)
+    assert "optlib compiled" not in impls
+    assert all(len(r["runs_ms"]) == 2 for r in impls.values())
+    assert impls["optlib"]["ops"] > 0 and impls["optlib"]["bytes_per_param"] > 0
+    assert impls["torch fused"]["ops"] is None                  # counted for eager steps only
+    text = report.read_text()
+    assert "| Adam | 3x8x6 | optlib |" in text and "torch 2." in text
+    merged = tmp_path / "merged.md"
+    assert peers.main(["--merge", str(out), str(out), "--report", str(merged)]) == 0
+    assert "merged from 2 runs" in merged.read_text()
