@@ -22,7 +22,7 @@ test: lint unit notebooks
 # ruff on the code; CITATION.cff against the Citation File Format's schema (vendored in
 # check-jsonschema, so no network).
 lint: install
-	$(BIN)/ruff check optlib tests benchmarks
+	$(BIN)/ruff check optlib tests benchmarks scripts _ext
 	$(BIN)/check-jsonschema --builtin-schema vendor.citation-file-format CITATION.cff
 
 unit: install

@@ -3,7 +3,7 @@ Networks", §3.3): train briefly while the learning rate grows geometrically, wa
 
 The loss first barely moves (lr too small), then falls quickly, then turns up and
 explodes (lr too large). A good learning rate sits on the fast-falling part.
-:func:`lr_range_test` runs the sweep on a copy of the training state and puts the model
+:func:`~optlib.lr_range_test` runs the sweep on a copy of the training state and puts the model
 and the optimizer back exactly as it found them.
 """
 
@@ -25,7 +25,7 @@ __all__ = ["LRRangeResult", "lr_range_test", "moving_average_delay", "steepest_l
 
 @dataclass
 class LRRangeResult:
-    """What :func:`lr_range_test` measured.
+    """What :func:`~optlib.lr_range_test` measured.
 
     ``lrs[i]``: the learning rate of step i; ``raw_losses[i]``: the minibatch loss computed
     just before that step (so it shows the effect of the steps before it);
@@ -145,7 +145,8 @@ def lr_range_test(model: torch.nn.Module, loss_fn: Callable, batches: Iterable,
     (state and every group's hyperparameters, lr included) and torch's CPU random state
     are exactly as before (bitwise). Works with any ``torch.optim.Optimizer``.
 
-    Returns an :class:`LRRangeResult`; ``suggested_lr`` follows :func:`steepest_lr`.
+    Returns an :class:`~optlib.lr_range.LRRangeResult`; ``suggested_lr`` follows
+    :func:`~optlib.lr_range.steepest_lr`.
     """
     if isinstance(start_lr, bool) or not isinstance(start_lr, numbers.Real) or not start_lr > 0:
         raise ValueError(f"start_lr must be positive, got {start_lr!r}")
