@@ -6,13 +6,7 @@ import math
 
 import pytest
 import torch
-from test_beyond_adam_common import (
-    assert_close,
-    gradient,
-    make_params,
-    one_thread,  # noqa: F401  (autouse fixture)
-    run_pair,
-)
+from pairs import assert_close, gradient, make_params, run_pair
 
 import optlib
 import optlib.quantized
@@ -379,17 +373,3 @@ def test_at_least_as_good_as_bitsandbytes_on_the_same_inputs():
     for make in (ours, theirs):
         p, _ = _run_with_one_bad_element(lambda ps, make=make: make(ps, lr=1e-2), float("nan"), steps=8, at=2)
         assert p.isnan().sum() == 1
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    (dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
-    (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
-    (dict(block_size=0), "Invalid block_size value: 0"),
-    (dict(block_size=True), "Invalid block_size value: True"),
-    (dict(block_size=2.5), "Invalid block_size value: 2.5"),
-    (dict(min_8bit_size=-1), "Invalid min_8bit_size value: -1"),
-])
-def test_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        optlib.Adam8bit(make_params(), **kwargs)

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_beyond_adam_common import (
-    SHAPES,
-    assert_close,
-    make_params,
-    one_thread,  # noqa: F401  (autouse fixture)
-    run_pair,
-)
+from catalogue import SHAPES
+from pairs import assert_close, make_params, run_pair
 
 import optlib
 
@@ -136,24 +131,3 @@ def test_lars_local_lr_golden_value(float64):
     expected = torch.tensor([3.0, 4.0]) - 2.0 * local * (torch.tensor([0.0, 2.0])
                                                          + 0.1 * torch.tensor([3.0, 4.0]))
     torch.testing.assert_close(p.detach(), expected, rtol=1e-15, atol=1e-15)
-
-
-@pytest.mark.parametrize("cls, kwargs, message", [
-    (optlib.LAMB, dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    (optlib.LAMB, dict(eps=-1.0), "Invalid epsilon value: -1.0"),
-    (optlib.LAMB, dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
-    (optlib.LAMB, dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
-    (optlib.LARS, dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    (optlib.LARS, dict(lr=0.1, momentum=-1.0), "Invalid momentum value: -1.0"),
-    (optlib.LARS, dict(lr=0.1, weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
-    (optlib.LARS, dict(lr=0.1, trust_coefficient=-1.0), "Invalid trust_coefficient value: -1.0"),
-    (optlib.LARS, dict(lr=0.1, eps=-1.0), "Invalid epsilon value: -1.0"),
-])
-def test_validation(cls, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        cls(make_params(), **kwargs)
-
-
-def test_lars_needs_a_learning_rate():
-    with pytest.raises(TypeError):
-        optlib.LARS(make_params())

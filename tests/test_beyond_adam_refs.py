@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_beyond_adam_common import (
-    assert_close,
-    make_params,
-    one_thread,  # noqa: F401  (autouse fixture)
-    run_pair,
-)
+from pairs import assert_close, make_params, run_pair
 
 import optlib
 
@@ -41,17 +36,6 @@ def test_lion_golden_value_and_memory():
     opt.step()
     assert p.item() == pytest.approx(0.99989, abs=1e-15)    # by hand: 1·(1 − ηλ) − η·sign(c)
     assert optlib.state_bytes(opt) == 8                       # one float64 moment
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    (dict(betas=(1.0, 0.99)), "Invalid beta parameter at index 0: 1.0"),
-    (dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
-    (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
-])
-def test_lion_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        optlib.Lion(make_params(), **kwargs)
 
 
 # ---- SophiaG ----------------------------------------------------------------------------
@@ -122,18 +106,7 @@ def test_sophia_before_any_hessian_is_sign_descent(float64):
     torch.testing.assert_close(p.detach(), -0.1 * torch.sign(p.grad))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    (dict(betas=(1.0, 0.99)), "Invalid beta parameter at index 0: 1.0"),
-    (dict(betas=(0.9, 1.5)), "Invalid beta parameter at index 1: 1.5"),
-    (dict(rho=-0.1), "Invalid rho parameter at index 1: -0.1"),
-    (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
-])
-def test_sophia_validation_matches_reference(kwargs, message):
-    sophia_opt = pytest.importorskip("sophia_opt")
-    for cls in (optlib.SophiaG, sophia_opt.SophiaG):
-        with pytest.raises(ValueError, match=message):
-            cls(make_params(), **kwargs)
+def test_sophia_refuses_a_batch_size_of_zero():
     with pytest.raises(ValueError, match="Invalid bs value: 0"):
         optlib.SophiaG(make_params()).step(bs=0)
 
@@ -280,18 +253,3 @@ def test_schedule_free_eval_train_round_trip(float64):
     assert not all(torch.equal(p, q) for p, q in zip(params, y, strict=True))
     opt.train()
     assert_close(params, y, rtol=1e-14, atol=1e-15)
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    (dict(betas=(0.0, 0.99)), "Invalid beta parameter at index 0: 0.0"),
-    (dict(betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
-    (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
-    (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
-    (dict(warmup_steps=-1), "Invalid warmup_steps value: -1"),
-    (dict(r=-1.0), "Invalid r value: -1.0"),
-    (dict(weight_lr_power=-1.0), "Invalid weight_lr_power value: -1.0"),
-])
-def test_schedule_free_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        optlib.AdamWScheduleFree(make_params(), **kwargs)

@@ -6,14 +6,8 @@ import copy
 
 import pytest
 import torch
-from test_beyond_adam_common import (
-    MATRICES,
-    SHAPES,
-    assert_close,
-    make_params,
-    one_thread,  # noqa: F401  (autouse fixture)
-    run_pair,
-)
+from catalogue import MATRICES, SHAPES
+from pairs import assert_close, make_params, run_pair
 
 import optlib
 
@@ -62,20 +56,6 @@ def test_state_dict_loads_into_torch(ours, theirs, shapes, float64):
     assert_close(a, b, rtol=1e-13, atol=1e-15)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=-1.0), "Learning rate should be >= 0 but is: -1.0"),
-    (dict(beta2_decay=0.5), "beta2_decay should be <= 0 but is: 0.5"),
-    (dict(eps=(-1.0, 1e-3)), "epsilon1 should be >= 0 but is: -1.0"),
-    (dict(eps=(None, -1.0)), "epsilon2 should be >= 0 but is: -1.0"),
-    (dict(d=0.5), "Clipping threshold d should be >= 1 but is: 0.5"),
-    (dict(weight_decay=-0.1), "weight_decay should be >= 0 but is: -0.1"),
-])
-def test_adafactor_validation_matches_torch(kwargs, message):
-    for cls in (optlib.Adafactor, torch.optim.Adafactor):
-        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-            cls(make_params(), **kwargs)
-
-
 def test_adafactor_state_is_factored():
     p = torch.nn.Parameter(torch.randn(30, 40))
     opt = optlib.Adafactor([p])
@@ -116,8 +96,6 @@ def test_tensor_lr_like_torch(float64):
                               lambda ps, cls=theirs: cls(ps, lr=torch.tensor(0.01)),
                               steps=5, shapes=shapes)
         assert_close(a, b, rtol=1e-13, atol=1e-15)
-        with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
-            ours(make_params(shapes), lr=torch.tensor([0.1, 0.2]))
 
 
 def test_newton_schulz_orthogonalises():
@@ -126,18 +104,6 @@ def test_newton_schulz_orthogonalises():
     s = torch.linalg.svdvals(o)
     assert 0.6 < s.min() and s.max() < 1.3                 # all singular values near 1
     assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 2
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=-1.0), "Learning rate should be >= 0 but is: -1.0"),
-    (dict(momentum=-0.5), "momentum should be >= 0 but is: -0.5"),
-    (dict(weight_decay=-0.1), "weight decay should be >= 0 but is: -0.1"),
-    (dict(adjust_lr_fn="bogus"), "Adjust learning rate function bogus is not supported"),
-])
-def test_muon_validation_matches_torch(kwargs, message):
-    for cls in (optlib.Muon, torch.optim.Muon):
-        with pytest.raises(ValueError, match=message):
-            cls(make_params(MATRICES), **kwargs)
 
 
 def test_muon_refuses_non_matrices_and_points_to_adamw():

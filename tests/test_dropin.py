@@ -1,8 +1,9 @@
 """optlib as a drop-in for torch.optim: loading checkpoints, sparse gradients, refused calls
 that change nothing, copies, modes, non-finite gradients and argument checks.
 
-(The optim_db-driven contract, every keyword of torch's constructors and what the
-implementation flags do, is in test_dropin_contract.py.)
+(What every optimizer does with sparse and non-finite gradients and bad hyperparameters is in
+test_contract.py; the optim_db-driven checks, every keyword of torch's constructors and
+what the implementation flags do, in test_dropin_contract.py.)
 """
 
 from __future__ import annotations
@@ -15,24 +16,9 @@ import numpy as np
 import pytest
 import torch
 from catalogue import ENTRIES, MATRICES, SHAPES, TORCH_FAMILY
-from torch_twins import make_params
+from pairs import assert_unchanged, make_params, snapshot
 
 import optlib
-
-
-def snapshot(opt, params):
-    """Everything a refused call must leave as it was: parameters, state, groups."""
-    return ([p.detach().clone() for p in params], copy.deepcopy(opt.state_dict()),
-            [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups],
-            [len(g["params"]) for g in opt.param_groups])
-
-
-def assert_unchanged(before, opt, params):
-    weights, state, groups, sizes = before
-    assert all(torch.equal(p, w) for p, w in zip(params, weights, strict=True))
-    assert str(opt.state_dict()) == str(state)
-    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == groups
-    assert [len(g["params"]) for g in opt.param_groups] == sizes
 
 
 def train(opt, params, steps, seed=0):
@@ -209,20 +195,6 @@ def test_sparse_gradients_with_weight_decay_are_refused_and_nothing_changes(name
         getattr(torch.optim, name)(model.parameters(), lr=0.1, weight_decay=0.1).step()
 
 
-@pytest.mark.parametrize("name", [n for n, e in ENTRIES.items() if not e.sparse])
-def test_sparse_gradients_are_refused_elsewhere_and_nothing_changes(name):
-    entry = ENTRIES[name]
-    params = make_params(entry.shapes)
-    opt = entry.make(params)
-    for p in params:
-        p.grad = torch.ones_like(p)
-    params[0].grad = params[0].grad.to_sparse()
-    before = snapshot(opt, params)
-    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
-        opt.step()
-    assert_unchanged(before, opt, params)
-
-
 def test_sparse_gradients_of_complex_parameters_are_refused():
     p = torch.nn.Parameter(torch.randn(4, 2, dtype=torch.complex128))
     p.grad = torch.ones_like(p).to_sparse()
@@ -390,77 +362,7 @@ def test_schedule_free_step_checks_every_group():
         opt.step()
 
 
-# ---- 15: non-finite gradients --------------------------------------------------------------
-
-def _with_bad_gradient(name, bad, steps=3):
-    entry = ENTRIES[name]
-    params = make_params(entry.shapes)
-    opt = entry.make(params)
-    train(opt, params, 2)
-    before = [p.detach().clone() for p in params]
-    for p in params:
-        p.grad = torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(9))
-    params[0].grad.view(-1)[1] = bad
-    opt.step()
-    return before, params
-
-
-#: What a (NaN, infinite) gradient entry does to its own coordinate, beyond torch.optim
-#: (decided per optimizer, written in each docstring): "nan" it becomes NaN; "bounded" it
-#: moves by at most one lr (sign steps; a NaN freezes a Lion coordinate); "raises" the
-#: step raises (Shampoo: the eigendecomposition of a non-finite statistic fails).
-NON_FINITE = {"Lion": ("bounded", "bounded"), "SophiaG": ("nan", "bounded"),
-              "LAMB": ("nan", "nan"), "LARS": ("nan", "nan"),
-              "AdamWScheduleFree": ("nan", "nan"), "MuonWithAdamW": ("nan", "nan"),
-              "SOAP": ("nan", "nan"), "Shampoo": ("raises", "raises")}
-
-
-@pytest.mark.parametrize("bad", [math.nan, math.inf])
-@pytest.mark.parametrize("name", list(NON_FINITE))
-def test_a_non_finite_gradient_never_amplifies_a_step(name, bad):
-    """No finite coordinate of the tensor moves much more than the most any moves with a
-    finite gradient in the bad one's place, and the other tensors are not affected.
-    (Adam8bit: see its own tests.)"""
-    decision = NON_FINITE[name][math.isinf(bad)]
-    if decision == "raises":
-        with pytest.raises(torch.linalg.LinAlgError):
-            _with_bad_gradient(name, bad)
-        return
-    before, params = _with_bad_gradient(name, bad)
-    _, finite = _with_bad_gradient(name, 1.0)
-    x, x_ok, start = params[0].view(-1), finite[0].view(-1), before[0].view(-1)
-    if decision == "nan":
-        assert not torch.isfinite(x[1])                   # the fault shows where it happened
-    else:
-        assert torch.isfinite(x[1]) and (x[1] - start[1]).abs() <= ENTRIES[name].kwargs["lr"]
-    ok = torch.isfinite(x)
-    if ok.any():
-        assert (x - start)[ok].abs().max() <= 2 * (x_ok - start).abs().max()
-    for p, q in zip(params[1:], finite[1:], strict=True):
-        torch.testing.assert_close(p, q, rtol=0, atol=0)
-
-
-def test_every_optimizer_beyond_torch_has_a_non_finite_decision():
-    assert set(NON_FINITE) | {"Adam8bit"} == {n for n, e in ENTRIES.items() if not e.torch_name}
-
-
-@pytest.mark.parametrize("name", TORCH_FAMILY)
-def test_non_finite_gradients_behave_as_in_torch(name, float64):
-    entry = ENTRIES[name]
-    runs = []
-    for make in (entry.make, entry.make_reference):
-        params = make_params(entry.shapes)
-        opt = make(params)
-        for step in range(3):
-            for p in params:
-                p.grad = torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(step))
-            params[0].grad.view(-1)[0] = (math.nan, math.inf, 1.0)[step]
-            params[1].grad.view(-1)[-1] = -math.inf if step == 1 else 0.5
-            opt.step()
-        runs.append(params)
-    for x, y in zip(*runs, strict=True):
-        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14, equal_nan=True)
-
+# ---- 15: non-finite gradients (the rule for every optimizer: test_contract.py) ----------------
 
 def test_lion_nan_freezes_its_coordinate_as_documented():
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
@@ -482,18 +384,6 @@ def test_lamb_finite_coordinates_take_no_larger_step_when_the_update_holds_a_nan
 
 
 # ---- 16: argument checks ---------------------------------------------------------------------
-
-@pytest.mark.parametrize("betas", [(0.9,), "ab", (None, 0.999), (0.9, 0.999, 0.5), 0.9])
-def test_schedule_free_malformed_betas(betas):
-    with pytest.raises(ValueError, match="betas"):
-        optlib.AdamWScheduleFree(make_params(), betas=betas)
-
-
-@pytest.mark.parametrize("eps", [1e-3, (1e-30,), None])
-def test_adafactor_eps_must_be_a_pair(eps):
-    with pytest.raises(ValueError, match="Invalid eps"):
-        optlib.Adafactor(make_params(), eps=eps)
-
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: optlib.schedules.exponential(math.inf), "gamma must be finite"),

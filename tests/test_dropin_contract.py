@@ -16,8 +16,8 @@ import inspect
 import pytest
 import torch
 from catalogue import ENTRIES, TORCH_FAMILY, optim_info
+from pairs import gradient, make_params, run_pair
 from torch.testing._internal.common_optimizers import OptimizerErrorEnum
-from torch_twins import gradient, make_params, run_twins
 
 STEPS = 12
 
@@ -49,7 +49,7 @@ def assert_same(a, b, rtol=1e-12, atol=1e-14):
 
 
 def train(opt, params, steps, start=0, seed=1):
-    """``steps`` steps on torch_twins' varied gradients (some missing, some zero)."""
+    """``steps`` steps on pairs.gradient's varied gradients (some missing, some zero)."""
     gen = torch.Generator().manual_seed(seed + start)
     for step in range(start, start + steps):
         for i, p in enumerate(params):
@@ -62,7 +62,7 @@ def train(opt, params, steps, start=0, seed=1):
 @pytest.mark.parametrize(("name", "index"), CONFIGS)
 def test_every_optim_db_configuration_gives_torchs_numbers(name, index, float64):
     entry = ENTRIES[name]
-    a, b, ours, theirs = run_twins(lambda ps: entry.cls(ps, **config_kwargs(name, index)),
+    a, b, ours, theirs = run_pair(lambda ps: entry.cls(ps, **config_kwargs(name, index)),
                                    lambda ps: entry.reference(ps, **config_kwargs(name, index)),
                                    steps=STEPS, shapes=entry.shapes)
     assert_same(a, b)

@@ -1,20 +1,15 @@
 """Shampoo and SOAP: float64 parity with pytorch-optimizer, the papers' equations by hand for
-a few steps, heavyball's SOAP nearby, and the contract every optlib optimizer keeps."""
+a few steps, heavyball's SOAP nearby. (The contract every optimizer keeps, resume, groups,
+dtypes, bad hyperparameters, is in test_contract.py.)"""
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import pytest
 import torch
-import torch_twins as twins
-from test_beyond_adam_common import (
-    assert_close,
-    drive,
-    make_params,
-    one_thread,  # noqa: F401  (autouse fixture)
-)
+from catalogue import ENTRIES
+from pairs import assert_close, drive, make_params, run_pair
 
 import optlib
 
@@ -23,12 +18,11 @@ TENSORS = ((4, 5), (6, 3), (2, 3, 4))
 #: Every kind SOAP handles: a vector (Adam, or a full factor with precondition_1d), a
 #: scalar, a tall matrix, a tensor of order 3.
 SOAP_SHAPES = ((4, 5), (6,), (2, 3, 4), (7, 3), ())
-NEVER = -1     # torch_twins: the index of the tensor that misses its gradient now and then
+NEVER = -1     # pairs.gradient: the index of the tensor that misses its gradient now and then
 
 
 def run(make_ours, make_theirs, shapes, steps=25, no_grad=NEVER, seed=0):
-    return twins.run_twins(make_ours, make_theirs, steps, shapes, torch.float64, seed,
-                           no_grad=no_grad)
+    return run_pair(make_ours, make_theirs, steps, shapes, torch.float64, seed, no_grad=no_grad)
 
 
 def displacement(a, start):
@@ -308,147 +302,6 @@ def test_heavyball_soap_is_a_nearby_variant(float64, monkeypatch):
         assert 1e-6 < gap < 0.25
 
 
-# ---- the contract ---------------------------------------------------------------------------
-
-FACTORIES = {
-    "Shampoo": lambda ps: optlib.Shampoo(ps, lr=1e-2, momentum=0.9, weight_decay=1e-3,
-                                         precondition_frequency=3),
-    "Shampoo sgd graft": lambda ps: optlib.Shampoo(ps, lr=1e-2, graft="sgd"),
-    "SOAP": lambda ps: optlib.SOAP(ps, lr=1e-2, precondition_frequency=3, precondition_1d=True),
-}
-SHAPES = ((4, 5), (6,), (2, 3, 4), ())
-
-
-@pytest.mark.parametrize("name", FACTORIES)
-def test_state_dict_resume_is_bit_exact(name):
-    make = FACTORIES[name]
-    a = make_params(SHAPES)
-    opt = make(a)
-    drive(opt, a, 7, seed=1)
-    b = [torch.nn.Parameter(x.detach().clone()) for x in a]
-    resumed = make(b)
-    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
-    drive(opt, a, 8, seed=2)
-    drive(resumed, b, 8, seed=2)
-    for x, y in zip(a, b, strict=True):
-        assert torch.equal(x, y)
-
-
-@pytest.mark.parametrize("cls", [optlib.Shampoo, optlib.SOAP])
-def test_param_groups_equal_separate_optimizers(cls, float64):
-    options = ([dict(lr=0.05, weight_decay=0.1, precondition_frequency=2),
-                dict(lr=0.01, precondition_frequency=1)] if cls is optlib.Shampoo else
-               [dict(lr=0.05, betas=(0.9, 0.99), precondition_frequency=2),
-                dict(lr=0.01, weight_decay=0.0, precondition_frequency=1)])
-    shapes = ((4, 5), (3,), (2, 3, 4))
-    a = make_params(shapes)
-    together = cls([dict(params=a[:2], **options[0]), dict(params=a[2:], **options[1])])
-    b = make_params(shapes)
-    apart = [cls(b[:2], **options[0]), cls(b[2:], **options[1])]
-    gen = torch.Generator().manual_seed(4)
-    for _ in range(8):
-        for x, y in zip(a, b, strict=True):
-            g = torch.randn(x.shape, generator=gen)
-            x.grad, y.grad = g.clone(), g.clone()
-        together.step()
-        for opt in apart:
-            opt.step()
-    for x, y in zip(a, b, strict=True):
-        assert torch.equal(x, y)
-
-
-@pytest.mark.parametrize("name", FACTORIES)
-def test_parameters_without_grad_are_skipped(name):
-    a = make_params(SHAPES)
-    opt = FACTORIES[name](a)
-    before = a[0].detach().clone()
-    for x in a[1:]:
-        x.grad = torch.ones_like(x)
-    opt.step()
-    opt.step()
-    assert torch.equal(a[0], before) and len(opt.state.get(a[0], {})) == 0
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("name", FACTORIES)
-def test_low_precision_runs_and_keeps_dtype(name, dtype):
-    a = make_params(SHAPES, dtype=dtype)
-    opt = FACTORIES[name](a)
-    drive(opt, a, 7, seed=3)
-    for x in a:
-        assert x.dtype == dtype and torch.isfinite(x).all()
-    for st in opt.state.values():
-        for value in st.values():
-            for t in value if isinstance(value, list) else [value]:
-                assert t is None or t.dim() == 0 or t.dtype == dtype
-
-
-@pytest.mark.parametrize("name", FACTORIES)
-def test_float32_follows_float64(name):
-    """The same run in float32 stays near the float64 one (decompositions in float32).
-    Not for a vector with precondition_1d: its factor, a sum of fewer outer products than
-    its size, is singular, and any basis of the null space is an eigenbasis, so the two
-    precisions pick different ones and Adam's per-direction steps there differ."""
-    make = FACTORIES[name]
-    if name == "SOAP":
-        def make(ps):
-            return optlib.SOAP(ps, lr=1e-2, precondition_frequency=3)
-    a64 = make_params(SHAPES)
-    a32 = [torch.nn.Parameter(x.detach().float()) for x in a64]
-    start = [x.detach().clone() for x in a64]
-    opts = [make(a64), make(a32)]
-    gen = torch.Generator().manual_seed(3)
-    for _ in range(10):
-        for x, y in zip(a64, a32, strict=True):
-            g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
-            x.grad, y.grad = g, g.float()
-        for opt in opts:
-            opt.step()
-    for x, y, z in zip(a64, a32, start, strict=True):
-        assert (y.double() - x).norm() <= 1e-4 * (x - z).norm()
-
-
-def test_tensor_lr(float64):
-    a, b = make_params(((4, 5),)), make_params(((4, 5),))
-    for cls in (optlib.Shampoo, optlib.SOAP):
-        x, y = cls(a, lr=torch.tensor(0.01)), cls(b, lr=0.01)
-        drive(x, a, 4, seed=0)
-        drive(y, b, 4, seed=0)
-        assert torch.equal(a[0], b[0])
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    (dict(momentum=-0.1), "Invalid momentum value: -0.1"),
-    (dict(momentum=1.0), "Invalid momentum value: 1.0"),
-    (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
-    (dict(precondition_frequency=0), "Invalid precondition_frequency value: 0"),
-    (dict(precondition_frequency=2.5), "Invalid precondition_frequency value: 2.5"),
-    (dict(eps=0.0), r"Invalid epsilon value: 0.0 \(Shampoo's factors start at eps \* I"),
-    (dict(graft="adagrad"), "Invalid graft value: 'adagrad' \\(expected 'adam', 'sgd' or None\\)"),
-    (dict(graft_beta2=1.0), "Invalid graft_beta2 value: 1.0"),
-    (dict(graft_eps=-1.0), "Invalid graft_eps value: -1.0"),
-])
-def test_shampoo_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        optlib.Shampoo(make_params(), **kwargs)
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    (dict(betas=(1.0, 0.95)), "Invalid beta parameter at index 0: 1.0"),
-    (dict(betas=(0.95, -0.1)), "Invalid beta parameter at index 1: -0.1"),
-    (dict(shampoo_beta=1.0), "Invalid shampoo_beta value: 1.0"),
-    (dict(eps=-1.0), "Invalid epsilon value: -1.0"),
-    (dict(weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
-    (dict(precondition_frequency=0), "Invalid precondition_frequency value: 0"),
-    (dict(max_precond_dim=0), "Invalid max_precond_dim value: 0"),
-])
-def test_soap_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        optlib.SOAP(make_params(), **kwargs)
-
-
 def test_defaults_are_the_documented_ones():
     shampoo = optlib.Shampoo(make_params()).defaults
     assert {k: shampoo[k] for k in ("lr", "momentum", "weight_decay", "precondition_frequency",
@@ -484,7 +337,12 @@ def test_compile_gives_the_eager_numbers(name):
     """Both rules choose per tensor, in Python, when to refresh their roots or basis: they
     do not trace into one graph, and optlib.compile falls back to the eager rule after one
     warning. Either way the numbers are the eager ones."""
-    make = FACTORIES[name]
+    entry = ENTRIES[name]
+    variant = next(iter(entry.variants.values()))
+
+    def make(params):
+        return entry.make(params, **variant)
+
     shapes = ((4, 5), (3,))
     compiled, eager = optlib.compile(make(make_params(shapes))), make(make_params(shapes))
     gen = torch.Generator().manual_seed(1)
