@@ -1,10 +1,22 @@
-"""The book's helpers: toy surfaces, data, tiny models, a training loop, plots, checkers.
+"""The book's helpers, one module per concept.
+
+* :mod:`~optlib.book.train`: the training loop ``fit`` and its ``History``;
+* :mod:`~optlib.book.data`: data sets and tasks; :mod:`~optlib.book.models`: the models;
+* :mod:`~optlib.book.compare`: one side-by-side runner (a rule beside torch);
+* :mod:`~optlib.book.inspect`: looking inside optimizers and training;
+* :mod:`~optlib.book.noise`, :mod:`~optlib.book.rates`, :mod:`~optlib.book.surfaces`:
+  gradient noise, momentum on quadratics, toy surfaces;
+* :mod:`~optlib.book.sweeps`, :mod:`~optlib.book.optimizers`: hyperparameter sweeps and
+  the table of optimizers the chapters compare;
+* :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`, :mod:`~optlib.book.checkers`.
 
 A chapter starts with::
 
     import optlib
-    from optlib import book
+    import optlib.book as book
     device = book.setup(seed=0)
+
+and calls ``book.<module>.<function>``.
 
 The core library (``optlib.*``) never imports this package; it needs the ``book`` extras
 (matplotlib, scikit-learn, tqdm).
@@ -17,7 +29,24 @@ import random
 import numpy as np
 import torch
 
-from . import checkers, data, models, numerics, plots, preconditioning, progress, report, surfaces, train  # noqa: F401
+from . import (  # noqa: F401
+    checkers,
+    compare,
+    data,
+    inspect,
+    models,
+    noise,
+    numerics,
+    optimizers,
+    plots,
+    preconditioning,
+    progress,
+    rates,
+    report,
+    surfaces,
+    sweeps,
+    train,
+)
 
 
 def setup(seed: int = 0, threads: int = 1) -> torch.device:
@@ -87,5 +116,6 @@ def _semicolons_silence_under_nbval() -> None:
     shell._optlib_semicolon_hook = True
 
 
-__all__ = ["setup", "checkers", "data", "models", "numerics", "plots", "preconditioning", "progress",
-           "report", "surfaces", "train"]
+__all__ = ["setup", "checkers", "compare", "data", "inspect", "models", "noise", "numerics",
+           "optimizers", "plots", "preconditioning", "progress", "rates", "report", "surfaces",
+           "sweeps", "train"]

@@ -4,7 +4,10 @@
 * :func:`regression`: a linear model with Gaussian noise and a chosen conditioning;
 * :func:`sparse_classification`: rare binary features that carry the signal (AdaGrad's home);
 * :func:`text` and :class:`CharDataset`: a character corpus shipped in ``optlib/book/data``;
-* :func:`batches`: an endless, deterministic minibatch iterator.
+* :func:`batches`: an endless, deterministic minibatch iterator;
+* :class:`LMTask` and :class:`DigitsTask`: a fixed batch per step (``batch(t)``), so a
+  run restarted from a checkpoint sees the batches it would have seen;
+* :func:`noisy_labels` and :func:`with_outliers`: faults put into data on purpose.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import functools
 import math
 from collections import namedtuple
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import resources
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 Split = namedtuple("Split", ["x_train", "y_train", "x_test", "y_test"])
 Split.__doc__ = "Train and test tensors: ``x_train, y_train, x_test, y_test``."
@@ -210,3 +214,121 @@ def batches(x: Tensor, y: Tensor, batch_size: int, *, seed: int = 0,
             else:
                 idx = order[start:start + batch_size]
                 yield x[idx], y[idx]
+
+
+class LMTask:
+    """Next-character prediction on the book's corpus with a fixed batch per step.
+
+    ``batch(t)`` is the training batch of step ``t`` (the same for every run with the same
+    ``seed``); ``val_loss(model)`` is the mean loss on ``val_batches`` fixed held-out batches,
+    the same whatever ``seed`` (which only reorders the training data).
+    """
+
+    def __init__(self, block_size: int = 32, batch_size: int = 16, seed: int = 0,
+                 val_batches: int = 8):
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.data = CharDataset(text(), block_size=block_size)
+        self.vocab_size = self.data.vocab_size
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed = seed
+        g = torch.Generator().manual_seed(10_000)
+        self._val = [self.data.batch(batch_size, "val", generator=g) for _ in range(val_batches)]
+
+    def batch(self, t: int) -> tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed(1_000_003 * (self.seed + 1) + t)
+        return self.data.batch(self.batch_size, "train", generator=g)
+
+    @staticmethod
+    def loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    @torch.no_grad()
+    def val_loss(self, model: nn.Module) -> float:
+        was_training = model.training
+        model.eval()
+        value = sum(self.loss(model, x, y).item() for x, y in self._val) / len(self._val)
+        model.train(was_training)
+        return value
+
+
+class DigitsTask:
+    """Classification of scikit-learn's 8×8 digits with the same interface as :class:`LMTask`:
+    ``batch(t)`` is a fixed random minibatch per step (the whole training set when
+    ``batch_size`` is at least its size), ``val_loss`` the loss on the held-out quarter,
+    ``train_loss`` the loss on the whole training set. ``seed`` orders the minibatches;
+    ``split_seed`` chooses the train/test split."""
+
+    def __init__(self, batch_size: int = 32, seed: int = 0, flat: bool = True,
+                 split_seed: int = 0):
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.split = digits(seed=split_seed, flat=flat)
+        self.n_train = len(self.split.x_train)
+        self.batch_size = min(batch_size, self.n_train)
+        self.seed = seed
+
+    def batch(self, t: int) -> tuple[Tensor, Tensor]:
+        x, y = self.split.x_train, self.split.y_train
+        if self.batch_size == self.n_train:
+            return x, y
+        g = torch.Generator().manual_seed(1_000_003 * (self.seed + 1) + t)
+        idx = torch.randperm(self.n_train, generator=g)[:self.batch_size]
+        return x[idx], y[idx]
+
+    loss = staticmethod(LMTask.loss)
+
+    @torch.no_grad()
+    def val_loss(self, model: nn.Module) -> float:
+        return self.loss(model, self.split.x_test, self.split.y_test).item()
+
+    @torch.no_grad()
+    def train_loss(self, model: nn.Module) -> float:
+        return self.loss(model, self.split.x_train, self.split.y_train).item()
+
+    @torch.no_grad()
+    def accuracy(self, model: nn.Module) -> float:
+        return (model(self.split.x_test).argmax(-1) == self.split.y_test).float().mean().item()
+
+
+def noisy_labels(y: Tensor, fraction: float, num_classes: int = 10, seed: int = 0) -> Tensor:
+    """A copy of ``y`` in which a random ``fraction`` of the entries is replaced by a label
+    drawn uniformly from ``num_classes`` (so about ``fraction·(1 − 1/num_classes)`` end up
+    wrong): training labels that a network can memorize but should not.
+
+    Args:
+        y: integer labels.
+        fraction: the fraction of entries redrawn, in [0, 1].
+        num_classes: the number of classes.
+        seed: the seed of the draw.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    flip = torch.rand(len(y), generator=g) < fraction
+    return torch.where(flip, torch.randint(0, num_classes, (len(y),), generator=g).to(y), y)
+
+
+def with_outliers(batches: Iterable, every: int, scale: float,
+                  num_classes: int | None = None) -> Iterator:
+    """Pass batches through, but corrupt every ``every``-th one (steps ``every``,
+    ``2*every``, ... counting from 1): its inputs are multiplied by ``scale`` and, when
+    ``num_classes`` is given, its labels are shifted to the next class. A stand-in for a
+    broken batch (unnormalized images with misaligned labels) whose gradient is enormous.
+
+    Args:
+        batches: an iterator of ``(x, y)``.
+        every: the period of the corrupted batches.
+        scale: the factor of a corrupted batch's inputs.
+        num_classes: shift a corrupted batch's labels by one class modulo this.
+    """
+    if not (isinstance(every, int) and every >= 1):
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+    for step, (x, y) in enumerate(batches, start=1):
+        if step % every == 0:
+            x = x * scale
+            if num_classes is not None:
+                y = (y + 1) % num_classes
+        yield x, y

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +21,53 @@ def _seeded(seed: int | None):
         yield
 
 
-def mlp(sizes=(64, 128, 10), activation=nn.ReLU, seed: int | None = None) -> nn.Sequential:
-    """Linear layers of the given widths with ``activation()`` between them (none after the last)."""
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def mlp(sizes=(64, 128, 10), activation=nn.ReLU, seed: int | None = None, *,
+        layernorm: bool = False, init_scale: float | None = None,
+        dtype: torch.dtype | None = None) -> nn.Sequential:
+    """Linear layers of the given widths with ``activation()`` between them (none after the last).
+
+    Args:
+        sizes: the widths, input first (at least two).
+        activation: a module class or a name in :data:`ACTIVATIONS`.
+        seed: initialize with this seed without touching the global random stream
+            (``None``: draw from it).
+        layernorm: hidden layers are Linear → LayerNorm → activation.
+        init_scale: redraw the hidden weights from N(0, init_scale² / fan_in) with biases 0
+            and the read-out from N(0, 1 / fan_in) (1 is LeCun's initialization, √2 with
+            ReLU He et al.'s); ``None`` keeps torch's default initialization.
+        dtype: the parameters' dtype (float64 keeps gradients of 1e-30 measurable).
+    """
     sizes = tuple(sizes)
     if len(sizes) < 2 or any(not (isinstance(s, int) and s >= 1) for s in sizes):
         raise ValueError(f"sizes must be at least two positive integers, got {sizes!r}")
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        activation = ACTIVATIONS[activation]
+    if init_scale is not None and not init_scale > 0:
+        raise ValueError(f"init_scale must be positive, got {init_scale}")
     layers: list[nn.Module] = []
     with _seeded(seed):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
+                if layernorm:
+                    layers.append(nn.LayerNorm(b))
                 layers.append(activation())
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    if init_scale is not None:
+        generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        linears = [m for m in model if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for i, layer in enumerate(linears):
+                scale = 1.0 if i == len(linears) - 1 else init_scale
+                layer.weight.normal_(0.0, scale / math.sqrt(layer.in_features),
+                                     generator=generator)
+                layer.bias.zero_()
+    return model if dtype is None else model.to(dtype)
 
 
 def small_cnn(num_classes: int = 10, width: int = 16, seed: int | None = None) -> nn.Sequential:
@@ -108,3 +144,20 @@ class TinyTransformer(nn.Module):
             nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
             idx = torch.cat([idx, nxt], dim=1)
         return idx
+
+
+def tiny_transformer(vocab_size: int, block_size: int = 32, d_model: int = 64,
+                     n_layers: int = 2, n_heads: int = 4, seed: int | None = 0) -> TinyTransformer:
+    """The book's tiny transformer (chapters 6, 7, 9): a :class:`TinyTransformer` with the
+    sizes used there, initialized with ``seed``.
+
+    Args:
+        vocab_size: the number of tokens (``LMTask.vocab_size``).
+        block_size: the longest sequence.
+        d_model: the width.
+        n_layers: the number of blocks.
+        n_heads: attention heads per block.
+        seed: the initialization's seed.
+    """
+    return TinyTransformer(vocab_size, block_size=block_size, d_model=d_model,
+                           n_layers=n_layers, n_heads=n_heads, seed=seed)

@@ -150,3 +150,17 @@ def heatmap(values, xticklabels: Sequence, yticklabels: Sequence, ax=None,
     if colorbar:
         ax.figure.colorbar(image, ax=ax)
     return ax
+
+
+def smooth(values, k: int = 25) -> np.ndarray:
+    """Moving average over windows of ``k`` consecutive values (only full windows, so
+    ``len(values) - k + 1`` values; entry ``i`` ends at value ``i + k - 1``).
+
+    Args:
+        values: a sequence of numbers.
+        k: the window.
+    """
+    if not (isinstance(k, int) and k >= 1):
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    x = np.asarray(values, dtype=float)
+    return np.convolve(x, np.ones(k) / k, mode="valid")

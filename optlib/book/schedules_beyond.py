@@ -1,17 +1,7 @@
-"""Helpers for chapters 6 (beyond Adam) and 7 (learning-rate schedules).
-
-The experiments there train a tiny character-level transformer many times with different
-optimizers and schedules, branch runs from checkpoints (warmup-stable-decay), and look
-inside Adam's state (the noise of the second moment in the first steps). This module
-holds the loop that does that, small enough to read:
-
-* :class:`LMTask` draws the batch of step ``t`` from its own seeded generator, so a run
-  restarted from a checkpoint at step ``t`` sees exactly the batches it would have seen;
-* :func:`run` trains ``steps`` steps with ``lr = base_lr * schedule(t)`` at step ``t``
-  (what ``LambdaLR`` does), records the loss, the lr and the size of every update, and
-  can start from a :class:`Checkpoint`;
-* :func:`second_moment_noise` measures how far Adam's bias-corrected ``v`` is from the
-  true mean squared gradient after ``t`` minibatches, at fixed weights.
+"""Deprecated: the helpers of chapters 6, 7 and 9, kept while those chapters move to the
+concept modules of ``optlib.book`` (``train``, ``data``, ``inspect``, ``noise``,
+``sweeps``). New code imports from those modules; this module re-exports them, plus the
+step-indexed loop :func:`run` that those chapters still use.
 """
 
 from __future__ import annotations
@@ -21,103 +11,19 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import optlib
 
-from .data import CharDataset, digits, text
+from .data import DigitsTask, LMTask  # noqa: F401
+from .inspect import adafactor_update_rms, matrix_params, trust_ratios  # noqa: F401
+from .noise import second_moment_noise  # noqa: F401
+from .sweeps import steps_to  # noqa: F401
+from .train import Checkpoint
 
 __all__ = ["LMTask", "DigitsTask", "Checkpoint", "Run", "run", "second_moment_noise",
            "matrix_params", "adafactor_update_rms", "trust_ratios", "steps_to"]
-
-
-class LMTask:
-    """Next-character prediction on the book's corpus with a fixed batch per step.
-
-    ``batch(t)`` is the training batch of step ``t`` (the same for every run with the same
-    ``seed``); ``val_loss(model)`` is the mean loss on ``val_batches`` fixed held-out batches,
-    the same whatever ``seed`` (which only reorders the training data).
-    """
-
-    def __init__(self, block_size: int = 32, batch_size: int = 16, seed: int = 0,
-                 val_batches: int = 8):
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.data = CharDataset(text(), block_size=block_size)
-        self.vocab_size = self.data.vocab_size
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.seed = seed
-        g = torch.Generator().manual_seed(10_000)
-        self._val = [self.data.batch(batch_size, "val", generator=g) for _ in range(val_batches)]
-
-    def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(1_000_003 * (self.seed + 1) + t)
-        return self.data.batch(self.batch_size, "train", generator=g)
-
-    @staticmethod
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = model(x)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-
-    @torch.no_grad()
-    def val_loss(self, model: nn.Module) -> float:
-        was_training = model.training
-        model.eval()
-        value = sum(self.loss(model, x, y).item() for x, y in self._val) / len(self._val)
-        model.train(was_training)
-        return value
-
-
-class DigitsTask:
-    """Classification of scikit-learn's 8×8 digits with the same interface as :class:`LMTask`:
-    ``batch(t)`` is a fixed random minibatch per step (the whole training set when
-    ``batch_size`` is at least its size), ``val_loss`` the loss on the held-out quarter,
-    ``train_loss`` the loss on the whole training set. ``seed`` orders the minibatches;
-    ``split_seed`` chooses the train/test split."""
-
-    def __init__(self, batch_size: int = 32, seed: int = 0, flat: bool = True,
-                 split_seed: int = 0):
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.split = digits(seed=split_seed, flat=flat)
-        self.n_train = len(self.split.x_train)
-        self.batch_size = min(batch_size, self.n_train)
-        self.seed = seed
-
-    def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.split.x_train, self.split.y_train
-        if self.batch_size == self.n_train:
-            return x, y
-        g = torch.Generator().manual_seed(1_000_003 * (self.seed + 1) + t)
-        idx = torch.randperm(self.n_train, generator=g)[:self.batch_size]
-        return x[idx], y[idx]
-
-    loss = staticmethod(LMTask.loss)
-
-    @torch.no_grad()
-    def val_loss(self, model: nn.Module) -> float:
-        return self.loss(model, self.split.x_test, self.split.y_test).item()
-
-    @torch.no_grad()
-    def train_loss(self, model: nn.Module) -> float:
-        return self.loss(model, self.split.x_train, self.split.y_train).item()
-
-    @torch.no_grad()
-    def accuracy(self, model: nn.Module) -> float:
-        return (model(self.split.x_test).argmax(-1) == self.split.y_test).float().mean().item()
-
-
-@dataclass
-class Checkpoint:
-    """Weights and optimizer state after ``step`` completed steps."""
-
-    step: int
-    model: dict
-    optimizer: dict
 
 
 @dataclass
@@ -229,107 +135,6 @@ def run(task, make_model: Callable[[], nn.Module],
     return out
 
 
-def matrix_params(model: nn.Module) -> list[torch.Tensor]:
-    """The weight matrices of the model's linear maps (not embeddings, norms or biases)."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    return [p for p in model.parameters() if p.ndim == 2 and id(p) not in embeddings]
-
-
-def second_moment_noise(task: LMTask, model: nn.Module, steps: int = 100,
-                        reference: int = 200, beta2: float = 0.999,
-                        quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)) -> dict:
-    """How well does Adam's bias-corrected second moment know E[g²] after t batches?
-
-    The weights are held fixed (so the true E[g²] does not move). The reference
-    ``v_true`` is the mean of g² over ``reference`` batches; then ``steps`` *other* batches
-    are fed to Adam's rule ``v ← β₂v + (1−β₂)g²``, ``v̂ = v / (1−β₂ᵗ)``, and after each we
-    record quantiles over the coordinates of the weight matrices of ``v̂_t / v_true``.
-    Returns ``{"t": array, "q": array (steps, len(quantiles)), "quantiles": ...,
-    "below_0.1": fraction of coordinates with v̂ < v_true/10 per t}``.
-    """
-    params = matrix_params(model)
-
-    def grad(t):
-        x, y = task.batch(t)
-        model.zero_grad(set_to_none=True)
-        task.loss(model, x, y).backward()
-        return _flat(p.grad for p in params)
-
-    v_true = sum(grad(t).pow(2) for t in range(reference)) / reference
-    v = torch.zeros_like(v_true)
-    q = torch.tensor(quantiles, dtype=v_true.dtype)
-    rows, below = [], []
-    for t in range(1, steps + 1):
-        g = grad(reference + t)
-        v.mul_(beta2).add_(g.pow(2), alpha=1 - beta2)
-        ratio = v / (1 - beta2**t) / v_true
-        rows.append(torch.quantile(ratio, q).tolist())
-        below.append((ratio < 0.1).float().mean().item())
-    model.zero_grad(set_to_none=True)
-    return {"t": np.arange(1, steps + 1), "q": np.array(rows), "quantiles": quantiles,
-            "below_0.1": np.array(below)}
-
-
 # --- chapter 6: looking inside the optimizers beyond Adam ---------------------------------
-@torch.no_grad()
-def adafactor_update_rms(optimizer: torch.optim.Optimizer) -> list[float]:
-    """RMS of Adafactor's unclipped update U = G / sqrt(V̂) of the step just taken, per
-    parameter (recomputed from the state and ``.grad``, as :class:`optlib.Adafactor` does):
-    the step is clipped when this exceeds the threshold ``d``."""
-    out = []
-    for group in optimizer.param_groups:
-        eps1 = group["eps"][0]
-        for p in group["params"]:
-            st = optimizer.state.get(p)
-            if p.grad is None or not st:
-                continue
-            g = p.grad
-            e = torch.finfo(g.dtype).eps if eps1 is None else eps1
-            if "row_var" in st:
-                r, c = st["row_var"], st["col_var"]
-                v_hat = (r @ c) / r.mean(dim=-2, keepdim=True).clamp(min=e)
-            else:
-                v_hat = st["variance"]
-            u = v_hat.clamp(min=e * e).rsqrt() * g
-            out.append(u.pow(2).mean().sqrt().item())
-    return out
 
 
-@torch.no_grad()
-def trust_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
-    """Per-parameter trust ratios of the step just taken: ‖θ‖/‖u‖ for :class:`optlib.LAMB`
-    (u = m̂/(√v̂ + ε) + λθ, from the state), the local lr tc·‖θ‖/(‖g‖ + λ‖θ‖ + ε) for
-    :class:`optlib.LARS`; 1 where a norm is 0, as in the optimizers. ‖θ‖ is taken after the
-    step, which changed it by a fraction of about lr: close enough for a plot."""
-    out = []
-    for group in optimizer.param_groups:
-        wd = group["weight_decay"]
-        for p in group["params"]:
-            st = optimizer.state.get(p)
-            if p.grad is None or st is None:
-                continue
-            w = p.norm().item()
-            if isinstance(optimizer, optlib.LAMB):
-                (b1, b2), t = group["betas"], float(st["step"])
-                u = (st["exp_avg"] / (1 - b1**t)) / (
-                    (st["exp_avg_sq"] / (1 - b2**t)).sqrt() + group["eps"]) + wd * p
-                n = u.norm().item()
-                out.append(w / n if w > 0 and n > 0 else 1.0)
-            elif isinstance(optimizer, optlib.LARS):
-                gn = p.grad.norm().item()
-                ok = w > 0 and gn > 0
-                out.append(group["trust_coefficient"] * w / (gn + wd * w + group["eps"])
-                           if ok else 1.0)
-            else:
-                raise ValueError(f"optimizer must be LAMB or LARS, got {type(optimizer).__name__}")
-    return out
-
-
-def steps_to(losses, target: float, window: int = 25) -> int | None:
-    """First step at which the mean of the last ``window`` losses is at or below ``target``."""
-    x = np.asarray(losses, dtype=float)
-    if len(x) < window:
-        return None
-    means = np.convolve(x, np.ones(window) / window, mode="valid")
-    hit = np.nonzero(means <= target)[0]
-    return int(hit[0]) + window if hit.size else None

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..sgd import SGD
+
 
 class Surface:
     """A 2-D loss ``f(xy)``: ``xy`` has shape (..., 2), the result shape (...).
@@ -221,3 +223,76 @@ def plot_trajectories(surface: Surface, trajectories: Mapping[str, Tensor], ax=N
     ax.grid(False)
     ax.legend(loc="best")
     return ax
+
+
+def gd_paths(surface, lr: float, starts, steps: int, momentum: float = 0.0) -> Tensor:
+    """Gradient descent (``optlib.SGD``) from every row of ``starts`` (n, 2) at once.
+
+    The loss handed to the optimizer is the *sum* of ``surface.f`` over the n points;
+    the gradient of a sum of independent terms with respect to one point is that
+    point's own gradient, so this is n independent runs for the price of one. The
+    gradients are exact (a surface's ``noise`` is not added; use ``surfaces.run`` for that).
+    Returns a float64 tensor (steps + 1, n, 2); a run whose point overflows to a
+    non-finite value is NaN from then on (a diverged run).
+    """
+    if not (isinstance(steps, int) and steps >= 0):
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    xy = torch.as_tensor(starts, dtype=torch.float64).reshape(-1, 2).clone().requires_grad_(True)
+    optimizer = SGD([xy], lr=lr, momentum=momentum)
+    paths = torch.empty(steps + 1, xy.shape[0], 2, dtype=torch.float64)
+    paths[0] = xy.detach()
+    for t in range(1, steps + 1):
+        optimizer.zero_grad()
+        surface.f(xy).sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            # Freeze a diverged run at NaN, so its overflow cannot spread to the sum.
+            xy[~torch.isfinite(xy).all(-1)] = float("nan")
+        paths[t] = xy.detach()
+    return paths
+
+
+def steps_to_reach(surface, make_optimizer: Callable, start, tol: float = 1e-3,
+                   max_steps: int = 100_000) -> int | None:
+    """The first step t with ‖x_t − x*‖ ≤ tol·‖x_0 − x*‖ (x* = ``surface.minimum``),
+    for ``make_optimizer([xy])``; ``None`` if ``max_steps`` steps do not get there."""
+    if surface.minimum is None:
+        raise ValueError(f"surface {surface.name!r} has no minimum to reach")
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    xy = torch.as_tensor(start, dtype=torch.float64).reshape(2).clone().requires_grad_(True)
+    optimizer = make_optimizer([xy])
+    target = tol * float((xy.detach() - surface.minimum).norm())
+    for t in range(max_steps + 1):
+        distance = float((xy.detach() - surface.minimum).norm())
+        if distance <= target:
+            return t
+        if not math.isfinite(distance):
+            return None
+        optimizer.zero_grad()
+        surface.f(xy).backward()
+        optimizer.step()
+    return None
+
+
+def escape_steps(paths: Tensor, coordinate: int = 1, radius: float = 1.0) -> list[int | None]:
+    """For paths (steps + 1, n, 2): the first step at which |coordinate| > radius, per
+    run (``None`` for a run that never gets out)."""
+    outside = paths[..., coordinate].abs() > radius
+    return [int(col.nonzero()[0]) if col.any() else None for col in outside.T]
+
+
+def run_1d(make_optimizer: Callable, f: Callable[[Tensor], Tensor], x0: float,
+           steps: int) -> Tensor:
+    """Minimize a scalar function ``f`` from ``x0``; return the ``steps + 1`` iterates (float64)."""
+    x = torch.tensor([float(x0)], dtype=torch.float64, requires_grad=True)
+    opt = make_optimizer([x])
+    path = [float(x0)]
+    for _ in range(steps):
+        opt.zero_grad()
+        f(x).sum().backward()
+        opt.step()
+        path.append(x.item())
+    return torch.tensor(path, dtype=torch.float64)

@@ -1,9 +1,27 @@
-"""The book's training loop: one function, and a history of what happened at every step."""
+"""The book's training loop: one function, :func:`fit`, and one record, :class:`History`.
+
+Every chapter trains through :func:`fit`, whatever it trains:
+
+* the optimizer is a ``torch.optim.Optimizer`` (optlib's or torch's) or a from-scratch
+  :data:`Rule` written in a chapter, ``rule(params, grads, state, **hyper)``;
+* the data is an iterator of ``(x, y)`` batches or a *task* with ``batch(t)``
+  (:class:`~optlib.book.data.LMTask`, :class:`~optlib.book.data.DigitsTask`), whose batch of
+  step ``t`` is fixed, so a run restarted from a :class:`Checkpoint` at step ``t`` sees
+  the batches it would have seen;
+* the learning rate of step ``t`` is the base rate times ``schedule(t)`` (what
+  ``LambdaLR`` does), or a torch scheduler steps after every step;
+* ``clip`` bounds the global gradient norm; ``save_at`` keeps checkpoints, ``start``
+  branches a run from one; ``hooks`` see every step (:class:`Step`), and
+  :class:`SophiaHessian` is such a hook;
+* one divergence rule: a minibatch loss that is not finite stops training and is
+  recorded as the last loss, with ``History.diverged`` set.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -14,35 +32,102 @@ from optlib.clipping import clip_grad_norm_
 
 from .progress import progress as _progress
 
+__all__ = ["Rule", "History", "Checkpoint", "Step", "SophiaHessian", "fit", "train",
+           "epochs", "digits_run", "cross_entropy", "accuracy", "evaluate_loss"]
+
+#: A from-scratch update rule: ``rule(params, grads, state, **hyper)`` changes ``params`` in
+#: place; ``state`` is a dict the rule owns (empty on the first call).
+Rule = Callable[..., None]
+
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy; sequence logits (B, T, V) with targets (B, T) are flattened."""
+    """Mean cross-entropy; sequence logits (B, T, V) with targets (B, T) are flattened.
+
+    Args:
+        logits: (B, C) or (B, T, C) scores.
+        targets: (B,) or (B, T) class indices.
+    """
     if logits.dim() > 2:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     return F.cross_entropy(logits, targets)
 
 
 @dataclass
-class History:
-    """What :func:`train` saw, step by step (index k: the k-th optimizer step).
+class Checkpoint:
+    """Weights and optimizer state after ``step`` completed steps.
 
-    ``loss``: the minibatch loss before the step; ``lr``: the first group's learning rate
-    used by the step; ``grad_norm``: the global gradient norm (before clipping);
-    ``update_ratio``: ‖Δθ‖/‖θ‖ over all parameters; ``eval_steps``/``eval``: the number of
-    completed steps and the ``evaluate()`` value there; ``diverged``: the loss stopped
-    being finite (training stopped there).
+    Args:
+        step: the number of completed steps.
+        model: the model's ``state_dict`` (a deep copy).
+        optimizer: the optimizer's ``state_dict`` (a deep copy).
+    """
+
+    step: int
+    model: dict
+    optimizer: dict
+
+
+@dataclass
+class Step:
+    """What a hook of :func:`fit` sees after the optimizer step ``t`` (counted from 0).
+
+    Args:
+        t: the step just taken.
+        model: the model, after the step.
+        optimizer: the optimizer (``None`` for a rule).
+        x: the step's inputs.
+        y: the step's targets.
+        loss: the step's minibatch loss (before the step).
+        lr: the first group's learning rate used by the step.
+    """
+
+    t: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    x: Tensor
+    y: Tensor
+    loss: float
+    lr: float
+
+
+@dataclass
+class History:
+    """What :func:`fit` saw, step by step (index k: the k-th step of the run).
+
+    Args:
+        loss: the minibatch loss before each step (the last one not finite if diverged).
+        lr: the first group's learning rate used by each step.
+        grad_norm: the global gradient norm of each step, before clipping.
+        update_ratio: ‖Δθ‖/‖θ‖ of each step over all parameters.
+        update_rms: RMS(Δθ) of each step divided by its learning rate.
+        eval_steps: completed-step counts at which ``evaluate()`` ran.
+        eval: the ``evaluate()`` values there.
+        val_loss: a task's validation loss after training (nan otherwise).
+        diverged: the loss stopped being finite (training stopped there).
+        checkpoints: the :class:`Checkpoint` of each ``save_at`` step.
+        model: the trained model.
+        optimizer: the optimizer (``None`` for a rule).
     """
 
     loss: list = field(default_factory=list)
     lr: list = field(default_factory=list)
     grad_norm: list = field(default_factory=list)
     update_ratio: list = field(default_factory=list)
+    update_rms: list = field(default_factory=list)
     eval_steps: list = field(default_factory=list)
     eval: list = field(default_factory=list)
+    val_loss: float = math.nan
     diverged: bool = False
+    checkpoints: dict = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False)
+    optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
 
     def final(self, n: int = 20) -> float:
-        """Mean of the last ``n`` losses (``inf`` if training diverged)."""
+        """Mean of the last ``n`` losses (``inf`` if training diverged).
+
+        Args:
+            n: how many of the last losses to average.
+        """
         if self.diverged:
             return math.inf
         tail = self.loss[-n:]
@@ -54,16 +139,35 @@ class History:
                 f"diverged={self.diverged}, evals={len(self.eval)})")
 
 
-def _scheduler(optimizer, schedule):
-    if schedule is None:
-        return None
-    if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
-        return schedule
-    if callable(schedule):
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    raise ValueError(
-        f"schedule must be a step -> multiplier callable or a torch scheduler, got {schedule!r}"
-    )
+class SophiaHessian:
+    """A hook of :func:`fit` for :class:`optlib.SophiaG`: the step gets ``bs`` = the number
+    of predictions in the batch, and every ``every`` steps the Hessian estimate is refreshed
+    with :func:`optlib.gnb_update_hessian` (Gauss–Newton–Bartlett), as in the authors'
+    training loop.
+
+    Args:
+        every: steps between two Hessian refreshes.
+    """
+
+    def __init__(self, every: int = 10):
+        if not (isinstance(every, int) and every >= 1):
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        self.every = every
+
+    def step_kwargs(self, x: Tensor, y: Tensor) -> dict:
+        """Keyword arguments of ``optimizer.step`` for the batch ``(x, y)``.
+
+        Args:
+            x: the step's inputs.
+            y: the step's targets.
+        """
+        return {"bs": y.numel()}
+
+    def __call__(self, step: Step) -> None:
+        from optlib import gnb_update_hessian
+
+        gnb_update_hessian(step.optimizer, step.model, step.x, step=step.t, every=self.every,
+                           generator=torch.Generator().manual_seed(step.t))
 
 
 def _norm(tensors: list[Tensor]) -> float:
@@ -72,18 +176,52 @@ def _norm(tensors: list[Tensor]) -> float:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))).item()
 
 
-def train(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable, steps: int, *,
-          loss_fn: Callable = cross_entropy, schedule=None, clip: float | None = None,
-          evaluate: Callable[[], float] | None = None, eval_every: int = 50,
-          progress: bool | None = None) -> History:
-    """Train ``model`` for ``steps`` optimizer steps on ``batches`` (an iterator of (x, y)).
+def _checkpoint(t: int, model: nn.Module, optimizer) -> Checkpoint:
+    state = {} if optimizer is None else copy.deepcopy(optimizer.state_dict())
+    return Checkpoint(t, copy.deepcopy(model.state_dict()), state)
 
-    The loss is ``loss_fn(model(x), y)``. ``schedule``: a ``step -> multiplier`` callable
-    (applied with ``LambdaLR``) or a torch scheduler, stepped after every optimizer step.
-    ``clip``: the maximum global gradient norm. ``evaluate()``: a float metric, computed
-    before training and every ``eval_every`` steps and after the last one, in ``eval``
-    mode without gradients. ``progress``: show a bar (default: yes, except under
-    pytest/nbval or with ``OPTLIB_PROGRESS=0``). Deterministic on CPU for a fixed seed.
+
+def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cross_entropy,
+        schedule=None, clip: float | None = None, evaluate: Callable[[], float] | None = None,
+        eval_every: int = 50, hooks: Sequence[Callable[[Step], None]] = (),
+        start: Checkpoint | None = None, save_at: Iterable[int] = (),
+        hyper: dict | None = None, loss_scale: float = 1.0, validate: bool = True,
+        progress: bool | None = None) -> History:
+    """Train ``model`` until ``steps`` steps are done; return the :class:`History`.
+
+    The loss of step ``t`` is ``loss_fn(model(x), y)`` on the step's batch. Deterministic
+    on CPU for a fixed seed.
+
+    Args:
+        model: the model to train (in place).
+        optimizer: a ``torch.optim.Optimizer``, or a from-scratch :data:`Rule` called as
+            ``rule(params, grads, state, **hyper)`` without gradients.
+        data: an iterator of ``(x, y)`` batches, or a task with ``batch(t)`` (and
+            ``val_loss(model)``, recorded in ``History.val_loss`` after training).
+        steps: the number of completed steps at which to stop (a run from ``start``
+            takes ``steps - start.step`` steps).
+        loss_fn: ``loss_fn(outputs, targets)``, a scalar.
+        schedule: a ``t -> multiplier`` callable: step ``t`` uses every group's base lr
+            (a rule: ``hyper["lr"]``) times ``schedule(t)``, as ``LambdaLR`` does; or a
+            torch scheduler, stepped after every step.
+        clip: the largest global gradient norm (``optlib.clipping.clip_grad_norm_``).
+        evaluate: a float metric, computed in eval mode without gradients before training,
+            every ``eval_every`` steps and after the last step.
+        eval_every: steps between two evaluations.
+        hooks: callables ``hook(step: Step)`` called after every step; a hook with a
+            ``step_kwargs(x, y)`` method adds keyword arguments to ``optimizer.step``
+            (:class:`SophiaHessian`).
+        start: a :class:`Checkpoint` to resume from (weights, optimizer state, step count).
+        save_at: completed-step counts at which to keep a :class:`Checkpoint`.
+        hyper: keyword arguments of a rule.
+        loss_scale: the gradient is that of ``loss_scale * loss`` (the recorded loss is
+            unscaled): a scale-invariant method must not depend on it.
+        validate: record a task's ``val_loss(model)`` after training.
+        progress: show a bar (default: yes, except under pytest/nbval or with
+            ``OPTLIB_PROGRESS=0``).
+
+    Returns:
+        The :class:`History`; ``History.model`` and ``History.optimizer`` are the ones trained.
     """
     if not (isinstance(steps, int) and steps >= 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -91,10 +229,41 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
         raise ValueError(f"eval_every must be a positive integer, got {eval_every!r}")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be positive or None, got {clip}")
-    scheduler = _scheduler(optimizer, schedule)
+    if not loss_scale > 0:
+        raise ValueError(f"loss_scale must be positive, got {loss_scale}")
+    is_rule = not isinstance(optimizer, torch.optim.Optimizer)
+    if is_rule and not callable(optimizer):
+        raise ValueError(f"optimizer must be a torch optimizer or a rule, got {optimizer!r}")
+    scheduler = None
+    if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
+        if start is not None:
+            raise ValueError("start needs a step -> multiplier schedule, not a torch scheduler")
+        scheduler, schedule = schedule, None
+    elif schedule is not None and not callable(schedule):
+        raise ValueError(
+            f"schedule must be a step -> multiplier callable or a torch scheduler, got {schedule!r}"
+        )
+    hyper = dict(hyper or {})
+    if is_rule and schedule is not None and "lr" not in hyper:
+        raise ValueError("a rule with a schedule needs its base lr in hyper['lr']")
+    groups = [hyper] if is_rule else optimizer.param_groups
+    base_lrs = [g.get("lr", math.nan) for g in groups]
+    first = 0
+    if start is not None:
+        model.load_state_dict(start.model)
+        if not is_rule:
+            optimizer.load_state_dict(copy.deepcopy(start.optimizer))   # reusable
+            groups = optimizer.param_groups     # loading replaced the group dicts
+            for g, lr in zip(groups, base_lrs, strict=True):
+                g["lr"] = lr      # the checkpoint stored the scheduled lr; restore the base
+        first = start.step
+    save_at = set(save_at)
+    task = data if hasattr(data, "batch") else None
+    it = None if task is not None else iter(data)
     history = History()
     params = [p for p in model.parameters() if p.requires_grad]
-    it = iter(batches)
+    rule_state: dict = {}
+    kwarg_hooks = [h for h in hooks if hasattr(h, "step_kwargs")]
 
     def run_eval(step: int) -> None:
         if evaluate is None:
@@ -107,41 +276,129 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable,
         history.eval_steps.append(step)
         history.eval.append(value)
 
+    if hasattr(optimizer, "train"):     # schedule-free: gradients are taken at y
+        optimizer.train()
     model.train()
-    run_eval(0)
-    for step in _progress(range(1, steps + 1), total=steps, desc="train", enabled=progress):
-        x, y = next(it)
-        optimizer.zero_grad(set_to_none=True)
+    run_eval(first)
+    for t in _progress(range(first, steps), total=steps - first, desc="train",
+                       enabled=progress):
+        if t in save_at:
+            history.checkpoints[t] = _checkpoint(t, model, None if is_rule else optimizer)
+        if schedule is not None:
+            mult = schedule(t)
+            for g, lr in zip(groups, base_lrs, strict=True):
+                g["lr"] = lr * mult
+        x, y = task.batch(t) if task is not None else next(it)
+        (model if is_rule else optimizer).zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         value = loss.item()
+        lr_now = float(groups[0].get("lr", math.nan))
         history.loss.append(value)
-        history.lr.append(float(optimizer.param_groups[0]["lr"]))
+        history.lr.append(lr_now)
         if not math.isfinite(value):
             history.diverged = True
             break
-        loss.backward()
-        grads = [p.grad for p in params if p.grad is not None]
+        (loss if loss_scale == 1.0 else loss * loss_scale).backward()
         if clip is not None:
             norm = float(clip_grad_norm_(params, clip))
         else:
-            norm = _norm(grads)
+            norm = _norm([p.grad for p in params if p.grad is not None])
         history.grad_norm.append(norm)
         before = [p.detach().clone() for p in params]
-        optimizer.step()
+        if is_rule:
+            with torch.no_grad():
+                optimizer(params, [p.grad for p in params], rule_state, **hyper)
+        else:
+            kwargs = {}
+            for h in kwarg_hooks:
+                kwargs.update(h.step_kwargs(x, y))
+            optimizer.step(**kwargs)
         with torch.no_grad():
-            delta = torch._foreach_sub([p.detach() for p in params], before)
-            theta = _norm(before)
-            history.update_ratio.append(_norm(delta) / theta if theta > 0 else math.inf)
+            delta = _norm(torch._foreach_sub([p.detach() for p in params], before))
+        theta = _norm(before)
+        history.update_ratio.append(delta / theta if theta > 0 else math.inf)
+        rms = delta / math.sqrt(sum(p.numel() for p in params))
+        history.update_rms.append(rms / lr_now if lr_now > 0 else math.nan)
         if scheduler is not None:
             scheduler.step()
-        if step % eval_every == 0 or step == steps:
-            run_eval(step)
+        if hooks:
+            info = Step(t, model, None if is_rule else optimizer, x, y, value, lr_now)
+            for h in hooks:
+                h(info)
+        if (t + 1) % eval_every == 0 or t + 1 == steps:
+            run_eval(t + 1)
+    if steps in save_at and not history.diverged:
+        history.checkpoints[steps] = _checkpoint(steps, model, None if is_rule else optimizer)
+    if hasattr(optimizer, "eval"):      # schedule-free: evaluate at the averaged weights x
+        optimizer.eval()
+    if validate and task is not None and hasattr(task, "val_loss") and not history.diverged:
+        history.val_loss = task.val_loss(model)
+    history.model, history.optimizer = model, None if is_rule else optimizer
+    return history
+
+
+#: The former name of :func:`fit`, kept while chapters move to the new name.
+train = fit
+
+
+def epochs(x: Tensor, y: Tensor, batch_size: int, seed: int = 0):
+    """Minibatches by epochs: each epoch a fresh shuffle, the last batch smaller. Endless.
+
+    Args:
+        x: inputs, one row per example.
+        y: targets.
+        batch_size: examples per batch.
+        seed: the seed of the shuffles.
+    """
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    gen = torch.Generator().manual_seed(seed)
+    n = len(x)
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            yield x[idx], y[idx]
+
+
+def digits_run(data, batch_size: int, lr: float, n_epochs: int = 20, seed: int = 0,
+               momentum: float = 0.0) -> History:
+    """The 64-128-10 MLP trained with ``optlib.SGD`` for whole epochs on the digits.
+
+    ``History.eval`` holds the full-batch training loss before training and after every
+    epoch; ``History.test_accuracy`` (an attribute added here) the test accuracy.
+
+    Args:
+        data: a :class:`~optlib.book.data.Split` of the digits.
+        batch_size: examples per batch.
+        lr: the learning rate.
+        n_epochs: the number of epochs.
+        seed: the seed of the initialization and of the shuffles.
+        momentum: SGD's momentum.
+    """
+    import optlib
+
+    from . import models
+
+    model = models.mlp((64, 128, 10), seed=seed)
+    opt = optlib.SGD(model.parameters(), lr=lr, momentum=momentum)
+    per_epoch = math.ceil(len(data.x_train) / batch_size)
+    history = fit(model, opt, epochs(data.x_train, data.y_train, batch_size, seed=seed),
+                  n_epochs * per_epoch, eval_every=per_epoch,
+                  evaluate=lambda: evaluate_loss(model, data.x_train, data.y_train))
+    history.test_accuracy = accuracy(model, data.x_test, data.y_test)
     return history
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Fraction of rows whose arg-max output equals the label (model in eval mode)."""
+    """Fraction of rows whose arg-max output equals the label (model in eval mode).
+
+    Args:
+        model: the classifier.
+        x: inputs.
+        y: labels.
+    """
     was_training = model.training
     model.eval()
     pred = model(x).argmax(dim=-1)
@@ -150,8 +407,16 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable = cross_entropy) -> float:
-    """``loss_fn(model(x), y)`` in eval mode without gradients."""
+def evaluate_loss(model: nn.Module, x: Tensor, y: Tensor,
+                  loss_fn: Callable = cross_entropy) -> float:
+    """``loss_fn(model(x), y)`` in eval mode without gradients.
+
+    Args:
+        model: the model.
+        x: inputs.
+        y: targets.
+        loss_fn: the loss.
+    """
     was_training = model.training
     model.eval()
     value = loss_fn(model(x), y).item()

@@ -1,0 +1,87 @@
+"""One side-by-side runner: identical float64 copies of a model trained on the same
+minibatches, one per contender, and how far apart they end up.
+
+It backs the chapters' "equal to torch" cells: a from-scratch rule beside ``optlib`` and
+``torch.optim``, where a gap at round-off level says that they compute the same thing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import batches
+
+__all__ = ["side_by_side", "is_rule"]
+
+
+def is_rule(contender) -> bool:
+    """Whether ``contender`` is a from-scratch rule ``rule(params, grads, state, ...)``
+    (three or more parameters) rather than an optimizer factory ``params -> optimizer``.
+
+    Args:
+        contender: a rule or a factory.
+    """
+    try:
+        return len(inspect.signature(contender).parameters) >= 3
+    except (TypeError, ValueError):
+        return False
+
+
+def side_by_side(make_model: Callable[[], nn.Module], x: Tensor, y: Tensor, contenders: dict,
+                 steps: int = 20, batch_size: int = 32, seed: int = 0,
+                 lr_at: Callable[[int], float] | None = None) -> dict[str, float]:
+    """Train identical float64 copies of ``make_model()`` (each built after
+    ``torch.manual_seed(seed)``) on the same minibatches of ``(x, y)`` with the
+    cross-entropy loss, one per contender; return each one's largest parameter difference
+    from the first contender's (0 for the first).
+
+    Args:
+        make_model: builds the model.
+        x: inputs (converted to float64).
+        y: labels.
+        contenders: name -> a from-scratch rule (see :func:`is_rule`), called without
+            gradients as ``rule(params, grads, state)``, or ``rule(..., lr=lr_at(t))``
+            when ``lr_at`` is given; or a factory ``params -> torch.optim.Optimizer``.
+        steps: the number of steps.
+        batch_size: examples per minibatch.
+        seed: the seed of the initialization and of the minibatch order.
+        lr_at: the learning rate of step t (t = 0, 1, ...), written into the optimizers'
+            groups and handed to the rules.
+    """
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not contenders:
+        raise ValueError("contenders must not be empty")
+    models = {}
+    for name in contenders:
+        torch.manual_seed(seed)
+        models[name] = make_model().double()
+    opts = {n: None if is_rule(c) else c(list(models[n].parameters()))
+            for n, c in contenders.items()}
+    states: dict = {n: {} for n in contenders}
+    stream = batches(x.double(), y, batch_size, seed=seed)
+    for t in range(steps):
+        xb, yb = next(stream)
+        for name, contender in contenders.items():
+            model = models[name]
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xb), yb).backward()
+            if opts[name] is None:
+                kwargs = {} if lr_at is None else {"lr": lr_at(t)}
+                params = list(model.parameters())
+                with torch.no_grad():
+                    contender(params, [p.grad for p in params], states[name], **kwargs)
+            else:
+                if lr_at is not None:
+                    for g in opts[name].param_groups:
+                        g["lr"] = lr_at(t)
+                opts[name].step()
+    first = next(iter(models.values()))
+    return {name: max((a - b).abs().max().item()
+                      for a, b in zip(first.parameters(), m.parameters(), strict=True))
+            for name, m in models.items()}

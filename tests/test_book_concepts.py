@@ -1,0 +1,196 @@
+"""optlib.book's concept modules: the one training loop, the side-by-side runner, the
+inspectors, the optimizer table, the one smooth."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import optlib
+import optlib.book as book
+from optlib import schedules
+
+
+@pytest.fixture(scope="module")
+def task():
+    return book.data.LMTask(block_size=8, batch_size=4, val_batches=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return book.data.digits()
+
+
+def tiny(task):
+    return book.models.tiny_transformer(task.vocab_size, block_size=8, d_model=16,
+                                        n_layers=1, n_heads=2, seed=0)
+
+
+def sgd_rule(params, grads, state, lr):
+    for p, g in zip(params, grads, strict=True):
+        p -= lr * g
+
+
+def test_fit_resumes_from_a_checkpoint_as_if_never_stopped(task):
+    schedule = schedules.wsd(2, 6, 4)
+    model = tiny(task)
+    full = book.train.fit(model, optlib.Adam(model.parameters(), lr=1e-2), task, 12,
+                          schedule=schedule, save_at=[5])
+    model = tiny(task)
+    resumed = book.train.fit(model, optlib.Adam(model.parameters(), lr=1e-2), task, 12,
+                             schedule=schedule, start=full.checkpoints[5])
+    assert resumed.loss == full.loss[5:] and resumed.lr == full.lr[5:]
+    assert resumed.val_loss == full.val_loss and math.isfinite(full.val_loss)
+    model = tiny(task)                # a checkpoint can start any number of branches
+    again = book.train.fit(model, optlib.Adam(model.parameters(), lr=1e-2), task, 12,
+                           schedule=schedule, start=full.checkpoints[5])
+    assert again.loss == resumed.loss
+    assert 12 not in full.checkpoints and full.lr[0] == 0.0
+
+
+def test_fit_takes_a_rule_like_an_optimizer(digits):
+    def run(make, **kw):
+        model = book.models.mlp((64, 16, 10), seed=0)
+        opt = make(model) if make is not sgd_rule else sgd_rule
+        stream = book.data.batches(digits.x_train, digits.y_train, 32)
+        return book.train.fit(model, opt, stream, 10, schedule=lambda t: 0.9**t,
+                              progress=False, **kw)
+
+    with_sgd = run(lambda m: optlib.SGD(m.parameters(), lr=0.1))
+    with_rule = run(sgd_rule, hyper={"lr": 0.1})
+    assert with_rule.loss == pytest.approx(with_sgd.loss, rel=1e-6)
+    assert with_rule.lr == with_sgd.lr
+    assert with_rule.optimizer is None and len(with_rule.update_rms) == 10
+    with pytest.raises(ValueError, match="hyper"):
+        run(sgd_rule)
+
+
+def test_loss_scale_changes_sgd_but_is_recorded_unscaled(digits):
+    def run(scale):
+        model = book.models.mlp((64, 16, 10), seed=0)
+        stream = book.data.batches(digits.x_train, digits.y_train, 32)
+        return book.train.fit(model, optlib.SGD(model.parameters(), lr=0.1), stream, 3,
+                              loss_scale=scale)
+
+    a, b = run(1.0), run(2.0)
+    assert a.loss[0] == b.loss[0] and a.loss[2] != b.loss[2]
+    assert b.grad_norm[0] == pytest.approx(2 * a.grad_norm[0], rel=1e-6)
+
+
+def test_one_divergence_rule():
+    s = book.data.regression()
+    model = book.models.mlp((20, 1), seed=0)
+    h = book.train.fit(model, optlib.SGD(model.parameters(), lr=100.0),
+                       book.data.batches(s.x_train, s.y_train, 64), 200,
+                       loss_fn=torch.nn.functional.mse_loss)
+    assert h.diverged and not math.isfinite(h.loss[-1]) and h.final() == math.inf
+    assert len(h.grad_norm) == len(h.loss) - 1 and math.isnan(h.val_loss)
+
+
+def test_hooks_see_every_step_and_sophia_gets_its_hessian(task):
+    seen = []
+    model = tiny(task)
+    h = book.train.fit(model, optlib.SophiaG(model.parameters(), lr=1e-3), task, 6,
+                       hooks=[book.train.SophiaHessian(every=3),
+                              lambda step: seen.append((step.t, step.lr, step.y.numel()))])
+    assert seen == [(t, 1e-3, 32) for t in range(6)]
+    assert any(float(st["hessian"].abs().sum()) > 0 for st in h.optimizer.state.values())
+    with pytest.raises(ValueError, match="every"):
+        book.train.SophiaHessian(every=0)
+
+
+def test_train_is_fit_and_epochs_cover_the_data(digits):
+    assert book.train.train is book.train.fit
+    x = torch.arange(10.0)[:, None]
+    stream = book.train.epochs(x, torch.arange(10), 4, seed=0)
+    epoch = [next(stream) for _ in range(3)]
+    assert [len(b[0]) for b in epoch] == [4, 4, 2]
+    assert sorted(torch.cat([b[1] for b in epoch]).tolist()) == list(range(10))
+    h = book.train.digits_run(digits, batch_size=256, lr=0.1, n_epochs=2)
+    assert h.eval_steps == [0, 6, 12] and h.eval[-1] < h.eval[0]
+    assert 0 < h.test_accuracy <= 1
+
+
+def test_side_by_side_equal_rules_and_a_different_one(digits):
+    gaps = book.compare.side_by_side(
+        lambda: book.models.mlp((64, 8, 10)), digits.x_train, digits.y_train,
+        {"rule": lambda p, g, s: sgd_rule(p, g, s, lr=0.1),
+         "optlib": lambda p: optlib.SGD(p, lr=0.1),
+         "torch": lambda p: torch.optim.SGD(p, lr=0.1),
+         "other": lambda p: optlib.SGD(p, lr=0.2)}, steps=5)
+    assert gaps["rule"] == 0.0 and gaps["optlib"] < 1e-12 and gaps["torch"] < 1e-12
+    assert gaps["other"] > 1e-4
+    with pytest.raises(ValueError, match="steps"):
+        book.compare.side_by_side(lambda: book.models.mlp(), digits.x_train, digits.y_train,
+                                  {"a": lambda p: optlib.SGD(p, lr=0.1)}, steps=0)
+
+
+def test_mlp_options():
+    ln = book.models.mlp((4, 8, 8, 3), seed=1, layernorm=True)
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in ln) == 2
+    deep = book.models.mlp((100,) + (400,) * 2 + (7,), activation="tanh", seed=0,
+                           init_scale=2.0, dtype=torch.float64)
+    w = deep[2].weight
+    assert w.dtype == torch.float64 and w.std().item() == pytest.approx(0.1, rel=0.05)
+    assert deep[0].bias.abs().sum() == 0
+    with pytest.raises(ValueError, match="activation"):
+        book.models.mlp(activation="swish")
+
+
+def test_noisy_labels_and_outliers():
+    y = torch.arange(10).repeat(100)
+    z = book.data.noisy_labels(y, 0.3, seed=0)
+    assert torch.equal(z, book.data.noisy_labels(y, 0.3, seed=0)) and z.dtype == y.dtype
+    assert 0.2 < (z != y).float().mean().item() < 0.3
+    out = list(book.data.with_outliers(iter([(torch.ones(1), y[:1])] * 4), every=2, scale=3.0))
+    assert [float(x) for x, _ in out] == [1.0, 3.0, 1.0, 3.0]
+
+
+def test_adafactor_update_rms_leaves_the_state_alone():
+    torch.manual_seed(0)
+    w, b = torch.randn(6, 4, requires_grad=True), torch.randn(4, requires_grad=True)
+    opt = optlib.Adafactor([w, b], lr=1e-2)
+    for _ in range(2):
+        w.grad, b.grad = torch.randn(6, 4), torch.randn(4)
+        opt.step()
+    before = {k: v.clone() for st in opt.state.values() for k, v in st.items()
+              if torch.is_tensor(v)}
+    rms = book.inspect.adafactor_update_rms(opt)
+    after = {k: v for st in opt.state.values() for k, v in st.items() if torch.is_tensor(v)}
+    assert len(rms) == 2 and all(r > 0 for r in rms)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_trust_ratio_is_the_cores():
+    assert book.inspect.trust_ratio(3.0, 4.0) == 0.75
+    assert book.inspect.trust_ratio(0.0, 4.0) == 1.0 == book.inspect.trust_ratio(2.0, 0.0)
+
+
+def test_optimizer_table_builds_every_entry():
+    model = book.models.mlp((8, 8, 3), seed=0)
+    x, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    for name in book.optimizers.TABLE:
+        m = book.models.mlp((8, 8, 3), seed=0)
+        opt = book.optimizers.build(name, m, 1e-3, warmup_steps=2)
+        if hasattr(opt, "train"):
+            opt.train()
+        for _ in range(2):           # SOAP's first step only sets up its preconditioner
+            m.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step(**({"bs": 4} if name == "SophiaG" else {}))
+        moved = any(not torch.equal(a, b) for a, b in zip(m.parameters(), model.parameters(),
+                                                          strict=True))
+        assert moved, name
+    with pytest.raises(ValueError, match="name"):
+        book.optimizers.factory("Adamm", 1e-3)
+
+
+def test_smooth_and_step_lengths():
+    assert np.allclose(book.plots.smooth([1, 2, 3, 4], k=2), [1.5, 2.5, 3.5])
+    assert len(book.plots.smooth(range(100), k=25)) == 76
+    with pytest.raises(ValueError, match="k"):
+        book.plots.smooth([1.0], k=0)
+    ell = book.rates.step_lengths(lambda p: optlib.SGD(p, lr=0.01, momentum=0.9), 200)
+    assert ell[0].item() == pytest.approx(0.01, rel=1e-5)
+    assert ell[-1].item() == pytest.approx(0.1, rel=1e-5)
