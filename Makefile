@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # Two workers on the 2-core build machine; each chapter keeps its torch to one thread.
 JOBS   ?= 2
 
-.PHONY: install test unit notebooks lint book book-strict student browser-test mathjax bench clean
+.PHONY: install test unit notebooks lint book book-strict student browser-test mathjax bench gpu-check clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,13 @@ _vendor/mathjax/tex-mml-chtml.js:
 
 bench: install
 	$(BIN)/python benchmarks/step_time.py
+
+# On a machine with CUDA: the float64 parity tests, the step-time table and the peers on the
+# GPU, into notes/gpu-check-DATE.md (benchmarks/gpu_check.py); without CUDA it says so and
+# exits 0. It uses the Python that is there (.venv's if present): a GPU machine has its own
+# torch, which `make install` would replace with requirements.txt's.
+gpu-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_check.py
 
 clean:
 	rm -rf _build _vendor/mathjax

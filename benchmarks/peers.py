@@ -446,14 +446,18 @@ def format_report(meta: dict, results: list[dict], causes: dict[str, str] | None
 
 def merge(parts: list[dict]) -> dict:
     """One record from several (runs of different optimizers or shapes): the first part's
-    machine, every part's settings and notes, all results (a later part's result for the
-    same family, shape and implementation replaces an earlier one)."""
+    machine, every part's settings and notes, all results. A later part's results for an
+    optimizer and shape replace an earlier part's as a whole, so that every ratio is still
+    taken within one process."""
     if not parts:
         raise ValueError("nothing to merge")
-    results: dict[tuple, dict] = {}
+    groups: dict[tuple, list[dict]] = {}
     for part in parts:
+        fresh: dict[tuple, list[dict]] = {}
         for r in part["results"]:
-            results[(r["family"], r["shape"], r["impl"])] = r
+            fresh.setdefault((r["family"], r["shape"]), []).append(r)
+        groups.update(fresh)
+    results = {id(r): r for rows in groups.values() for r in rows}
     meta = dict(parts[0]["meta"])
     if len(parts) > 1:
         meta["date"] = " / ".join(dict.fromkeys(p["meta"]["date"] for p in parts))

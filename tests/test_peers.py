@@ -83,9 +83,10 @@ def test_merge_keeps_every_part_and_says_so():
              results=[_row("Lion", "optlib compiled", "compiled", [3.0, 3.0, 3.0], ours=True)]
              + RESULTS[4:])
     merged = peers.merge([a, b])
-    assert len(merged["results"]) == len(RESULTS)
-    lion = [r for r in merged["results"] if r["impl"] == "optlib compiled" and r["family"] == "Lion"]
-    assert lion[0]["runs_ms"] == [3.0, 3.0, 3.0]                     # the later part wins
+    # the later part's Lion replaces the earlier part's as a whole: ratios stay within a run
+    lion = [r for r in merged["results"] if r["family"] == "Lion"]
+    assert [(r["impl"], r["runs_ms"]) for r in lion] == [("optlib compiled", [3.0, 3.0, 3.0])]
+    assert len(merged["results"]) == 1 + len(RESULTS[4:])
     assert merged["meta"]["date"] == "2026-01-02 03:04 UTC / 2026-01-02 04:00 UTC"
     assert "part 1: eager; part 2: compiled" == merged["meta"]["settings"]
     assert "merged from 2 runs" in merged["meta"]["notes"][-1]
