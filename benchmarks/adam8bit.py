@@ -9,7 +9,7 @@ interleaved in a fresh random order every round, in one process
 to torch's foreach Adam. Bars: optlib at most bitsandbytes' time; aim: 3x torch foreach.
 
 Accuracy, against fp32 Adam: 50 steps (lr 3e-3) on a least-squares problem with two
-256 x 256 matrices (the one ``tests/test_beyond_adam_8bit.py`` trains), final loss and
+256 x 256 matrices (the one ``tests/test_quantized.py`` trains), final loss and
 distance of the weights from fp32 Adam's; and 100 steps on gradients whose magnitudes
 inside each block of 256 span 3.5 decades: each coordinate's largest step against
 Adam's, and the distance of the end point from Adam's (relative to Adam's).

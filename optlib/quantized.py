@@ -276,7 +276,7 @@ class Adam8bit(Adam):
     keep full-precision moments, as in bitsandbytes: their state is small and quantizing
     it buys nothing.
 
-    Limits, all per block of 256 values (``tests/test_beyond_adam_8bit.py`` checks each):
+    Limits, all per block of 256 values (``tests/test_quantized.py`` checks each):
 
     * :math:`m` below 2.75e-7 of its block's largest :math:`|m|` is stored as 0 (that
       coordinate then steps less). Each decade down from the block max doubles the

@@ -100,3 +100,19 @@ def assert_unchanged(before, opt, params):
     assert str(opt.state_dict()) == str(state)
     assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == groups
     assert [len(g["params"]) for g in opt.param_groups] == sizes
+
+
+class TinyLM(torch.nn.Module):
+    """Embedding, two hidden matrices, a norm and a head: what Muon's groups split."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(11, 8)
+        self.hidden = torch.nn.Linear(8, 8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.hidden2 = torch.nn.Linear(8, 8, bias=False)
+        self.head = torch.nn.Linear(8, 11)
+
+    def forward(self, x):
+        h = self.norm(torch.relu(self.hidden(self.embed(x))))
+        return self.head(torch.relu(self.hidden2(h)))

@@ -2,8 +2,8 @@
 that change nothing, copies, modes, non-finite gradients and argument checks.
 
 (What every optimizer does with sparse and non-finite gradients and bad hyperparameters is in
-test_contract.py; the optim_db-driven checks, every keyword of torch's constructors and
-what the implementation flags do, in test_dropin_contract.py.)
+test_contract.py; the checks driven by torch's optim_db in test_vs_torch_optim_db.py; every
+keyword of torch's constructors and what the implementation flags do in test_vs_torch.py.)
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from catalogue import ENTRIES
 
 import optlib
 from optlib import sharded
@@ -73,9 +74,11 @@ def runs():
 
 
 def test_every_optimizer_is_covered():
+    """Every optimizer of the catalogue (tests/catalogue.py), and every class optlib exports."""
     classes = {name for name in optlib.__all__ if isinstance(getattr(optlib, name), type)
                and issubclass(getattr(optlib, name), torch.optim.Optimizer)}
     assert classes - {"Optimizer"} <= set(HYPER)
+    assert set(ENTRIES) == set(HYPER)
 
 
 def test_the_model_shards_unevenly():

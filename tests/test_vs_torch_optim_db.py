@@ -5,13 +5,12 @@ configurations torch tests (``optim_inputs_func``) and the bad inputs with the e
 torch raises (``optim_error_inputs_func``). For every optimizer of the catalogue that has
 a torch twin: every configuration gives torch's numbers in float64, every bad input
 torch's exception type and message, state_dicts load both ways and from older formats,
-and every keyword of torch's constructor is accepted, with torch's default.
+(every keyword of torch's constructors and the implementation flags: test_vs_torch.py).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 
 import pytest
 import torch
@@ -35,6 +34,8 @@ def _error_inputs():
 
 
 CONFIGS = list(_configs())
+
+
 ERROR_INPUTS = list(_error_inputs())
 
 
@@ -57,7 +58,8 @@ def train(opt, params, steps, start=0, seed=1):
         opt.step()
 
 
-# ---- numbers ---------------------------------------------------------------------------
+# ---- numbers -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("name", "index"), CONFIGS)
 def test_every_optim_db_configuration_gives_torchs_numbers(name, index, float64):
@@ -75,7 +77,8 @@ def test_every_optim_db_configuration_gives_torchs_numbers(name, index, float64)
         {k: set(v) for k, v in reference["state"].items()}
 
 
-# ---- errors ----------------------------------------------------------------------------
+# ---- errors ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("name", "index"), ERROR_INPUTS)
 def test_every_optim_db_error_input_raises_torchs_error(name, index):
@@ -96,7 +99,8 @@ def test_every_optim_db_error_input_raises_torchs_error(name, index):
                 cls(params, **given.kwargs)
 
 
-# ---- state_dict: both ways, and older formats -----------------------------------------
+# ---- state_dict: both ways, and older formats --------------------------------------------
+
 
 def _resume(name: str, index: int, first, second):
     """Train ``first`` 6 steps, load its state_dict into ``second`` on copies of the
@@ -154,58 +158,3 @@ def test_older_state_dicts_load_as_torch_loads_them(name, index, float64):
         train(opt, params, 5, start=5)
         runs.append(params)
     assert_same(*runs)
-
-
-# ---- the constructor: every keyword of torch's, and what the flags do --------------------
-
-@pytest.mark.parametrize("name", TORCH_FAMILY)
-def test_constructor_takes_every_keyword_of_torchs_with_its_default(name):
-    def signature(cls):
-        return [(p.name, p.kind, p.default)
-                for p in inspect.signature(cls.__init__).parameters.values()]
-
-    assert signature(ENTRIES[name].cls) == signature(getattr(torch.optim, name))
-
-
-@pytest.mark.parametrize("name", [n for n in TORCH_FAMILY if "foreach" in ENTRIES[n].flags])
-def test_foreach_selects_nothing(name, float64):
-    runs = []
-    for foreach in (None, False, True):
-        a = make_params(ENTRIES[name].shapes)
-        train(ENTRIES[name].make(a, foreach=foreach), a, 8)
-        runs.append(a)
-    for other in runs[1:]:
-        assert all(torch.equal(x, y) for x, y in zip(runs[0], other, strict=True))
-
-
-@pytest.mark.parametrize("name", [n for n in TORCH_FAMILY if "fused" in ENTRIES[n].flags])
-def test_fused_is_refused_with_what_to_use_instead(name):
-    cls, params = ENTRIES[name].cls, make_params()
-    for fused in (None, False):
-        cls(params, fused=fused)
-    with pytest.raises(ValueError, match=rf"fused=True is not supported by optlib\.{name}.*"
-                                         rf"torch\.optim\.{name}\(\.\.\., fused=True\).*optlib\.compile"):
-        cls(params, fused=True)
-    # torch's own refusals of flag combinations, with its messages
-    with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
-        cls(params, fused=True, foreach=True)
-    with pytest.raises(RuntimeError, match="`fused` does not support `differentiable`"):
-        cls(params, fused=True, differentiable=True)
-
-
-@pytest.mark.parametrize("name", [n for n in TORCH_FAMILY if "capturable" in ENTRIES[n].flags])
-def test_capturable_is_refused_on_the_cpu(name):
-    cls = ENTRIES[name].cls
-    cls(make_params(), capturable=False)
-    with pytest.raises(ValueError, match=rf"capturable=True is not supported by optlib\.{name}: "
-                                         "its step reads step counts on the host"):
-        cls(make_params(), capturable=True)
-
-
-@pytest.mark.parametrize("name", [n for n in TORCH_FAMILY if "differentiable" in ENTRIES[n].flags])
-def test_differentiable_is_refused_with_what_to_use_instead(name):
-    cls = ENTRIES[name].cls
-    cls(make_params(), differentiable=False)
-    with pytest.raises(ValueError, match=rf"differentiable=True is not supported by optlib\.{name}"
-                                         rf".*torch\.optim\.{name}\(\.\.\., differentiable=True\)"):
-        cls(make_params(), differentiable=True)
