@@ -347,21 +347,16 @@ def test_student_notebooks_lose_every_solution_and_nothing_else():
 # ---------------------------------------------- the API reference covers the public API
 
 def test_api_reference_documents_every_public_name():
+    """api.md's ``{optlib-api}`` sections list ``optlib.__all__`` (_ext/optlib_api.py; its own
+    tests are in tests/test_api_reference.py); the other entries must import."""
     import importlib
 
-    import optlib
-
     api = (ROOT / "api.md").read_text(encoding="utf-8")
-    whole_modules = set(re.findall(r"\.\. automodule:: (\S+)\n\s+:members:", api))
-    missing = []
-    for name in optlib.__all__:
-        obj = getattr(optlib, name)
-        module = getattr(obj, "__name__", "") if name == "schedules" else getattr(obj, "__module__", "")
-        if f"optlib.{name}\n" not in api and module not in whole_modules:
-            missing.append(name)
-    assert not missing, f"api.md does not document optlib.{missing}: add them (autoclass/autofunction)"
-    for module in whole_modules:
+    for module in re.findall(r"\.\. automodule:: (\S+)", api):
         importlib.import_module(module)  # a typo in api.md would only show in the book build
+    for target in re.findall(r"\.\. auto(?:class|function):: (\S+)", api):
+        module, _, name = target.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), f"api.md: no {target}"
 
 
 # ------------------------------------------------------------------ the bibliography
