@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from .optimizer import (
@@ -12,8 +11,11 @@ from .optimizer import (
     check_betas,
     check_flags,
     check_lr,
+    decoupled_decay_,
+    l2_decay,
     require,
     step_counter,
+    zeros_like_state,
 )
 from .tensorlist import TensorList, per_tensor, pick
 
@@ -36,10 +38,6 @@ def _check_adam_tensors(lr, betas, foreach, capturable) -> tuple:
     return tuple(b.reshape(()) if isinstance(b, Tensor) else b for b in betas)
 
 
-def _zeros(p):
-    return torch.zeros_like(p, memory_format=torch.preserve_format)
-
-
 class _AdamFamily(Optimizer):
     """Validation and state shared by Adam, AdamW, NAdam and RAdam (torch's messages)."""
 
@@ -53,25 +51,37 @@ class _AdamFamily(Optimizer):
         super().__init__(params, defaults)
 
     def init_state(self, p, group):
-        return {"step": step_counter(), "exp_avg": _zeros(p), "exp_avg_sq": _zeros(p)}
+        return {"step": step_counter(), "exp_avg": zeros_like_state(p),
+                "exp_avg_sq": zeros_like_state(p)}
 
     @staticmethod
     def decay_or_l2(group, p: TensorList, g: TensorList) -> TensorList:
-        """Weight decay, coupled or not: θ ← θ(1 − ηλ) (decoupled) or g ← g + λθ (L2)."""
-        wd = group["weight_decay"]
-        if wd != 0:
-            if group["decoupled_weight_decay"]:
-                p.mul_(1 - as_float(group["lr"]) * wd)
-            else:
-                g = g.add(p, alpha=wd)
-        return g
+        """Weight decay, coupled or not: θ ← θ(1 − ηλ) (decoupled) or g ← g + λθ (L2).
+
+        Args:
+            group: the hyperparameters (``lr``, ``weight_decay``, ``decoupled_weight_decay``).
+            p: the parameters (decayed in place when decoupled).
+            g: their gradients.
+        """
+        if group["decoupled_weight_decay"]:
+            decoupled_decay_(p, group["lr"], group["weight_decay"])
+            return g
+        return l2_decay(p, g, group["weight_decay"])
 
     @staticmethod
-    def moments(group, g: TensorList, s: State) -> tuple[TensorList, TensorList]:
-        """m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²  (torch's op order: lerp, then mul/addcmul)."""
+    def moments(group, g: TensorList, m: TensorList, v: TensorList
+                ) -> tuple[TensorList, TensorList]:
+        """m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²  (torch's op order: lerp, then mul/addcmul).
+
+        Args:
+            group: the hyperparameters (``betas``).
+            g: the gradients.
+            m: the first moments, updated in place.
+            v: the second moments, updated in place.
+        """
         beta1, beta2 = map(as_float, group["betas"])
-        m = s.exp_avg.lerp_(g, 1 - beta1)
-        v = s.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        m = m.lerp_(g, 1 - beta1)
+        v = v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         return m, v
 
 
@@ -104,22 +114,32 @@ class Adam(_AdamFamily):
     def init_state(self, p, group):
         state = super().init_state(p, group)
         if group["amsgrad"]:
-            state["max_exp_avg_sq"] = _zeros(p)
+            state["max_exp_avg_sq"] = zeros_like_state(p)
         return state
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        self.rule(group, p, g, s, s.advance("step"))
+        v_max = s.max_exp_avg_sq if group["amsgrad"] else None
+        self.rule(group, p, g, s.exp_avg, s.exp_avg_sq, s.advance("step"), v_max)
 
-    def rule(self, group, p: TensorList, g: TensorList, s: State, t):
-        """One step of the rule at step count ``t`` (counted already): ``s`` needs only the
-        moments, so a caller may hand it other tensors (``Adam8bit``: dequantized ones)."""
-        lr, (beta1, beta2), eps = as_float(group["lr"]), group["betas"], group["eps"]
-        if group["maximize"]:
-            g = -g
+    def rule(self, group, p: TensorList, g: TensorList, m: TensorList, v: TensorList, t,
+             v_max: TensorList | None = None):
+        """One step of the rule at step count ``t`` (counted already), on moments that a
+        caller may hold elsewhere (``Adam8bit``: dequantized ones).
+
+        Args:
+            group: the hyperparameters.
+            p: the parameters, updated in place.
+            g: their gradients.
+            m: the first moments, updated in place.
+            v: the second moments, updated in place.
+            t: the step count (a number, or a PerTensor).
+            v_max: the running maxima of ``v`` (``amsgrad`` only), updated in place.
+        """
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         g = self.decay_or_l2(group, p, g)
-        m, v = self.moments(group, g, s)
+        m, v = self.moments(group, g, m, v)
         if group["amsgrad"]:
-            v = s.max_exp_avg_sq.maximum_(v)               # v_max ← max(v_max, v), raw v
+            v = v_max.maximum_(v)                          # v_max ← max(v_max, v), raw v
         bc1, bc2 = 1 - beta1**t, 1 - beta2**t
         denom = v.sqrt().div_(bc2**0.5).add_(eps)            # √v̂ + ε
         p.addcdiv_(m, denom, value=-(lr / bc1))            # θ ← θ − η m̂/(√v̂ + ε)
@@ -185,10 +205,8 @@ class NAdam(_AdamFamily):
         return {**super().init_state(p, group), "mu_product": step_counter(1.0)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, (beta1, beta2), eps, psi = (as_float(group["lr"]), group["betas"], group["eps"],
+        lr, (beta1, beta2), eps, psi = (group["lr"], group["betas"], group["eps"],
                                         group["momentum_decay"])
-        if group["maximize"]:
-            g = -g
         t = s.advance("step")
         bc2 = 1 - beta2**t
         g = self.decay_or_l2(group, p, g)
@@ -196,7 +214,7 @@ class NAdam(_AdamFamily):
         mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))      # μ_{t+1}
         s.mu_product.mul_(mu)                                        # Π_t = Π_{t−1} μ_t
         prod = s.values("mu_product")
-        m, v = self.moments(group, g, s)
+        m, v = self.moments(group, g, s.exp_avg, s.exp_avg_sq)
         denom = v.div(bc2).sqrt_().add_(eps)                         # √(v/(1−β₂ᵗ)) + ε
         p.addcdiv_(g, denom, value=-lr * (1.0 - mu) / (1.0 - prod))
         p.addcdiv_(m, denom, value=(-lr * mu_next) / (1.0 - prod * mu_next))
@@ -229,16 +247,23 @@ class RAdam(_AdamFamily):
                          foreach=foreach, capturable=capturable, differentiable=differentiable)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        self.rule(group, p, g, s, s.advance("step"))
+        self.rule(group, p, g, s.exp_avg, s.exp_avg_sq, s.advance("step"))
 
-    def rule(self, group, p: TensorList, g: TensorList, s: State, t):
-        """One step of the rule at step count ``t`` (counted already): ``s`` needs only the
-        moments, so a caller may hand it other tensors (``Adam8bit``: dequantized ones)."""
-        lr, (beta1, beta2), eps = as_float(group["lr"]), group["betas"], group["eps"]
-        if group["maximize"]:
-            g = -g
+    def rule(self, group, p: TensorList, g: TensorList, m: TensorList, v: TensorList, t):
+        """One step of the rule at step count ``t`` (counted already), on moments that a
+        caller may hold elsewhere.
+
+        Args:
+            group: the hyperparameters.
+            p: the parameters, updated in place.
+            g: their gradients.
+            m: the first moments, updated in place.
+            v: the second moments, updated in place.
+            t: the step count (a number, or a PerTensor).
+        """
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         g = self.decay_or_l2(group, p, g)
-        m, v = self.moments(group, g, s)
+        m, v = self.moments(group, g, m, v)
         bc1, bc2 = 1 - beta1**t, 1 - beta2**t
         m_hat = m / bc1
         rho_inf = 2 / (1 - beta2) - 1
@@ -287,16 +312,13 @@ class Adamax(Optimizer):
         super().__init__(params, defaults)
 
     def init_state(self, p, group):
-        return {"step": step_counter(), "exp_avg": _zeros(p), "exp_inf": _zeros(p)}
+        return {"step": step_counter(), "exp_avg": zeros_like_state(p),
+                "exp_inf": zeros_like_state(p)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, (beta1, beta2), eps, wd = (as_float(group["lr"]), group["betas"], group["eps"],
-                                       group["weight_decay"])
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         t = s.advance("step")
-        if group["maximize"]:
-            g = -g
-        if wd != 0:
-            g = g.add(p, alpha=wd)                                   # g ← g + λθ (L2)
+        g = l2_decay(p, g, group["weight_decay"])                    # g ← g + λθ (L2)
         m = s.exp_avg.lerp_(g, 1 - beta1)                            # m ← β₁m + (1−β₁)g
         u = s.exp_inf.mul_(beta2).maximum_(g.abs().add_(eps))        # u ← max(β₂u, |g| + ε)
         p.addcdiv_(m, u, value=-lr / (1 - beta1**t))                 # θ ← θ − η m/((1−β₁ᵗ) u)

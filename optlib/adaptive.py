@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from .optimizer import Optimizer, State, as_float, check_flags, check_lr, require, step_counter
+from .optimizer import (
+    Optimizer,
+    State,
+    check_flags,
+    check_lr,
+    l2_decay,
+    require,
+    step_counter,
+    zeros_like_state,
+)
 from .sgd import require_sparse_without_decay
 from .tensorlist import TensorList, pick
 
@@ -76,11 +85,17 @@ class Adagrad(Optimizer):
 
     @staticmethod
     def rule(group, p: TensorList, g: TensorList, acc: TensorList, t):
-        lr, wd, eps = as_float(group["lr"]), group["weight_decay"], group["eps"]
-        if group["maximize"]:
-            g = -g
-        if wd != 0:
-            g = g.add(p, alpha=wd)                           # g ← g + λθ
+        """The rule on dense tensors (a sparse gradient's entries, or whole tensors).
+
+        Args:
+            group: the hyperparameters.
+            p: the parameters, updated in place.
+            g: their gradients.
+            acc: the sums of squared gradients, updated in place.
+            t: the step count (a number, or a PerTensor).
+        """
+        lr, eps = group["lr"], group["eps"]
+        g = l2_decay(p, g, group["weight_decay"])            # g ← g + λθ
         lr_t = lr / (1 + (t - 1) * group["lr_decay"])        # η_t = η / (1 + (t−1)δ)
         acc.addcmul_(g, g, value=1)                          # s ← s + g²
         std = acc.sqrt().add_(eps)                           # √s + ε
@@ -88,7 +103,12 @@ class Adagrad(Optimizer):
 
 
 def pick_list(t, mask) -> list:
-    """The per-tensor values of ``t`` (a number or PerTensor) where ``mask`` holds."""
+    """The per-tensor values of ``t`` where ``mask`` holds, as a list.
+
+    Args:
+        t: a number (shared by every tensor) or a PerTensor.
+        mask: per tensor, whether to keep its value.
+    """
     chosen = pick(t, mask)
     return list(chosen) if isinstance(chosen, tuple) else [chosen] * sum(mask)
 
@@ -125,22 +145,17 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def init_state(self, p, group):
-        zeros = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-        state = {"step": step_counter(), "square_avg": zeros()}
+        state = {"step": step_counter(), "square_avg": zeros_like_state(p)}
         if group["momentum"] > 0:
-            state["momentum_buffer"] = zeros()
+            state["momentum_buffer"] = zeros_like_state(p)
         if group["centered"]:
-            state["grad_avg"] = zeros()
+            state["grad_avg"] = zeros_like_state(p)
         return state
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, alpha, eps, wd, beta = (as_float(group["lr"]), group["alpha"], group["eps"],
-                                  group["weight_decay"], group["momentum"])
+        lr, alpha, eps, beta = group["lr"], group["alpha"], group["eps"], group["momentum"]
         s.advance("step")
-        if group["maximize"]:
-            g = -g
-        if wd != 0:
-            g = g.add(p, alpha=wd)                                   # g ← g + λθ
+        g = l2_decay(p, g, group["weight_decay"])                    # g ← g + λθ
         v = s.square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)     # v ← αv + (1−α)g²
         if group["centered"]:
             g_avg = s.grad_avg.lerp_(g, 1 - alpha)                   # ḡ ← αḡ + (1−α)g
@@ -190,17 +205,13 @@ class Adadelta(Optimizer):
         super().__init__(params, defaults)
 
     def init_state(self, p, group):
-        zeros = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-        return {"step": step_counter(), "square_avg": zeros(), "acc_delta": zeros()}
+        return {"step": step_counter(), "square_avg": zeros_like_state(p),
+                "acc_delta": zeros_like_state(p)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, rho, eps, wd = (as_float(group["lr"]), group["rho"], group["eps"],
-                            group["weight_decay"])
+        lr, rho, eps = group["lr"], group["rho"], group["eps"]
         s.advance("step")
-        if group["maximize"]:
-            g = -g
-        if wd != 0:
-            g = g.add(p, alpha=wd)                                       # g ← g + λθ
+        g = l2_decay(p, g, group["weight_decay"])                        # g ← g + λθ
         v = s.square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)         # v ← ρv + (1−ρ)g²
         a = s.acc_delta
         u = a.add(eps).sqrt_().div_(v.add(eps).sqrt_()).mul_(g)          # u = √(a+ε)/√(v+ε) g

@@ -20,8 +20,8 @@ What makes the rule traceable, and its graph independent of the step and the lea
   bake the step into it). Bias corrections such as ``1 - beta1**t`` are so computed inside
   the graph, in float64 as the eager path computes them in Python floats, and once per
   step rather than once per element (see ``optlib.tensorlist._traced_scalars``);
-* the learning rate goes in as a 0-dim float64 tensor too (``as_float`` leaves a tensor
-  alone while compiling), so a scheduler changing it every step reuses the compiled graph.
+* the learning rate, which the eager step hands the rule as a Python number, goes in as a
+  0-dim float64 tensor too, so a scheduler changing it every step reuses the compiled graph.
   Other hyperparameters (betas, eps, weight decay, flags) are constants of the graph
   (``dynamic=False``): changing one compiles again, and after torch.compile's limit of
   8 graphs the optimizer falls back to the eager rule, with the warning below.
@@ -42,9 +42,10 @@ are made only for a graph that returns nothing: a rule that hands a tensor to Py
 did not share memory when the graph was compiled have come to share it, by assigning
 one's ``.data`` to a view of the other.)
 
-Rules should change only tensors. Under ``torch.compile`` (directly called or not) the
-rule sees a copy of its parameter group, so entries it writes into the group are lost,
-and attributes it sets on the optimizer are not kept either (dynamo drops them).
+Rules change only tensors (:mod:`optlib.optimizer`): the eager rule reads its group through
+a read-only view, and the traced one a copy of it, with the step's own values
+(``Optimizer.step_values``, SophiaG's ``bs``) in it: they are constants of the graph
+like the other hyperparameters, and the direct calls compare them too.
 
 Numbers equal the eager optimizer's to rounding (Inductor may order a fused expression's
 floating-point operations differently), not always bit for bit; in low precision too,
@@ -52,7 +53,8 @@ since the compiled code rounds to bfloat16 or float16 wherever the eager rule do
 
 Not every rule traces into one graph with torch 2.13. NAdam and RAdam (per-tensor
 factors and selections), LAMB and LARS (trust ratios read as Python numbers),
-AdamWScheduleFree (a branch on a tensor's value), Adafactor (different state for
+AdamWScheduleFree (its warmup lr and averaging weight change every step, as Python
+numbers: each step would compile a graph of its own), Adafactor (different state for
 different tensors), Adam8bit, and Shampoo and SOAP (which choose in Python, per tensor, the
 steps that refresh their roots or eigenbasis) fall back: ``optlib.compile`` warns once and
 keeps their eager rule. SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, Adamax, Lion, SophiaG and
@@ -79,7 +81,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .optimizer import Optimizer, State, as_float
+from .optimizer import Hyper, Optimizer, State
 from .tensorlist import PerTensor, TensorList
 
 try:   # dynamo's checks of tensor metadata, in C++ (private API)
@@ -177,6 +179,8 @@ class CompiledUpdate:
     def __init__(self, optimizer: Optimizer, options: dict):
         self.eager = type(optimizer).update.__get__(optimizer)
         self.name = type(optimizer).__name__
+        #: why the optimizer's rule is not compiled at all (``Optimizer.compiles``), or None
+        self.refusal = None if optimizer.compiles is True else optimizer.compiles
         # Inductor options: no size asserts (dynamo's guards, and those of the direct calls,
         # already check every input's sizes and strides; the asserts would check them again,
         # one Python call per tensor and step) and no vectorized loop tails (smaller code
@@ -253,20 +257,24 @@ class CompiledUpdate:
         self._known.pop(id(group), None)
         return False
 
-    def __call__(self, group: dict, p: TensorList, g: TensorList, s: State) -> None:
+    def __call__(self, group: Hyper, p: TensorList, g: TensorList, s: State) -> None:
         if self.failure is not None:
             return self.eager(group, p, g, s)
+        if self.refusal is not None:
+            return self._fall_back(group, p, g, s, RuntimeError(self.refusal))
+        # the group's own dict: what identifies it from step to step
+        where = group._group if isinstance(group, Hyper) else group
         states = s._states
         try:
             columns = {k: [st[k] for st in states] for k in states[0]}
         except KeyError as error:  # parameters of the group with different kinds of state
             return self._fall_back(group, p, g, s, error)
         zero_dim = {k for k, c in columns.items() if isinstance(c[0], Tensor) and c[0].dim() == 0}
-        shared = frozenset({"step"} if self._steps_shared(group, columns.get("step")) else ())
+        shared = frozenset({"step"} if self._steps_shared(where, columns.get("step")) else ())
         # The learning rate goes in as a 0-dim tensor, so that a scheduler changing it does
         # not recompile; as one per tensor where state scalars differ per tensor (a tensor and
         # a PerTensor do not mix in arithmetic).
-        lr = torch.tensor(as_float(group["lr"]), dtype=torch.float64)
+        lr = torch.tensor(group["lr"], dtype=torch.float64)
         per_tensor_lr = bool(zero_dim - shared)
         sources = [*p, *g, *itertools.chain.from_iterable(columns.values()), lr]
         # What the graph depends on besides the tensors (dynamo's guards check the same).
@@ -274,7 +282,7 @@ class CompiledUpdate:
                torch.is_grad_enabled(), torch.get_default_dtype(),
                torch.are_deterministic_algorithms_enabled())
         others = {k: v for k, v in group.items() if k not in ("params", "lr")}
-        direct = self._direct.get(id(group))
+        direct = self._direct.get(id(where))
         if direct is not None and not torch.compiler.is_compiling() and direct(key, others, sources):
             self.direct_steps += 1
             return None
@@ -294,7 +302,7 @@ class CompiledUpdate:
         if _graphs() != graphs:                  # this call compiled a graph
             self.compile_seconds += time.perf_counter() - start
         if not torch.compiler.is_compiling():
-            self._note_direct(group, key, others, sources)
+            self._note_direct(where, key, others, sources)
 
     def _note_direct(self, group: dict, key: tuple, others: dict, sources: list) -> None:
         """Let the group's next steps call the graph that this step ran directly, if they

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .optimizer import Optimizer, State, as_float, require, step_counter
+from .optimizer import Optimizer, State, decoupled_decay_, require, step_counter
 from .sharded import reduced
 from .tensorlist import TensorList, per_tensor
 
@@ -84,22 +84,20 @@ class Adafactor(Optimizer):
         return {"step": step_counter(), "variance": p.new_zeros(p.shape)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, wd, d = as_float(group["lr"]), group["weight_decay"], group["d"]
+        lr, d = group["lr"], group["d"]
         eps1, eps2 = group["eps"]
-        if group["maximize"]:
-            g = -g
         t = per_tensor(s.advance("step"), len(p))
         if not all(x.numel() for x in p):      # an empty tensor: its step counts, nothing moves
             full = [x.numel() > 0 for x in p]
-            p, g, t = p.select(full), g.select(full), [ti for ti, k in zip(t, full, strict=False) if k]
+            p, g, s = p.select(full), g.select(full), s.select(full)
+            t = [ti for ti, k in zip(t, full, strict=True) if k]
         # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
         alpha = [max(eps2, reduced(x.norm(2)).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
                  for x, ti in zip(p, t, strict=True)]
-        if wd != 0:
-            p.mul_(1 - lr * wd)                                      # θ ← θ(1 − ηλ)
+        decoupled_decay_(p, lr, group["weight_decay"])               # θ ← θ(1 − ηλ)
         # The second-moment estimate depends on each tensor's shape: one tensor at a time.
-        for x, gx, ti, a in zip(p, g, t, alpha, strict=True):
-            u = _scaled_gradient(gx, self.state[x], ti ** group["beta2_decay"], eps1)
+        for st, x, gx, ti, a in s.each(p, g, t, alpha):
+            u = _scaled_gradient(gx, st, ti ** group["beta2_decay"], eps1)
             clip = max(1.0, reduced(u.norm(2)).item() / (u.numel() ** 0.5 * d))   # max(1, RMS(U)/d)
             x.add_(u, alpha=-a / clip)                               # θ ← θ − α U / clip
 

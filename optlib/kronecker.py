@@ -21,7 +21,15 @@ from itertools import chain
 import torch
 from torch import Tensor
 
-from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require, step_counter
+from .optimizer import (
+    Optimizer,
+    State,
+    check_betas,
+    check_lr,
+    require,
+    step_counter,
+    zeros_like_state,
+)
 from .sharded import is_sharded, reduced, shard_like, whole
 from .tensorlist import TensorList, per_tensor
 
@@ -173,13 +181,13 @@ class Shampoo(Optimizer):
             factors, roots = [torch.full_like(p, eps)], [torch.zeros_like(p)]
         state = {"step": step_counter(), "factors": factors, "roots": roots}
         if group["graft"] == "adam":
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = zeros_like_state(p)
         if group["momentum"] != 0:
-            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["momentum_buffer"] = zeros_like_state(p)
         return state
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, mu, wd, eps = as_float(group["lr"]), group["momentum"], group["weight_decay"], group["eps"]
+        lr, mu, wd, eps = group["lr"], group["momentum"], group["weight_decay"], group["eps"]
         f, graft, beta2 = group["precondition_frequency"], group["graft"], group["graft_beta2"]
         t = per_tensor(s.advance("step"), len(p))
         if wd != 0:
@@ -187,8 +195,7 @@ class Shampoo(Optimizer):
         # The factors have each tensor's own shapes: one tensor at a time. A shard's (FSDP2)
         # factors and S are those of the whole matrix: every process gathers G, computes
         # them, and keeps its own piece of S; the rest is elementwise on the pieces.
-        for x, G, tx in zip(p, g, t, strict=True):
-            st = self.state[x]
+        for st, x, G, tx in s.each(p, g, t):
             refresh = (tx - 1) % f == 0
             k = x.dim()
             if k >= 2:
@@ -348,21 +355,19 @@ class SOAP(Optimizer):
             # a shard (FSDP2) of a preconditioned tensor: its moments whole, on every process
             m, v = (torch.zeros(p.shape, dtype=p.dtype, device=p.device) for _ in range(2))
         else:
-            m, v = (torch.zeros_like(p, memory_format=torch.preserve_format) for _ in range(2))
+            m, v = (zeros_like_state(p) for _ in range(2))
         return {"step": step_counter(), "exp_avg": m, "exp_avg_sq": v,
                 "GG": [square(n) for n in sizes], "Q": [square(n) for n in sizes]}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, (beta1, beta2), eps = as_float(group["lr"]), group["betas"], group["eps"]
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         wd, f = group["weight_decay"], group["precondition_frequency"]
         beta_s = group["shampoo_beta"] if group["shampoo_beta"] >= 0 else beta2
         # A shard (FSDP2) of a tensor with factors: every process gathers G and computes the
         # whole step from whole state (kept on every process), then applies its own piece.
-        g = TensorList([G if is_sharded(self.state[x]["exp_avg"]) else whole(G)
-                        for x, G in zip(p, g, strict=True)])
-        for x, G, fresh in zip(p, g, s.new, strict=True):
+        g = TensorList([G if is_sharded(st["exp_avg"]) else whole(G) for st, G in s.each(g)])
+        for st, G, fresh in s.each(g, s.new):
             if fresh:           # the first step starts the statistics and the basis only
-                st = self.state[x]
                 accumulate(st["GG"], G, beta_s)
                 for GG, Q in zip(st["GG"], st["Q"], strict=True):
                     if GG is not None:
@@ -370,10 +375,9 @@ class SOAP(Optimizer):
         stepping = [not fresh for fresh in s.new]
         if not any(stepping):
             return
-        p, g = p.select(stepping), g.select(stepping)
-        t = torch.stack(s["step"].select(stepping).add_(1)).tolist()   # updates so far
-        for x, G, tx in zip(p, g, t, strict=True):
-            st = self.state[x]
+        p, g, s = p.select(stepping), g.select(stepping), s.select(stepping)
+        t = torch.stack(s["step"].add_(1)).tolist()                     # updates so far
+        for st, x, G, tx in s.each(p, g, t):
             Q = st["Q"]
             step_size = lr
             if group["correct_bias"]:
@@ -394,7 +398,7 @@ def _buffer(state: dict, key: str, p: Tensor) -> Tensor:
     """``state[key]``, created as zeros if missing (a group's ``graft`` or ``momentum``
     changed after its first step)."""
     if key not in state:
-        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state[key] = zeros_like_state(p)
     return state[key]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from .adam import _AdamFamily
-from .optimizer import Optimizer, State, as_float, check_lr, require
+from .optimizer import Optimizer, State, check_lr, l2_decay, require
 from .sharded import norms
 from .tensorlist import TensorList
 
@@ -72,10 +72,9 @@ class LAMB(_AdamFamily):
         super().__init__(params, lr, betas, eps, weight_decay, trust_ratio=trust_ratio)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, (beta1, beta2), eps, wd = (as_float(group["lr"]), group["betas"], group["eps"],
-                                       group["weight_decay"])
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         t = s.advance("step")
-        m, v = self.moments(group, g, s)                           # Adam's moments
+        m, v = self.moments(group, g, s.exp_avg, s.exp_avg_sq)     # Adam's moments
         bc1, bc2 = 1 - beta1**t, 1 - beta2**t
         u = m.div(bc1).div_(v.div(bc2).sqrt_().add_(eps))          # r = m̂ / (√v̂ + ε)
         if wd != 0:
@@ -126,11 +125,11 @@ class LARS(Optimizer):
         return {"momentum_buffer": p.new_zeros(p.shape)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, beta, wd, tc, eps = (as_float(group["lr"]), group["momentum"], group["weight_decay"],
-                               group["trust_coefficient"], group["eps"])
+        lr, beta, wd, tc, eps = (group["lr"], group["momentum"], group["weight_decay"],
+                                 group["trust_coefficient"], group["eps"])
         local = 1.0
         if group["trust_ratio"]:                                    # ℓ = tc‖θ‖/(‖g‖+λ‖θ‖+ε)
             local = trust_ratio(norms(p), norms(g), lambda w, gn: tc * w / (gn + wd * w + eps))
-        d = g.add(p, alpha=wd) if wd != 0 else g                    # g + λθ
+        d = l2_decay(p, g, wd)                                      # g + λθ
         s.momentum_buffer.mul_(beta).add_(d.mul(local * lr))          # v ← βv + η ℓ (g + λθ)
         p.sub_(s.momentum_buffer)                                   # θ ← θ − v

@@ -9,7 +9,7 @@ import numbers
 import torch
 
 from .adam import AdamW
-from .optimizer import Optimizer, State, as_float, require
+from .optimizer import Optimizer, State, decoupled_decay_, require, zeros_like_state
 from .sharded import shard_like, whole
 from .tensorlist import TensorList
 
@@ -101,13 +101,13 @@ class Muon(Optimizer):
             _check_muon(*(group[k] for k in _CHECKED)), _require_2d(group["params"])))
 
     def init_state(self, p, group):
-        return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {"momentum_buffer": zeros_like_state(p)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, wd, beta = as_float(group["lr"]), group["weight_decay"], group["momentum"]
+        lr, beta = group["lr"], group["momentum"]
         buf = s.momentum_buffer.lerp_(g, 1 - beta)                    # B ← βB + (1−β)G
         b = g.lerp(buf, beta) if group["nesterov"] else buf           # B̃ = G + β(B − G)
-        p.mul_(1 - lr * wd)                                         # θ ← θ(1 − ηλ)
+        decoupled_decay_(p, lr, group["weight_decay"])                # θ ← θ(1 − ηλ)
         # Orthogonalisation and the lr adjustment depend on each matrix's shape. O is a
         # function of the whole matrix: for a shard (FSDP2) every process gathers B̃ (in
         # bfloat16, where the iteration starts anyway: the same numbers for half the bytes

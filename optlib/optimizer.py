@@ -7,6 +7,12 @@ Every optimizer in ``optlib`` subclasses :class:`Optimizer` and writes two thing
   ``state_dict`` loads into torch's class of the same name and back;
 * ``update(group, p, g, s)``: the update rule, once, on :class:`~optlib.tensorlist.TensorList`
   objects holding *all* of a group's parameters ``p``, gradients ``g`` and state ``s``.
+  A rule depends only on its inputs and changes only tensors: ``group`` is a read-only
+  view of the group's hyperparameters (:class:`Hyper`) with the learning rate already a
+  number, ``g`` is already negated under ``maximize``, and values of the step that are
+  not hyperparameters come in through the view too (:meth:`Optimizer.step_values`).
+  Helpers shared by rules: :func:`zeros_like_state`, :func:`l2_decay`,
+  :func:`decoupled_decay_`, and :meth:`State.each` for a rule that works tensor by tensor.
 
 The base class does the plumbing that torch.optim repeats in every class: it gathers
 the parameters that have a gradient (a parameter without one is skipped entirely, its
@@ -60,7 +66,7 @@ import inspect
 import itertools
 import numbers
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -87,6 +93,39 @@ def as_float(x) -> float:
     if isinstance(x, Tensor):
         return x if torch.compiler.is_compiling() else x.item()
     return x
+
+
+def zeros_like_state(p: Tensor) -> Tensor:
+    """A state tensor of zeros shaped, typed and strided like ``p`` (torch.optim's choice).
+
+    Args:
+        p: the parameter the state belongs to.
+    """
+    return torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def l2_decay(p: TensorList, g: TensorList, weight_decay) -> TensorList:
+    """L2 weight decay, coupled to the gradient: ``g + λθ`` (a new list; ``g`` itself when
+    ``λ = 0``), as torch.optim's ``weight_decay`` for SGD, Adam, Adagrad, RMSprop, ...
+
+    Args:
+        p: the parameters θ.
+        g: their gradients.
+        weight_decay: λ.
+    """
+    return g.add(p, alpha=weight_decay) if weight_decay != 0 else g
+
+
+def decoupled_decay_(p: TensorList, lr, weight_decay) -> None:
+    """Decoupled weight decay, in place: ``θ ← θ(1 − ηλ)`` (AdamW's; nothing when ``λ = 0``).
+
+    Args:
+        p: the parameters θ, changed in place.
+        lr: the learning rate η.
+        weight_decay: λ.
+    """
+    if weight_decay != 0:
+        p.mul_(1 - lr * weight_decay)
 
 
 def require(condition: bool, message: str) -> None:
@@ -141,12 +180,53 @@ def check_flags(owner: str, *, foreach=None, fused=None, capturable=False,
             "differentiate through a step, or differentiable=False")
 
 
+class Hyper(Mapping):
+    """What a rule reads besides tensors: its parameter group's entries, read-only, with the
+    values of this step laid over them.
+
+    ``hyper["lr"]`` is the learning rate as a Python number (the value of a 1-element
+    tensor ``lr``, which torch allows; under :func:`optlib.compile` a 0-dim tensor, so that
+    the compiled graph does not bake it in); optimizers add their step's own values
+    (:meth:`Optimizer.step_values`, SophiaG's batch size). A rule cannot write into it:
+    what a rule changes is tensors.
+
+    Args:
+        group: the parameter group (a dict of ``optimizer.param_groups``), not copied.
+        values: entries that replace or extend the group's for this step.
+    """
+
+    __slots__ = ("_group", "_values")
+
+    def __init__(self, group: dict, values: dict):
+        self._group = group
+        self._values = values
+
+    def __getitem__(self, key: str):
+        values = self._values
+        return values[key] if key in values else self._group[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._group
+        yield from (key for key in self._values if key not in self._group)
+
+    def __len__(self) -> int:
+        return len(self._group) + sum(key not in self._group for key in self._values)
+
+    def __repr__(self) -> str:
+        return f"Hyper({dict(self)!r})"
+
+
 class State:
     """The state of a group's parameters, one :class:`~optlib.TensorList` per key.
 
     ``s.exp_avg`` is the list of every parameter's ``exp_avg`` tensor (the very tensors
     in ``optimizer.state``, so in-place updates persist). ``s.new`` tells, per
-    parameter, whether its state was created in this step.
+    parameter, whether its state was created in this step. A rule that must work tensor
+    by tensor (its state differs in shape from tensor to tensor) walks :meth:`each`.
+
+    Args:
+        states: each parameter's state dict, in the order of the group's lists.
+        new: per parameter, whether its state was created in this step.
     """
 
     def __init__(self, states: list[dict], new: list[bool]):
@@ -165,6 +245,16 @@ class State:
     def states(self) -> list[dict]:
         """Each parameter's state dict (the very dicts in ``optimizer.state``)."""
         return self._states
+
+    def each(self, *lists) -> Iterator[tuple]:
+        """Tensor by tensor: ``(state dict, entry of each list)`` per parameter, for a rule
+        whose computation depends on each tensor's shape (``for st, x, G in s.each(p, g)``).
+
+        Args:
+            lists: per-parameter sequences (``TensorList``s, lists of step counts), in the
+                order of the group's parameters.
+        """
+        return zip(self._states, *lists, strict=True)
 
     def select(self, mask) -> State:
         """The state of the parameters where ``mask`` holds (as :meth:`TensorList.select`)."""
@@ -202,13 +292,23 @@ class Optimizer(torch.optim.Optimizer):
     supports_sparse: bool = False
     #: Per-parameter state entries that older checkpoints may hold as Python numbers.
     scalar_state_keys: tuple[str, ...] = ("step",)
+    #: True, or why :func:`optlib.compile` keeps the eager rule for this class.
+    compiles: bool | str = True
 
     def init_state(self, p: Tensor, group: dict) -> dict:
         """State of a parameter on its first step with a gradient. Default: none (then no
         entry is made in ``self.state`` for the parameter, as in torch)."""
         return {}
 
-    def update(self, group: dict, p: TensorList, g: TensorList, s: State) -> None:
+    def update(self, group: Hyper, p: TensorList, g: TensorList, s: State) -> None:
+        """The rule: change ``p`` and the state ``s`` in place, for one group and step.
+
+        Args:
+            group: the group's hyperparameters (read-only, ``lr`` a number: :class:`Hyper`).
+            p: the parameters that have a gradient.
+            g: their gradients, negated already under ``maximize``.
+            s: their state.
+        """
         raise NotImplementedError
 
     def check_sparse(self, group: dict) -> None:
@@ -315,9 +415,32 @@ class Optimizer(torch.optim.Optimizer):
             post_hook(self)
 
     # ---- the step ---------------------------------------------------------------------------
+    def step_values(self, group: dict) -> dict:
+        """Values the rule reads in this step besides the group's own entries (none by
+        default). Called once per group and step, after the step's checks and before the
+        rule, also for a group in which no parameter has a gradient: the place for
+        bookkeeping that a group keeps (AdamWScheduleFree's step counter), which the rule
+        itself never writes.
+
+        Args:
+            group: the parameter group.
+        """
+        return {}
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
-        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        """Perform one optimization step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional).
+        """
+        return self._step(closure)
+
+    @torch.no_grad()
+    def _step(self, closure: Callable[[], float] | None, **values):
+        """The step, with ``values`` (the step's own, SophiaG's ``bs``) laid over every
+        group's hyperparameters. ``maximize`` is applied here: the rule sees the gradient
+        of the objective it descends."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -325,6 +448,8 @@ class Optimizer(torch.optim.Optimizer):
         # Gather every group before changing anything, so a refused step changes nothing.
         gathered = [self._gather(group) for group in self.param_groups]
         for group, (params, grads) in zip(self.param_groups, gathered, strict=True):
+            hyper = Hyper(group, {"lr": as_float(group["lr"]), **values,
+                                  **self.step_values(group)})
             if not params:
                 continue
             state = self._prepare(group, params)
@@ -333,7 +458,10 @@ class Optimizer(torch.optim.Optimizer):
                     if any(g.is_sparse for g in grads) else self.update)
             if any(p.is_complex() for p in params):
                 params, grads, state = _as_real(params, grads, state)
-            rule(group, TensorList(params), TensorList(grads), state)
+            g = TensorList(grads)
+            if group.get("maximize", False):
+                g = -g
+            rule(hyper, TensorList(params), g, state)
         return loss
 
 

@@ -393,14 +393,14 @@ class Adam8bit(Adam):
         at a time, on this process's rows (no communication)."""
         block = group["block_size"]
         t = per_tensor(s.advance("step"), len(p))
-        for x, gx, st, new, ti in zip(p, g, s.states, s.new, t, strict=True):
+        for st, x, gx, ti in s.each(p, g, t):
             xl, gl = local(x), local(gx)
             codes = {k: local(st[k + "_code"]) for k, _, _ in self.MOMENTS}
             scales = {k: local(st[k + "_absmax"]) for k, _, _ in self.MOMENTS}
             m, v = (dequantize_rows(codes[k], scales[k], book, block, xl)
                     for k, book, _ in self.MOMENTS)
-            self.rule(group, TensorList([xl]), TensorList([gl]),
-                      State([{"exp_avg": m, "exp_avg_sq": v}], [new]), PerTensor.of([ti]))
+            self.rule(group, TensorList([xl]), TensorList([gl]), TensorList([m]), TensorList([v]),
+                      ti)
             for (k, book, divisor), value in zip(self.MOMENTS, (m, v), strict=True):
                 c, a = quantize_rows(value, book, block, divisor=divisor)
                 codes[k].copy_(c)
@@ -420,9 +420,7 @@ class Adam8bit(Adam):
             chunk = _Chunk(pieces, sizes, block)
             m, v = (chunk.dequantize(moment, key) for moment in moments)
             self.rule(group, TensorList(chunk.of(flat_p)), TensorList(chunk.of(flat_g)),
-                      State([{"exp_avg": a, "exp_avg_sq": b}
-                             for a, b in zip(chunk.cut(m), chunk.cut(v), strict=True)],
-                            chunk.pick(s.new)),
+                      TensorList(chunk.cut(m)), TensorList(chunk.cut(v)),
                       PerTensor.of(chunk.pick(t)))
             for moment in moments:
                 chunk.quantize(moment)

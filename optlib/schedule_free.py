@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require
+from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require, zeros_like_state
 from .tensorlist import TensorList
 
 
@@ -39,6 +39,9 @@ class AdamWScheduleFree(Optimizer):
     reference; other coordinates are not affected.
     """
 
+    compiles = ("its warmup lr and averaging weight change every step, as Python numbers: "
+                "torch.compile would compile a graph for each step")
+
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  warmup_steps=0, r=0.0, weight_lr_power=2.0):
         check_lr(lr)
@@ -59,7 +62,7 @@ class AdamWScheduleFree(Optimizer):
 
     def init_state(self, p, group):
         return {"z": torch.clone(p, memory_format=torch.preserve_format),
-                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+                "exp_avg_sq": zeros_like_state(p)}
 
     def add_param_group(self, param_group):
         """torch's ``add_param_group``; a group added later starts in the optimizer's current
@@ -96,17 +99,29 @@ class AdamWScheduleFree(Optimizer):
     # ---- the step ------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
+        """Perform one optimization step (in train mode only).
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional).
+        """
         if not all(group["train_mode"] for group in self.param_groups):
             raise RuntimeError(
                 "AdamWScheduleFree.step() was called in eval mode: call optimizer.train() "
                 "before training steps and optimizer.eval() before evaluating or saving")
-        ks = [group["k"] for group in self.param_groups]
-        loss = super().step(closure)
-        # A group without gradients still advances its schedule, as in the reference.
-        for group, k in zip(self.param_groups, ks, strict=True):
-            if group["k"] == k:
-                self._advance(group)
-        return loss
+        return super().step(closure)
+
+    def step_values(self, group) -> dict:
+        """Advances the group's schedule (also a group without gradients, as in the
+        reference): the rule reads the warmup lr η_k as ``lr``, this step's count ``k``
+        (from 0) and the averaging weight ``ckp1`` = c_{k+1}. The group keeps the running
+        counter ``k`` (then k + 1), ``lr_max``, ``weight_sum`` and ``scheduled_lr``, as the
+        reference's groups do.
+
+        Args:
+            group: the parameter group.
+        """
+        lr, ckp1, k = self._advance(group)
+        return {"lr": lr, "ckp1": ckp1, "k": k}
 
     @staticmethod
     def _advance(group) -> tuple[float, float, int]:
@@ -123,7 +138,7 @@ class AdamWScheduleFree(Optimizer):
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
         (beta1, beta2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
-        lr, ckp1, k = self._advance(group)
+        lr, ckp1, k = group["lr"], group["ckp1"], group["k"]          # η_k, c_{k+1}, k
         y, z = p, s.z
         v = s.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v ← β₂v + (1−β₂)g²
         d = g.div(v.div(1 - beta2 ** (k + 1)).sqrt_().add_(eps))    # g / (√v̂ + ε)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require, step_counter
+from .optimizer import (
+    Optimizer,
+    State,
+    check_betas,
+    check_lr,
+    decoupled_decay_,
+    require,
+    step_counter,
+)
 from .tensorlist import TensorList
 
 
@@ -50,7 +58,6 @@ class SophiaG(Optimizer):
         require(0.0 <= weight_decay, f"Invalid weight_decay value: {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), rho=rho,
                                       weight_decay=weight_decay, maximize=maximize))
-        self._bs = 5120
 
     def init_state(self, p, group):
         return {"step": step_counter(), "exp_avg": p.new_zeros(p.shape),
@@ -58,21 +65,23 @@ class SophiaG(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None, bs=5120):
-        """One step; ``bs`` is the batch size the Hessian estimate was averaged over
-        (tokens per batch for a language model, as in the authors' training script)."""
+        """One step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional).
+            bs: the batch size the Hessian estimate was averaged over (tokens per batch
+                for a language model, as in the authors' training script); the rule reads
+                it as ``group["bs"]``.
+        """
         require(bs > 0, f"Invalid bs value: {bs}")
-        self._bs = bs      # read by `update`; the rule is otherwise the shared machinery's
-        return super().step(closure)
+        return self._step(closure, bs=bs)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, (beta1, _), rho, wd = (as_float(group["lr"]), group["betas"], group["rho"],
-                                   group["weight_decay"])
-        if group["maximize"]:
-            g = -g
+        lr, (beta1, _), rho, bs = group["lr"], group["betas"], group["rho"], group["bs"]
         s.advance("step")
-        p.mul_(1 - lr * wd)                                           # decoupled decay
+        decoupled_decay_(p, lr, group["weight_decay"])               # θ ← θ(1 − ηλ)
         m = s.exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)           # m ← β₁m + (1−β₁)g
-        ratio = m.abs().div_(s.hessian.mul(rho * self._bs).add_(1e-15)).clamp_max_(1)
+        ratio = m.abs().div_(s.hessian.mul(rho * bs).add_(1e-15)).clamp_max_(1)
         p.addcmul_(m.sign(), ratio, value=-lr)                        # θ ← θ − η sign(m) min(1, |m|/(ρ bs h))
 
     @torch.no_grad()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .optimizer import Optimizer, State, as_float, check_flags, check_lr, require
+from .optimizer import Optimizer, State, as_float, check_flags, check_lr, l2_decay, require
 from .tensorlist import TensorList
 
 
@@ -52,12 +52,8 @@ class SGD(Optimizer):
         require_sparse_without_decay(self, group)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, beta, tau = as_float(group["lr"]), group["momentum"], group["dampening"]
-        wd = as_float(group["weight_decay"])
-        if group["maximize"]:
-            g = -g
-        if wd != 0:
-            g = g.add(p, alpha=wd)                               # g ← g + λθ
+        lr, beta, tau = group["lr"], group["momentum"], group["dampening"]
+        g = l2_decay(p, g, as_float(group["weight_decay"]))      # g ← g + λθ
         if beta != 0:
             buf, new = s.momentum_buffer, s.new
             if any(new):                           # torch seeds a new buffer with g itself: b₁ = g₁
@@ -77,7 +73,12 @@ class SGD(Optimizer):
 
 
 def require_sparse_without_decay(optimizer, group) -> None:
-    """torch refuses weight decay with a sparse gradient (it would make the gradient dense)."""
+    """torch refuses weight decay with a sparse gradient (it would make the gradient dense).
+
+    Args:
+        optimizer: the optimizer (named in the message).
+        group: the group whose parameter has a sparse gradient.
+    """
     if group["weight_decay"] != 0:
         raise RuntimeError(
             "weight_decay option is not compatible with sparse gradients: "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .optimizer import Optimizer, State, as_float, check_betas, check_lr, require
+from .optimizer import Optimizer, State, check_betas, check_lr, decoupled_decay_, require
 from .tensorlist import TensorList
 
 
@@ -46,9 +46,9 @@ class Lion(Optimizer):
         return {"exp_avg": p.new_zeros(p.shape)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, (beta1, beta2), wd = as_float(group["lr"]), group["betas"], group["weight_decay"]
+        lr, (beta1, beta2) = group["lr"], group["betas"]
         m = s.exp_avg
-        p.mul_(1 - lr * wd)                                    # decoupled decay, first
+        decoupled_decay_(p, lr, group["weight_decay"])         # θ ← θ(1 − ηλ), first
         c = m.mul(beta1).add_(g, alpha=1 - beta1).sign_()      # sign(β₁m + (1−β₁)g)
         p.add_(c, alpha=-lr)
         m.mul_(beta2).add_(g, alpha=1 - beta2)                 # m ← β₂m + (1−β₂)g, after the step
