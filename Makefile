@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 # Two workers on the 2-core build machine; each chapter keeps its torch to one thread.
 JOBS   ?= 2
 
-.PHONY: install test unit notebooks lint book book-strict student browser-test mathjax bench gpu-check clean
+.PHONY: install test unit notebooks lint book book-strict student browser-test mathjax bench gpu-check clean \
+	package
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +20,14 @@ install: $(BIN)/.installed
 
 test: lint unit notebooks
 
-# ruff on the code; CITATION.cff against the Citation File Format's schema (vendored in
-# check-jsonschema, so no network).
+# ruff on the code; CITATION.cff and the GitHub workflows against their schemas (vendored
+# in check-jsonschema, so no network; every job must have a timeout).
+WORKFLOWS := $(wildcard .github/workflows/*.yml)
 lint: install
 	$(BIN)/ruff check optlib tests benchmarks scripts _ext
 	$(BIN)/check-jsonschema --builtin-schema vendor.citation-file-format CITATION.cff
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+	$(BIN)/check-jsonschema --builtin-schema custom.github-workflows-require-timeout $(WORKFLOWS)
 
 unit: install
 	$(BIN)/python -m pytest tests -q -n $(JOBS)
@@ -66,6 +70,12 @@ _vendor/mathjax/tex-mml-chtml.js:
 		&& tar -xzf mathjax-$(MATHJAX_VERSION).tgz package/es5
 	for part in $(MATHJAX_PARTS); do cp -R _build/npm/package/es5/$$part _vendor/mathjax/; done
 
+# The library as PyPI gets it (distribution optlib-torch, import optlib): sdist and wheel
+# into dist/, twine check, the wheel installed in a fresh venv after torch==2.13.0 and
+# imported there (scripts/check_package.sh).
+package: install
+	PYTHON=$(BIN)/python scripts/check_package.sh dist
+
 bench: install
 	$(BIN)/python benchmarks/step_time.py
 
@@ -77,4 +87,4 @@ gpu-check:
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_check.py
 
 clean:
-	rm -rf _build _vendor/mathjax
+	rm -rf _build _vendor/mathjax dist

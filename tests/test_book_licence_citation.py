@@ -45,3 +45,12 @@ def test_issues_button_and_footer():
     assert "https://creativecommons.org/licenses/by/4.0/" in links
     foreign = [link for link in links if "github.com" in link and not link.startswith(REPOSITORY)]
     assert not foreign, f"footer links to another repository than _config.yml's: {foreign}"
+
+
+def test_one_version_in_pyproject_optlib_and_citation():
+    """A release tag vX.Y.Z names all three (notes/release.md, .github/workflows/release.yml)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert project["version"] == optlib.__version__ == str(cff["version"])
