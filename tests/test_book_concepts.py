@@ -107,9 +107,19 @@ def test_train_is_fit_and_epochs_cover_the_data(digits):
     epoch = [next(stream) for _ in range(3)]
     assert [len(b[0]) for b in epoch] == [4, 4, 2]
     assert sorted(torch.cat([b[1] for b in epoch]).tolist()) == list(range(10))
-    h = book.train.digits_run(digits, batch_size=256, lr=0.1, n_epochs=2)
+    h = book.train.digits_run(digits, 0.1, batch_size=256, n_epochs=2)
     assert h.eval_steps == [0, 6, 12] and h.eval[-1] < h.eval[0]
     assert 0 < h.test_accuracy <= 1
+    model = book.models.mlp((64, 128, 10), seed=1)
+    same = book.train.fit(model, optlib.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                          book.data.batches(digits.x_train, digits.y_train, 32, seed=1), 5)
+    h = book.train.digits_run(digits, 0.1, momentum=0.9, steps=5, seed=1)
+    assert h.loss == same.loss
+    h = book.train.digits_run(digits, 20.0, momentum=0.9, steps=50, batch_size=None,
+                              diverge_above=3.0)
+    assert h.diverged and 3.0 < h.loss[-1] < math.inf and h.final() == math.inf
+    with pytest.raises(ValueError, match="steps or n_epochs"):
+        book.train.digits_run(digits, 0.1)
 
 
 def test_side_by_side_equal_rules_and_a_different_one(digits):
@@ -194,3 +204,10 @@ def test_smooth_and_step_lengths():
     ell = book.rates.step_lengths(lambda p: optlib.SGD(p, lr=0.01, momentum=0.9), 200)
     assert ell[0].item() == pytest.approx(0.01, rel=1e-5)
     assert ell[-1].item() == pytest.approx(0.1, rel=1e-5)
+
+
+def test_fit_split_reports_the_test_set(digits):
+    model = book.models.mlp((64, 16, 10), seed=0)
+    h = book.train.fit_split(model, optlib.SGD(model.parameters(), lr=0.1), digits, 20)
+    assert h.test_loss == book.train.evaluate_loss(model, digits.x_test, digits.y_test)
+    assert 0.5 < h.test_accuracy <= 1 and len(h.loss) == 20

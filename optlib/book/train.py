@@ -13,8 +13,9 @@ Every chapter trains through :func:`fit`, whatever it trains:
 * ``clip`` bounds the global gradient norm; ``save_at`` keeps checkpoints, ``start``
   branches a run from one; ``hooks`` see every step (:class:`Step`), and
   :class:`SophiaHessian` is such a hook;
-* one divergence rule: a minibatch loss that is not finite stops training and is
-  recorded as the last loss, with ``History.diverged`` set.
+* one divergence rule: a minibatch loss that is not finite (or above ``diverge_above``,
+  when given) stops training and is recorded as the last loss, with ``History.diverged``
+  set.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from optlib.clipping import clip_grad_norm_
 from .progress import progress as _progress
 
 __all__ = ["Rule", "History", "Checkpoint", "Step", "SophiaHessian", "fit", "train",
-           "epochs", "digits_run", "cross_entropy", "accuracy", "evaluate_loss"]
+           "fit_split", "epochs", "digits_run", "cross_entropy", "accuracy", "evaluate_loss"]
 
 #: A from-scratch update rule: ``rule(params, grads, state, **hyper)`` changes ``params`` in
 #: place; ``state`` is a dict the rule owns (empty on the first call).
@@ -186,7 +187,7 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         eval_every: int = 50, hooks: Sequence[Callable[[Step], None]] = (),
         start: Checkpoint | None = None, save_at: Iterable[int] = (),
         hyper: dict | None = None, loss_scale: float = 1.0, validate: bool = True,
-        progress: bool | None = None) -> History:
+        diverge_above: float | None = None, progress: bool | None = None) -> History:
     """Train ``model`` until ``steps`` steps are done; return the :class:`History`.
 
     The loss of step ``t`` is ``loss_fn(model(x), y)`` on the step's batch. Deterministic
@@ -217,6 +218,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         loss_scale: the gradient is that of ``loss_scale * loss`` (the recorded loss is
             unscaled): a scale-invariant method must not depend on it.
         validate: record a task's ``val_loss(model)`` after training.
+        diverge_above: a finite loss above this also counts as diverged (a run whose loss
+            has grown by orders of magnitude is not coming back).
         progress: show a bar (default: yes, except under pytest/nbval or with
             ``OPTLIB_PROGRESS=0``).
 
@@ -295,7 +298,7 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         lr_now = float(groups[0].get("lr", math.nan))
         history.loss.append(value)
         history.lr.append(lr_now)
-        if not math.isfinite(value):
+        if not math.isfinite(value) or (diverge_above is not None and value > diverge_above):
             history.diverged = True
             break
         (loss if loss_scale == 1.0 else loss * loss_scale).backward()
@@ -361,32 +364,76 @@ def epochs(x: Tensor, y: Tensor, batch_size: int, seed: int = 0):
             yield x[idx], y[idx]
 
 
-def digits_run(data, batch_size: int, lr: float, n_epochs: int = 20, seed: int = 0,
-               momentum: float = 0.0) -> History:
-    """The 64-128-10 MLP trained with ``optlib.SGD`` for whole epochs on the digits.
+def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False,
+               batch_size: int | None = 32, steps: int | None = None,
+               n_epochs: int | None = None, seed: int = 0,
+               diverge_above: float | None = None) -> History:
+    """The 64-128-10 MLP (initialized with ``seed``) trained on the digits with
+    ``optlib.SGD``: the chapters' standard small network.
 
-    ``History.eval`` holds the full-batch training loss before training and after every
-    epoch; ``History.test_accuracy`` (an attribute added here) the test accuracy.
+    Give ``steps`` (minibatches from :func:`optlib.book.data.batches`, every batch full)
+    or ``n_epochs`` (whole epochs from :func:`epochs`, the last batch of each smaller;
+    ``History.eval`` then holds the full-batch training loss before training and after
+    every epoch). ``History.test_accuracy`` (an attribute added here) is the test accuracy
+    at the end.
 
     Args:
         data: a :class:`~optlib.book.data.Split` of the digits.
-        batch_size: examples per batch.
         lr: the learning rate.
-        n_epochs: the number of epochs.
-        seed: the seed of the initialization and of the shuffles.
         momentum: SGD's momentum.
+        nesterov: Nesterov's momentum.
+        batch_size: examples per batch; ``None``: the full batch at every step.
+        steps: the number of steps.
+        n_epochs: the number of epochs (instead of ``steps``).
+        seed: the seed of the initialization and of the batch order.
+        diverge_above: passed to :func:`fit`.
     """
+    import itertools
+
     import optlib
 
+    from . import data as _data
     from . import models
 
+    if (steps is None) == (n_epochs is None):
+        raise ValueError("give steps or n_epochs, not both or neither")
+    x, y = data.x_train, data.y_train
     model = models.mlp((64, 128, 10), seed=seed)
-    opt = optlib.SGD(model.parameters(), lr=lr, momentum=momentum)
-    per_epoch = math.ceil(len(data.x_train) / batch_size)
-    history = fit(model, opt, epochs(data.x_train, data.y_train, batch_size, seed=seed),
-                  n_epochs * per_epoch, eval_every=per_epoch,
-                  evaluate=lambda: evaluate_loss(model, data.x_train, data.y_train))
+    opt = optlib.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
+    kw = {}
+    if batch_size is None:
+        stream = itertools.repeat((x, y))
+    elif steps is not None:
+        stream = _data.batches(x, y, batch_size, seed=seed)
+    else:
+        per_epoch = math.ceil(len(x) / batch_size)
+        stream, steps = epochs(x, y, batch_size, seed=seed), n_epochs * per_epoch
+        kw = dict(eval_every=per_epoch, evaluate=lambda: evaluate_loss(model, x, y))
+    history = fit(model, opt, stream, steps, diverge_above=diverge_above, **kw)
     history.test_accuracy = accuracy(model, data.x_test, data.y_test)
+    return history
+
+
+def fit_split(model: nn.Module, optimizer, split, steps: int, *, batch_size: int = 32,
+              seed: int = 0, **kwargs) -> History:
+    """:func:`fit` on minibatches of a split's training set, then the test set's loss and
+    accuracy in ``History.test_loss`` and ``History.test_accuracy`` (attributes added here).
+
+    Args:
+        model: the classifier to train.
+        optimizer: a torch optimizer or a rule (see :func:`fit`).
+        split: a :class:`~optlib.book.data.Split`.
+        steps: the number of steps.
+        batch_size: examples per batch (:func:`optlib.book.data.batches`).
+        seed: the seed of the batch order.
+        **kwargs: more arguments of :func:`fit`.
+    """
+    from .data import batches
+
+    stream = batches(split.x_train, split.y_train, batch_size, seed=seed)
+    history = fit(model, optimizer, stream, steps, **kwargs)
+    history.test_loss = evaluate_loss(model, split.x_test, split.y_test)
+    history.test_accuracy = accuracy(model, split.x_test, split.y_test)
     return history
 
 
