@@ -185,8 +185,8 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     # (pytorch-optimizer's Shampoo equals optlib's only without grafting: test_vs_packages.py)
     Entry("Shampoo", optlib.Shampoo, dict(lr=1e-2), shapes=KRONECKER_SHAPES, complex=False,
           non_finite=("raises", "raises"), compiles=None,
-          variants=dict(momentum=dict(momentum=0.9, weight_decay=1e-3, precondition_frequency=3),
-                        sgd_graft=dict(graft="sgd")),
+          variants=dict(sgd_graft=dict(graft="sgd"),
+                        momentum=dict(momentum=0.9, weight_decay=1e-3, precondition_frequency=3)),
           second_group=dict(lr=0.05, weight_decay=0.1, precondition_frequency=2)),
     Entry("SOAP", optlib.SOAP, dict(lr=1e-2), shapes=KRONECKER_SHAPES, complex=False,
           non_finite=("nan", "nan"), compiles=None,

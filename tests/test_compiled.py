@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 import torch
+from catalogue import ENTRIES
 
 import optlib
 from optlib.compiled import CompiledUpdate
@@ -180,63 +181,48 @@ def test_without_tensor_guards_every_step_goes_through_torch_compile(monkeypatch
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-#: Every optimizer of optlib, with the shapes it takes; those expected to compile with
-#: torch 2.13 are marked True (the others fall back to their eager rule).
-EVERY_OPTIMIZER = {
-    "SGD": (lambda p: optlib.SGD(p, lr=0.1), SHAPES, True),
-    "SGD Nesterov": (lambda p: optlib.SGD(p, lr=0.1, momentum=0.9, nesterov=True), SHAPES, True),
-    "Adagrad": (lambda p: optlib.Adagrad(p, lr=0.1), SHAPES, True),
-    "RMSprop centered": (lambda p: optlib.RMSprop(p, lr=0.01, momentum=0.5, centered=True),
-                         SHAPES, True),
-    "Adam amsgrad": (lambda p: optlib.Adam(p, lr=0.1, amsgrad=True), SHAPES, True),
-    "Lion": (lambda p: optlib.Lion(p, lr=1e-3), SHAPES, True),
-    "SophiaG": (lambda p: optlib.SophiaG(p, lr=0.01), SHAPES, True),
-    "Muon": (lambda p: optlib.Muon(p, lr=0.02), ((4, 6), (8, 3)), True),
-    "NAdam": (lambda p: optlib.NAdam(p), SHAPES, False),
-    "RAdam": (lambda p: optlib.RAdam(p), SHAPES, False),
-    "Adamax": (lambda p: optlib.Adamax(p), SHAPES, True),
-    "Adadelta": (lambda p: optlib.Adadelta(p, weight_decay=0.1), SHAPES, True),
-    "LAMB": (lambda p: optlib.LAMB(p), SHAPES, False),
-    "LARS": (lambda p: optlib.LARS(p, lr=0.1), SHAPES, False),
-    "Adafactor": (lambda p: optlib.Adafactor(p), SHAPES, False),
-    "Adam8bit": (lambda p: optlib.Adam8bit(p), SHAPES, False),
-    "AdamWScheduleFree": (lambda p: optlib.AdamWScheduleFree(p, lr=0.01), SHAPES, False),
-}
+def _compile_cases():
+    """Every optimizer of the catalogue (tests/catalogue.py), with its last variant where it
+    has any (the settings with the most state: SGD's Nesterov momentum, a centered RMSprop,
+    amsgrad, Shampoo's momentum), else with its own settings."""
+    for name, entry in ENTRIES.items():
+        overrides = list(entry.variants.values())[-1] if entry.variants else {}
+        yield pytest.param(entry, overrides, id=name)
 
 
 @needs_compiler
-@pytest.mark.parametrize("name", EVERY_OPTIMIZER)
-def test_every_optimizer_compiled_gives_its_eager_numbers(name):
+@pytest.mark.parametrize(("entry", "overrides"), list(_compile_cases()))
+def test_every_optimizer_compiled_gives_its_eager_numbers(entry, overrides):
     """Compiled, or fallen back after one warning: either way the eager rule's numbers
     (Muon's bfloat16 Newton-Schulz iteration included: the compiled code rounds where the
-    eager rule rounds)."""
-    make, shapes, compiles = EVERY_OPTIMIZER[name]
-
-    def fresh():
-        opt = make(make_params(shapes=shapes))
-        if hasattr(opt, "train"):
-            opt.train()
-        return opt
-
-    compiled, eager = optlib.compile(fresh()), fresh()
+    eager rule rounds). The entries marked ``compiles`` compile with torch 2.13 and call the
+    compiled code directly from the third step; ``compiles=False`` ones may compile with a
+    later torch; Shampoo and SOAP choose per tensor, in Python, when to refresh their roots
+    or basis, so they may fall back."""
+    runs = []
+    for _ in range(2):
+        params = make_params(shapes=entry.shapes)
+        runs.append((entry.make(params, **overrides), params))
+    (compiled, a), (eager, b) = runs
+    optlib.compile(compiled)
     gen = torch.Generator().manual_seed(1)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         for _ in range(6):
-            grads = [torch.randn(s, generator=gen) for s in shapes]
-            for opt in (compiled, eager):
-                for p, g in zip(opt.param_groups[0]["params"], grads, strict=True):
+            grads = [torch.randn(s, generator=gen) for s in entry.shapes]
+            for opt, params in ((compiled, a), (eager, b)):
+                for p, g in zip(params, grads, strict=True):
                     p.grad = g.clone()
                 opt.step()
     ours = [w for w in record if "optlib.compile" in str(w.message)]
     update = compiled.update
-    if compiles:
+    if entry.compiles:
         assert update.failure is None and not ours
         assert update.direct_steps >= 4          # steps 3 to 6, at least
-    else:                                          # a later torch may compile it
+    else:
         assert len(ours) == (update.failure is not None)
-    for a, b in zip(compiled.param_groups[0]["params"], eager.param_groups[0]["params"], strict=False):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)
 
 
 def failing_backend(gm, example_inputs):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from catalogue import ENTRIES
 
 import optlib
 
@@ -33,6 +34,7 @@ def test_every_optimizer_in_optlib_is_measured(rows):
                and issubclass(getattr(optlib, name), torch.optim.Optimizer)
                and getattr(optlib, name) is not optlib.Optimizer}
     assert classes <= set(rows) | {"SGD"}
+    assert set(ENTRIES) <= set(rows) | {"SGD"}           # and every one the tests cover
     assert "SGD-momentum" in rows
 
 

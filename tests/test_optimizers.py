@@ -7,8 +7,6 @@ bytes of state.
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from catalogue import ENTRIES, MATRICES
@@ -271,35 +269,6 @@ def test_state_bytes_match_the_layout():
     assert one_step(optlib.Shampoo(params), params) == 4 * (2 * 52 + 24 + 15) + 2 * 4
     params = make_params(((6, 4), (5,)), dtype=torch.float32)
     assert one_step(optlib.SOAP(params), params) == 4 * (2 * 24 + 2 * 52 + 10) + 2 * 4
-
-
-@pytest.mark.parametrize("name", ["Shampoo", "SOAP"])
-def test_compile_gives_the_eager_numbers(name):
-    """Both rules choose per tensor, in Python, when to refresh their roots or basis: they
-    do not trace into one graph, and optlib.compile falls back to the eager rule after one
-    warning. Either way the numbers are the eager ones."""
-    entry = ENTRIES[name]
-    variant = next(iter(entry.variants.values()))
-
-    def make(params):
-        return entry.make(params, **variant)
-
-    shapes = ((4, 5), (3,))
-    compiled, eager = optlib.compile(make(make_params(shapes))), make(make_params(shapes))
-    gen = torch.Generator().manual_seed(1)
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        for _ in range(5):
-            grads = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
-            for opt in (compiled, eager):
-                for p, g in zip(opt.param_groups[0]["params"], grads, strict=True):
-                    p.grad = g.clone()
-                opt.step()
-    ours = [w for w in record if "optlib.compile" in str(w.message)]
-    assert len(ours) == (compiled.update.failure is not None) <= 1
-    for a, b in zip(compiled.param_groups[0]["params"], eager.param_groups[0]["params"],
-                    strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_matrix_step_times_rows():
