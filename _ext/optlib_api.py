@@ -42,7 +42,7 @@ MACHINERY = ("Optimizer", "TensorList", "PerTensor", "compile")
 # autodoc options of a few classes whose methods a user calls (the others document the
 # constructor only: their methods are the base class's step, state_dict, ...).
 OPTIONS = {
-    "Optimizer": [":members: init_state, update, step", ":undoc-members:"],
+    "Optimizer": [":members: init_state, update, step, step_values", ":undoc-members:"],
     "SophiaG": [":members: update_hessian, step"],
     "AdamWScheduleFree": [":members: train, eval, step, add_param_group", ":undoc-members:"],
 }

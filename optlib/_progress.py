@@ -21,7 +21,11 @@ _ON = {"1", "true", "on", "yes"}
 
 
 def progress_enabled(enabled: bool | None = None) -> bool:
-    """Whether a bar should be drawn now (see the module docstring for the rules)."""
+    """Whether a bar should be drawn now (see the module docstring for the rules).
+
+    Args:
+        enabled: True or False to decide; None for the rules.
+    """
     if enabled is not None:
         return bool(enabled)
     setting = os.environ.get("OPTLIB_PROGRESS", "").strip().lower()
@@ -37,6 +41,13 @@ def progress(iterable: Iterable | None = None, total: int | None = None,
     """``tqdm(iterable, total=..., desc=...)`` when bars are enabled, else ``iterable`` itself.
 
     With ``iterable=None`` it returns ``range(total)`` wrapped the same way.
+
+    Args:
+        iterable: what to iterate over (None: range(total)).
+        total: the number of items, for the bar.
+        desc: the bar's label.
+        enabled: as in progress_enabled.
+        kwargs: other keyword arguments of tqdm.
     """
     if iterable is None:
         if total is None:

@@ -100,6 +100,24 @@ class Adam(_AdamFamily):
     :math:`v_t` instead. ``maximize`` ascends. ``foreach``, ``fused``, ``capturable`` and
     ``differentiable``: see :mod:`optlib.optimizer` (``fused=True``, ``capturable=True``
     and ``differentiable=True`` are refused).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂), the decay rates of the running averages of the gradient and of its
+            square.
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        amsgrad: use the running maximum of v (Reddi et al.) in the denominator.
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        capturable: torch.optim's flag; True is refused (see optlib.optimizer).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
+        fused: torch.optim's flag; True is refused (see optlib.optimizer).
+        decoupled_weight_decay: decay the weights directly, θ ← θ(1 − ηλ), instead of adding λθ
+            to the gradient (AdamW's decay).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -161,6 +179,22 @@ class AdamW(Adam):
 
     As in torch, an AdamW stays AdamW: ``load_state_dict`` (of an Adam checkpoint, say)
     keeps ``decoupled_weight_decay=True`` in every group.
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂), the decay rates of the running averages of the gradient and of its
+            square.
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ, decoupled weight decay: θ ← θ(1 − ηλ) each step.
+        amsgrad: use the running maximum of v (Reddi et al.) in the denominator.
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        capturable: torch.optim's flag; True is refused (see optlib.optimizer).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
+        fused: torch.optim's flag; True is refused (see optlib.optimizer).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
@@ -189,6 +223,23 @@ class NAdam(_AdamFamily):
 
     ``foreach``, ``capturable`` and ``differentiable``: see :mod:`optlib.optimizer`
     (``capturable=True`` and ``differentiable=True`` are refused).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂), the decay rates of the running averages of the gradient and of its
+            square.
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        momentum_decay: ψ, the momentum schedule's decay (μ_t = β₁(1 − ½·0.96^{tψ})).
+        decoupled_weight_decay: decay the weights directly, θ ← θ(1 − ηλ), instead of adding λθ
+            to the gradient (AdamW's decay).
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        capturable: torch.optim's flag; True is refused (see optlib.optimizer).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
     """
 
     scalar_state_keys = ("step", "mu_product")
@@ -237,6 +288,22 @@ class RAdam(_AdamFamily):
     torch switches at :math:`\rho_t > 5` (the paper writes 4), i.e. from step 6 for
     :math:`\beta_2 = 0.999`. ``foreach``, ``capturable`` and ``differentiable``: see
     :mod:`optlib.optimizer` (``capturable=True`` and ``differentiable=True`` are refused).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂), the decay rates of the running averages of the gradient and of its
+            square.
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        decoupled_weight_decay: decay the weights directly, θ ← θ(1 − ηλ), instead of adding λθ
+            to the gradient (AdamW's decay).
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        capturable: torch.optim's flag; True is refused (see optlib.optimizer).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -297,6 +364,20 @@ class Adamax(Optimizer):
     ``differentiable=True`` are refused). A NaN or infinite gradient makes its coordinate
     NaN (:math:`m/u` is then NaN or :math:`\infty/\infty`), as in torch; other coordinates
     are unaffected.
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂), the decay rates of the gradient's running average and of the infinity
+            norm.
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
+        capturable: torch.optim's flag; True is refused (see optlib.optimizer).
     """
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,

@@ -35,6 +35,20 @@ class Adagrad(Optimizer):
     :math:`\theta` and :math:`s`. ``weight_decay`` with a sparse gradient is refused, as
     torch refuses it. ``foreach``, ``fused`` and ``differentiable``: see
     :mod:`optlib.optimizer` (``fused=True`` and ``differentiable=True`` are refused).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        lr_decay: δ: the step size at step t is η / (1 + (t − 1)δ).
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        initial_accumulator_value: the starting value s₀ of the sum of squared gradients.
+        eps: ε, added to √s (outside the root).
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
+        fused: torch.optim's flag; True is refused (see optlib.optimizer).
     """
 
     supports_sparse = True
@@ -127,6 +141,21 @@ class RMSprop(Optimizer):
     (:math:`g/\sqrt{(1-\alpha)g^2} = 10\,\mathrm{sign}(g)` for :math:`\alpha=0.99`).
     ``foreach``, ``capturable`` and ``differentiable``: see :mod:`optlib.optimizer`
     (``capturable=True`` and ``differentiable=True`` are refused).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        alpha: α, the decay rate of the running average of g².
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        momentum: β, the momentum of the buffer b (0: no buffer).
+        centered: divide by the estimated standard deviation, √(v − ḡ²), instead of √v.
+        capturable: torch.optim's flag; True is refused (see optlib.optimizer).
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
@@ -190,6 +219,19 @@ class Adadelta(Optimizer):
     to :math:`g_t`; ``maximize`` negates :math:`g_t` first. ``foreach``, ``capturable``
     and ``differentiable``: see :mod:`optlib.optimizer` (``capturable=True`` and
     ``differentiable=True`` are refused).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: η, which only scales the update (default 1, as in the paper).
+        rho: ρ, the decay rate of both running averages.
+        eps: ε, inside both square roots.
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        capturable: torch.optim's flag; True is refused (see optlib.optimizer).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
     """
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, foreach=None, *,

@@ -25,6 +25,12 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     ``torch.nn.utils.clip_grad_norm_``, including its quirks: the ``1e-6`` means a
     gradient whose norm equals ``max_norm`` is still scaled by a hair, and gradients are
     multiplied even when the factor is 1 (this avoids a device-to-host sync on GPUs).
+
+    Args:
+        parameters: a tensor or an iterable of tensors whose gradients are clipped.
+        max_norm: c, the largest joint norm allowed.
+        norm_type: p, the norm's order (may be inf).
+        error_if_nonfinite: raise if the joint norm is NaN or infinite instead of scaling by it.
     """
     if isinstance(parameters, Tensor):
         parameters = [parameters]

@@ -174,6 +174,10 @@ class CompiledUpdate:
     later one that met a new group layout); ``failure`` is the exception that made it
     fall back, or ``None``; ``direct_steps`` counts the group steps that called the
     compiled code directly (see the module docstring).
+
+    Args:
+        optimizer: the optimizer whose rule is compiled.
+        options: keyword arguments of torch.compile.
     """
 
     def __init__(self, optimizer: Optimizer, options: dict):
@@ -342,6 +346,10 @@ def compile(optimizer: Optimizer, **options) -> Optimizer:
     happens on the first ``step()``; ``optimizer.update.compile_seconds`` then tells how
     long it took. If ``torch.compile`` cannot compile the rule, one ``RuntimeWarning``
     says why and the optimizer keeps stepping with the eager rule.
+
+    Args:
+        optimizer: an optlib optimizer.
+        options: keyword arguments of torch.compile.
     """
     if not isinstance(optimizer, Optimizer):
         raise ValueError(f"optimizer must be an optlib optimizer, got {type(optimizer).__name__}")

@@ -52,6 +52,19 @@ class Adafactor(Optimizer):
     (:math:`\operatorname{RMS}(U)` is NaN and the clip's ``max(1, NaN)`` is 1). Skip steps
     with non-finite gradients (``clip_grad_norm_(..., error_if_nonfinite=True)`` or a
     ``GradScaler``).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: η: caps the relative step size ρ_t = min(η, 1/√t) and scales the weight decay.
+        beta2_decay: τ ≤ 0: the second-moment decay is β̂₂,t = 1 − t^τ.
+        eps: (ε₁, ε₂): ε₁ floors the normaliser and √V̂ (None: the dtype's machine epsilon); ε₂
+            floors the parameter RMS in the relative step.
+        d: the clipping threshold on the RMS of the unscaled update (≥ 1).
+        weight_decay: λ, decoupled weight decay: θ ← θ(1 − ηλ) each step.
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
     """
 
     supports_complex = False

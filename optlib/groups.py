@@ -23,6 +23,13 @@ def param_groups(model: nn.Module, weight_decay: float, *,
     ``no_decay(name, param)`` overrides the rule: return True to exclude a parameter.
     Extra keyword arguments (``lr=...``) are copied into both groups. Empty groups are
     left out; parameters with ``requires_grad=False`` are skipped.
+
+    Args:
+        model: the model whose trainable parameters are split.
+        weight_decay: λ of the decayed group.
+        no_decay: (name, param) → True to exclude a parameter from decay (replaces the default
+            rule).
+        options: copied into both groups (lr=..., betas=...).
     """
     if (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
             or not 0 <= weight_decay < math.inf):

@@ -38,18 +38,33 @@ GRAFTS = ("adam", "sgd", None)
 
 def decomposition_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype eigendecompositions run in: float64 for float64 tensors, else float32
-    (``torch.linalg.eigh`` has no bfloat16 or float16 kernels)."""
+    (``torch.linalg.eigh`` has no bfloat16 or float16 kernels).
+
+    Args:
+        dtype: the parameter's dtype.
+    """
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def unfold(x: Tensor, mode: int) -> Tensor:
-    """The mode-``mode`` unfolding of ``x``: a matrix with ``x.shape[mode]`` rows."""
+    """The mode-``mode`` unfolding of ``x``: a matrix with ``x.shape[mode]`` rows.
+
+    Args:
+        x: a tensor.
+        mode: the dimension that becomes the rows.
+    """
     return x.movedim(mode, 0).reshape(x.shape[mode], -1)
 
 
 def mode_product(x: Tensor, m: Tensor, mode: int) -> Tensor:
     r""":math:`x \times_{\text{mode}} M`: the matrix ``m`` applied along dimension ``mode``
-    of ``x`` (for a matrix ``x``: ``m @ x`` for mode 0, ``x @ m.T`` for mode 1)."""
+    of ``x`` (for a matrix ``x``: ``m @ x`` for mode 0, ``x @ m.T`` for mode 1).
+
+    Args:
+        x: a tensor.
+        m: a square matrix of size x.shape[mode].
+        mode: the dimension it acts on.
+    """
     return torch.tensordot(m, x, dims=([1], [mode])).movedim(0, mode)
 
 
@@ -58,7 +73,13 @@ def inverse_root(h: Tensor, root: int, eps: float) -> Tensor:
     eigendecomposition :math:`H = Q \operatorname{diag}(\lambda) Q^\top` in
     ``decomposition_dtype``. Eigenvalues below ``eps`` (Shampoo's :math:`H \succeq
     \epsilon I` holds in exact arithmetic; rounding can push the smallest below, even
-    under zero, in float32) are raised to ``eps``."""
+    under zero, in float32) are raised to ``eps``.
+
+    Args:
+        h: a symmetric positive definite matrix.
+        root: the root (2k for a k-dimensional tensor).
+        eps: the floor of the eigenvalues.
+    """
     lam, q = torch.linalg.eigh(h.to(decomposition_dtype(h.dtype)))
     lam = lam.clamp_min(eps).pow_(-1.0 / root)
     return ((q * lam) @ q.T).to(h.dtype)
@@ -152,6 +173,18 @@ class Shampoo(Optimizer):
 
     :func:`optlib.compile` keeps the eager rule (after one warning): the steps that
     refresh the roots are chosen in Python, per tensor.
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        momentum: μ, momentum on the grafted step (0: none).
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        precondition_frequency: f: the roots of the factors are recomputed every f steps.
+        eps: ε: each factor starts at εI, and eigenvalues are floored at ε.
+        graft: "adam", "sgd" or None: whose per-tensor step size Shampoo's direction takes.
+        graft_beta2: β₂ of Adam grafting's second moment.
+        graft_eps: ε of Adam grafting's denominator.
     """
 
     supports_complex = False
@@ -315,6 +348,20 @@ class SOAP(Optimizer):
 
     :func:`optlib.compile` keeps the eager rule (after one warning): the steps that
     refresh the basis are chosen in Python, per tensor.
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂) of the Adam run in the eigenbasis.
+        shampoo_beta: β_s, the decay rate of the factors GG_i (negative: β₂).
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ, decoupled weight decay: θ ← θ(1 − ηλ) each step. Applied after the
+            step, as the authors do.
+        precondition_frequency: f: the eigenbasis is refreshed every f updates.
+        max_precond_dim: dimensions larger than this keep the identity basis.
+        precondition_1d: precondition vectors too (one factor each).
+        correct_bias: apply Adam's bias corrections.
     """
 
     supports_complex = False
@@ -408,7 +455,13 @@ def _check_frequency(f) -> None:
 
 def accumulate(factors: list, G: Tensor, beta: float) -> None:
     r""":math:`GG_i \leftarrow \beta\, GG_i + (1-\beta)\, G_{(i)} G_{(i)}^\top` for every
-    dimension ``i`` that has a factor (a vector's: the outer product :math:`G G^\top`)."""
+    dimension ``i`` that has a factor (a vector's: the outer product :math:`G G^\top`).
+
+    Args:
+        factors: the factors GG_i (None for a dimension without one), updated in place.
+        G: the gradient.
+        beta: β_s.
+    """
     for i, GG in enumerate(factors):
         if GG is not None:
             others = [*chain(range(i), range(i + 1, G.dim()))]
@@ -418,7 +471,11 @@ def accumulate(factors: list, G: Tensor, beta: float) -> None:
 def eigenbasis(GG: Tensor) -> Tensor:
     """The eigenvectors of the symmetric ``GG`` as columns, largest eigenvalue first (in
     ``decomposition_dtype``; ``1e-30 I`` added as the authors do, so that an all-zero
-    factor still has a basis)."""
+    factor still has a basis).
+
+    Args:
+        GG: a symmetric matrix.
+    """
     dtype = decomposition_dtype(GG.dtype)
     eye = torch.eye(GG.shape[0], dtype=dtype, device=GG.device)
     _, q = torch.linalg.eigh(GG.to(dtype) + 1e-30 * eye)
@@ -429,7 +486,13 @@ def project(x: Tensor, Q: list, back: bool = False) -> Tensor:
     r"""``x`` into the basis, :math:`x \times_1 Q_1^\top \cdots \times_k Q_k^\top`, or back
     (``back=True``), :math:`x \times_1 Q_1 \cdots \times_k Q_k`. Each contraction moves
     the dimension it acts on to the end, so after all of them the order is ``x``'s again;
-    a dimension without a basis (None) is only moved."""
+    a dimension without a basis (None) is only moved.
+
+    Args:
+        x: a tensor.
+        Q: one basis (or None) per dimension of x.
+        back: project back into the parameters' basis.
+    """
     for q in Q:
         if q is None:
             x = x.permute(*range(1, x.dim()), 0)
@@ -443,7 +506,11 @@ def refresh_basis(state: dict) -> None:
     \operatorname{QR}(GG_i Q_i)`, its columns first sorted by the eigenvalue estimates
     :math:`\operatorname{diag}(Q_i^\top GG_i Q_i)`, largest first, and ``exp_avg_sq``'s
     dimension ``i`` permuted the same way, so each second moment stays with its
-    direction. The QR runs in float32, as the authors' code does."""
+    direction. The QR runs in float32, as the authors' code does.
+
+    Args:
+        state: a tensor's SOAP state (GG, Q and exp_avg_sq), updated in place.
+    """
     v = state["exp_avg_sq"]
     for i, (GG, Q) in enumerate(zip(state["GG"], state["Q"], strict=True)):
         if GG is None:

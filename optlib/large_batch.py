@@ -32,7 +32,13 @@ def trust_ratio(w: torch.Tensor, u: torch.Tensor, ratio=lambda w, u: w / u) -> T
 
     The ratios stay tensors (0-dim, one per tensor), never Python numbers: no host
     synchronisation, and the rule runs on the ``meta`` device and on ``DTensor`` shards.
-    They are float64, so that ``ratio * lr`` rounds as a product of Python floats."""
+    They are float64, so that ``ratio * lr`` rounds as a product of Python floats.
+
+    Args:
+        w: the norms ‖θ‖, one entry per tensor.
+        u: the norms ‖u‖ of the updates, one per tensor.
+        ratio: (‖θ‖, ‖u‖) → the ratio where neither norm is 0.
+    """
     r = torch.where((w == 0) | (u == 0), torch.ones_like(w), ratio(w, u))
     return TensorList(r.double().unbind())
 
@@ -64,6 +70,16 @@ class LAMB(_AdamFamily):
     ``trust_ratio=False`` (for example in the group of biases and norms) replaces the ratio
     by 1 for that group's tensors: plain AdamW-direction steps of size :math:`\eta`, as
     timm and NVIDIA do for parameters without weight decay.
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂), the decay rates of the running averages of the gradient and of its
+            square.
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ: λθ is added to Adam's direction before the trust ratio.
+        trust_ratio: scale each tensor's step by ‖θ‖/‖u‖ (False: plain AdamW-direction steps).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
@@ -108,6 +124,16 @@ class LARS(Optimizer):
     ``trust_ratio=False`` (for example in the group of biases and norms) sets
     :math:`\ell = 1` for that group: plain momentum steps, as timm does for parameters
     without weight decay.
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        momentum: β, the momentum of the buffer v.
+        weight_decay: λ: λθ is added to the gradient.
+        trust_coefficient: tc, which multiplies the local ratio ℓ.
+        eps: ε, in the denominator of ℓ.
+        trust_ratio: use the local ratio ℓ (False: ℓ = 1, plain momentum steps).
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,

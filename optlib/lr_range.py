@@ -77,6 +77,10 @@ def moving_average_delay(i: int, smooth: float) -> float:
     than :math:`d_i`, by less when it is sharper. In a geometric sweep of ``N`` steps from
     ``start_lr`` to ``end_lr`` a delay of d steps is a factor
     :math:`(\text{end\_lr}/\text{start\_lr})^{d/(N-1)}` in lr.
+
+    Args:
+        i: the step (0-based).
+        smooth: β, the average's decay.
     """
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"smooth must be in [0, 1), got {smooth!r}")
@@ -94,6 +98,12 @@ def steepest_lr(lrs, losses, skip_start: int | None = None, skip_end: int = 5) -
     return the lr at its minimum. Trimming is relaxed when too few points are left
     (fewer than 3 gives ``None``). Non-finite losses end the curve. This is
     torch-lr-finder's suggestion (skip_start=10, skip_end=5 for 100 steps).
+
+    Args:
+        lrs: the learning rates of the sweep.
+        losses: the (smoothed) losses at them.
+        skip_start: points dropped at the start (default: a tenth of them).
+        skip_end: points dropped at the end.
     """
     lrs = np.asarray(lrs, dtype=float)
     losses = np.asarray(losses, dtype=float)
@@ -147,6 +157,20 @@ def lr_range_test(model: torch.nn.Module, loss_fn: Callable, batches: Iterable,
 
     Returns an :class:`~optlib.lr_range.LRRangeResult`; ``suggested_lr`` follows
     :func:`~optlib.lr_range.steepest_lr`.
+
+    Args:
+        model: the model to train.
+        loss_fn: (output, target) → the loss.
+        batches: an iterable of (x, y) batches (restarted when it runs out, if it can be).
+        optimizer: the optimizer whose groups' lr is swept.
+        start_lr: the first lr.
+        end_lr: the last lr.
+        num_steps: N, the number of steps (and lrs).
+        smooth: β of the moving average (0: none).
+        diverge_factor: stop once the smoothed loss exceeds this factor times its best value so
+            far.
+        progress: draw a progress bar (None: unless OPTLIB_PROGRESS says otherwise or tests are
+            running).
     """
     if isinstance(start_lr, bool) or not isinstance(start_lr, numbers.Real) or not start_lr > 0:
         raise ValueError(f"start_lr must be positive, got {start_lr!r}")

@@ -27,6 +27,12 @@ def zeropower_via_newtonschulz(G: torch.Tensor, coefficients=NS_COEFFICIENTS, st
     towards 1 fast, at the price of landing anywhere in about [0.7, 1.2] instead of on 1:
     good enough for a step direction. Tall matrices are transposed so that
     :math:`XX^\top` is the small Gram matrix.
+
+    Args:
+        G: a matrix.
+        coefficients: (a, b, c) of the iteration.
+        steps: the number of iterations.
+        eps: floor of ‖G‖_F in the normalisation.
     """
     require(steps < 100, "Number of steps must be less than 100 for computational efficiency")
     require(G.ndim == 2, "Input tensor gradient must be a 2D matrix")
@@ -48,7 +54,13 @@ def zeropower_via_newtonschulz(G: torch.Tensor, coefficients=NS_COEFFICIENTS, st
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape) -> float:
     """The lr for a matrix of ``shape``: ``"original"`` (Keller Jordan) scales by
     sqrt(max(1, rows/cols)); ``"match_rms_adamw"`` (Moonshot, Liu et al. 2025) by
-    0.2 sqrt(max(rows, cols)), which makes the update's RMS about AdamW's."""
+    0.2 sqrt(max(rows, cols)), which makes the update's RMS about AdamW's.
+
+    Args:
+        lr: the group's lr.
+        adjust_lr_fn: None, "original" or "match_rms_adamw".
+        shape: the matrix's shape (rows, cols).
+    """
     rows, cols = shape[:2]
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return lr * math.sqrt(max(1, rows / cols))
@@ -82,6 +94,18 @@ class Muon(Optimizer):
     every iteration; sending each matrix to one owner and scattering the result back
     moves :math:`2(w-1)/w^2` of it per process and computes each once: the same bytes at
     :math:`w = 2`, fewer from :math:`w = 3` on.)
+
+    Args:
+        params: the 2-D parameters to optimize (or dicts of parameter groups).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        weight_decay: λ, decoupled weight decay: θ ← θ(1 − ηλ) each step.
+        momentum: β, the momentum of the buffer B.
+        nesterov: orthogonalise the Nesterov combination G + β(B − G) instead of B.
+        ns_coefficients: (a, b, c) of the quintic Newton-Schulz iteration.
+        eps: floor of ‖B̃‖_F when normalising before the iteration.
+        ns_steps: the number of Newton-Schulz iterations.
+        adjust_lr_fn: None or "original" (√max(1, rows/cols)), or "match_rms_adamw"
+            (0.2√max(rows, cols)): how the lr is scaled per matrix shape.
     """
 
     supports_complex = False
@@ -176,6 +200,10 @@ def muon_param_groups(model: torch.nn.Module, head: torch.nn.Module | None = Non
     (fewer than 2 dimensions), and tensors of more than 2 dimensions (convolutions;
     Muon variants that flatten them exist, torch's refuses them). A weight tied between
     the embedding and the head is listed once, with AdamW.
+
+    Args:
+        model: the model to split.
+        head: the output head (default: the last nn.Linear).
     """
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if head is None and linears:
@@ -214,6 +242,12 @@ class MuonWithAdamW(Optimizer):
     is not added; a complex parameter in a Muon group is refused before any step changes.
     Non-finite gradients: as in torch's Muon and AdamW (their numbers); a NaN or inf in a
     Muon group's gradient makes that whole matrix NaN (orthogonalising mixes every entry).
+
+    Args:
+        params: a model (split with muon_param_groups), or parameter groups each with
+            use_muon=True or False.
+        muon_kwargs: Muon's hyperparameters for the Muon groups (torch's defaults otherwise).
+        adamw_kwargs: AdamW's hyperparameters for the other groups.
     """
 
     def __init__(self, params, muon_kwargs=None, adamw_kwargs=None):

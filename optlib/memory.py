@@ -21,5 +21,9 @@ def _tensor_bytes(value) -> int:
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes held in ``optimizer.state``: every tensor in it (moments, buffers, counters,
     quantization codes and scales). Parameters and gradients are not counted. Under FSDP2
-    (``DTensor`` state) it counts what this process stores: its pieces."""
+    (``DTensor`` state) it counts what this process stores: its pieces.
+
+    Args:
+        optimizer: any torch.optim optimizer.
+    """
     return sum(_tensor_bytes(st) for st in optimizer.state.values())

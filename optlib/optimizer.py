@@ -10,7 +10,7 @@ Every optimizer in ``optlib`` subclasses :class:`Optimizer` and writes two thing
   A rule depends only on its inputs and changes only tensors: ``group`` is a read-only
   view of the group's hyperparameters (:class:`Hyper`) with the learning rate already a
   number, ``g`` is already negated under ``maximize``, and values of the step that are
-  not hyperparameters come in through the view too (:meth:`Optimizer.step_values`).
+  not hyperparameters come in through the view too (:meth:`~optlib.Optimizer.step_values`).
   Helpers shared by rules: :func:`zeros_like_state`, :func:`l2_decay`,
   :func:`decoupled_decay_`, and :meth:`State.each` for a rule that works tensor by tensor.
 
@@ -81,7 +81,11 @@ def scalar_dtype() -> torch.dtype:
 
 
 def step_counter(value: float = 0.0) -> Tensor:
-    """A step counter as torch.optim keeps it: a 0-dim CPU tensor."""
+    """A step counter as torch.optim keeps it: a 0-dim CPU tensor.
+
+    Args:
+        value: the starting count.
+    """
     return torch.tensor(value, dtype=scalar_dtype())
 
 
@@ -89,7 +93,11 @@ def as_float(x) -> float:
     """A hyperparameter as a Python number (torch allows 1-element tensors for ``lr``).
 
     While ``torch.compile`` traces a rule (``optlib.compile``), a tensor stays a tensor: the
-    compiled graph then reads its value at run time instead of baking it in."""
+    compiled graph then reads its value at run time instead of baking it in.
+
+    Args:
+        x: a number, or a 1-element tensor.
+    """
     if isinstance(x, Tensor):
         return x if torch.compiler.is_compiling() else x.item()
     return x
@@ -129,18 +137,33 @@ def decoupled_decay_(p: TensorList, lr, weight_decay) -> None:
 
 
 def require(condition: bool, message: str) -> None:
-    """Refuse a bad hyperparameter with a ``ValueError`` that names it and its value."""
+    """Refuse a bad hyperparameter with a ``ValueError`` that names it and its value.
+
+    Args:
+        condition: what must hold.
+        message: the error's message.
+    """
     if not condition:
         raise ValueError(message)
 
 
 def check_lr(lr) -> None:
+    """Refuse a negative learning rate, or a tensor one with more than one element (torch's messages).
+
+    Args:
+        lr: the learning rate (a number or a 1-element tensor).
+    """
     if isinstance(lr, Tensor) and lr.numel() != 1:
         raise ValueError("Tensor lr must be 1-element")
     require(0.0 <= lr, f"Invalid learning rate: {lr}")
 
 
 def check_betas(betas) -> None:
+    """Refuse betas that are not a pair of numbers in [0, 1) (torch's messages).
+
+    Args:
+        betas: a pair of numbers (or 0-dim tensors) in [0, 1).
+    """
     require(
         isinstance(betas, (tuple, list)) and len(betas) == 2,
         f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))",
@@ -155,7 +178,16 @@ def check_flags(owner: str, *, foreach=None, fused=None, capturable=False,
                 differentiable=False) -> None:
     """torch.optim's implementation flags, as optlib honours them (see the module docstring).
 
-    torch's own refusals of flag combinations come first, with torch's messages."""
+    torch's own refusals of flag combinations come first, with torch's messages.
+
+    Args:
+        owner: the class's name (for the messages).
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        fused: torch.optim's flag; True is refused (see optlib.optimizer).
+        capturable: torch.optim's flag; True is refused (see optlib.optimizer).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
+    """
     require(foreach in (None, False, True), f"Invalid foreach value: {foreach!r}")
     if fused:
         if differentiable:
@@ -187,7 +219,7 @@ class Hyper(Mapping):
     ``hyper["lr"]`` is the learning rate as a Python number (the value of a 1-element
     tensor ``lr``, which torch allows; under :func:`optlib.compile` a 0-dim tensor, so that
     the compiled graph does not bake it in); optimizers add their step's own values
-    (:meth:`Optimizer.step_values`, SophiaG's batch size). A rule cannot write into it:
+    (:meth:`~optlib.Optimizer.step_values`, SophiaG's batch size). A rule cannot write into it:
     what a rule changes is tensors.
 
     Args:
@@ -251,13 +283,13 @@ class State:
         whose computation depends on each tensor's shape (``for st, x, G in s.each(p, g)``).
 
         Args:
-            lists: per-parameter sequences (``TensorList``s, lists of step counts), in the
+            lists: per-parameter sequences (TensorLists, lists of step counts), in the
                 order of the group's parameters.
         """
         return zip(self._states, *lists, strict=True)
 
     def select(self, mask) -> State:
-        """The state of the parameters where ``mask`` holds (as :meth:`TensorList.select`)."""
+        """The state of the parameters where ``mask`` holds (as ``TensorList.select``)."""
         keep = list(mask)
         return State([st for st, k in zip(self._states, keep, strict=True) if k],
                      [n for n, k in zip(self.new, keep, strict=True) if k])
@@ -304,7 +336,7 @@ class Optimizer(torch.optim.Optimizer):
         """The rule: change ``p`` and the state ``s`` in place, for one group and step.
 
         Args:
-            group: the group's hyperparameters (read-only, ``lr`` a number: :class:`Hyper`).
+            group: the group's hyperparameters (read-only, ``lr`` a number: :class:`~optlib.optimizer.Hyper`).
             p: the parameters that have a gradient.
             g: their gradients, negated already under ``maximize``.
             s: their state.

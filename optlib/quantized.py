@@ -57,7 +57,11 @@ from .tensorlist import PerTensor, TensorList, per_tensor
 
 def dynamic_map(signed: bool) -> torch.Tensor:
     """The 256 sorted code values: 0, 1, and for each decade 10^-k·[0.1, 1] (k = 0..6) the
-    midpoints of 2^(6-k) equal intervals (2^(7-k) when unsigned), with both signs if signed."""
+    midpoints of 2^(6-k) equal intervals (2^(7-k) when unsigned), with both signs if signed.
+
+    Args:
+        signed: with negative entries (for m) or without (for v).
+    """
     values = [0.0, 1.0]
     for k in range(7):
         count = 2 ** (6 - k) if signed else 2 ** (7 - k)
@@ -79,7 +83,11 @@ _KEY_MASK = (1 << KEY_BITS) - 1
 def boundaries(codebook: Tensor) -> Tensor:
     """The 255 decision boundaries: the midpoints of neighbouring entries, each rounded to
     the nearest float32 whose last 12 bits are 0 (12 significant bits), so that it lies on
-    an edge between two keys of :func:`code_table`."""
+    an edge between two keys of :func:`code_table`.
+
+    Args:
+        codebook: the 256 sorted entries.
+    """
     book = codebook.double()
     mids = ((book[1:] + book[:-1]) / 2).float()
     step = torch.ldexp(torch.ones_like(mids), torch.frexp(mids).exponent - KEY_BITS + 8)
@@ -102,7 +110,12 @@ def code_table(codebook: Tensor, divisor: bool = False) -> Tensor:
     the number of :func:`boundaries` at or below ``s`` (below, for negative ``s``). With
     ``divisor``, a positive ``s`` never gets the code of 0, and a non-finite one (from a
     non-finite gradient) gets the largest entry; otherwise a non-finite ``s`` gets 0.
-    Built once per codebook and device (a fraction of a second) and kept."""
+    Built once per codebook and device (a fraction of a second) and kept.
+
+    Args:
+        codebook: the 256 sorted entries.
+        divisor: for a divisor (v): positive values never get the code of 0.
+    """
     key = (codebook.cpu().numpy().tobytes(), divisor, codebook.device)
     if key not in _TABLES:
         require(codebook.numel() == 256 and bool((codebook[1:] > codebook[:-1]).all()),
@@ -124,7 +137,12 @@ def code_table(codebook: Tensor, divisor: bool = False) -> Tensor:
 
 def block_absmax(blocks: Tensor, nonnegative: bool = False) -> Tensor:
     """The largest magnitude among each row's finite values (0 for none), as float32;
-    ``nonnegative``: the rows hold no negative values, so their max is enough."""
+    ``nonnegative``: the rows hold no negative values, so their max is enough.
+
+    Args:
+        blocks: one block per row.
+        nonnegative: the blocks hold no negative values.
+    """
     absmax = blocks.amax(dim=1)
     if not nonnegative:
         absmax = torch.maximum(absmax, blocks.amin(dim=1).neg_())
@@ -137,7 +155,15 @@ def quantize_blocks(blocks: Tensor, table: Tensor, codes: Tensor, absmax: Tensor
                     divisor: bool = False) -> None:
     """Write the codes of ``blocks`` (one block per row; overwritten, it is scratch) into
     ``codes`` and the blocks' scales into ``absmax``. ``divisor``: the values are
-    nonnegative (Adam's v) and ``table`` is the codebook's ``divisor`` table."""
+    nonnegative (Adam's v) and ``table`` is the codebook's ``divisor`` table.
+
+    Args:
+        blocks: one block per row (overwritten: scratch).
+        table: the code table (code_table).
+        codes: where the codes go (uint8).
+        absmax: where the scales go (float32, one per block).
+        divisor: the values are nonnegative and table is a divisor table.
+    """
     absmax.copy_(block_absmax(blocks, nonnegative=divisor))
     scaled = blocks.div_(absmax.clamp_min(torch.finfo(torch.float32).tiny)[:, None].to(blocks.dtype))
     if scaled.dtype != torch.float32:
@@ -150,7 +176,15 @@ def quantize_blocks(blocks: Tensor, table: Tensor, codes: Tensor, absmax: Tensor
 def dequantize_blocks(codes: Tensor, absmax: Tensor, values: Tensor, out: Tensor,
                       key: Tensor) -> None:
     """Write ``values[code] * absmax`` of each block into ``out`` (one block per row);
-    ``values`` is the codebook in ``out``'s dtype, ``key`` int32 scratch."""
+    ``values`` is the codebook in ``out``'s dtype, ``key`` int32 scratch.
+
+    Args:
+        codes: the codes (uint8).
+        absmax: the scales, one per block.
+        values: the codebook in out's dtype.
+        out: where the values go, one block per row.
+        key: int32 scratch.
+    """
     key.copy_(codes)
     torch.index_select(values, 0, key, out=out.view(-1))
     out.mul_(absmax[:, None].to(out.dtype))
@@ -167,7 +201,14 @@ def quantize(x: Tensor, codebook: Tensor, block_size: int = 256, *, divisor: boo
     """``x`` as (codes: uint8 of x.numel(), absmax: float32 per block): each value's code is
     the index of the codebook entry nearest to value / absmax of its block (module
     docstring). ``divisor``: ``x`` holds no negative values, and a positive one is never
-    stored as 0 (:func:`code_table`)."""
+    stored as 0 (:func:`code_table`).
+
+    Args:
+        x: the values.
+        codebook: the 256 sorted entries.
+        block_size: values per block.
+        divisor: x holds no negative values, and a positive one is never stored as 0.
+    """
     require(not divisor or not bool((x < 0).any()), "quantize: divisor=True needs x >= 0")
     blocks = _blocks(x, block_size)
     codes = torch.empty(blocks.numel(), dtype=torch.uint8, device=x.device)
@@ -190,7 +231,14 @@ def quantize_rows(x: Tensor, codebook: Tensor, block_size: int = 256, *, divisor
     """:func:`quantize` with blocks that never cross a row (dim 0): each row is cut into
     blocks of ``block_size`` values, the last one shorter. Returns codes shaped like ``x``
     (uint8) and scales of shape (rows, blocks per row): both split along dim 0 exactly as
-    ``x`` is, which is what a tensor sharded by rows (FSDP2) needs."""
+    ``x`` is, which is what a tensor sharded by rows (FSDP2) needs.
+
+    Args:
+        x: the values (at least 1-D).
+        codebook: the 256 sorted entries.
+        block_size: values per block.
+        divisor: x holds no negative values, and a positive one is never stored as 0.
+    """
     blocks = _row_blocks(x, block_size)
     codes = torch.empty(blocks.numel(), dtype=torch.uint8, device=x.device)
     absmax = torch.empty(blocks.shape[0], dtype=torch.float32, device=x.device)
@@ -203,7 +251,15 @@ def quantize_rows(x: Tensor, codebook: Tensor, block_size: int = 256, *, divisor
 
 def dequantize_rows(codes: Tensor, absmax: Tensor, codebook: Tensor, block_size: int,
                     like: Tensor) -> Tensor:
-    """The values that :func:`quantize_rows`' codes stand for, shaped and typed like ``like``."""
+    """The values that :func:`quantize_rows`' codes stand for, shaped and typed like ``like``.
+
+    Args:
+        codes: the codes, shaped like like.
+        absmax: the scales (rows × blocks per row).
+        codebook: the 256 sorted entries.
+        block_size: values per block.
+        like: the tensor whose shape and dtype the result takes.
+    """
     zero = int(codebook.abs().argmin())
     padded = _row_blocks(codes, block_size, fill=zero)
     out = torch.empty(padded.shape, dtype=like.dtype, device=like.device)
@@ -216,7 +272,15 @@ def dequantize_rows(codes: Tensor, absmax: Tensor, codebook: Tensor, block_size:
 
 def dequantize(codes: Tensor, absmax: Tensor, codebook: Tensor,
                block_size: int, like: Tensor) -> Tensor:
-    """The values the codes stand for, shaped and typed like ``like``."""
+    """The values the codes stand for, shaped and typed like ``like``.
+
+    Args:
+        codes: the codes (flat).
+        absmax: the scales, one per block.
+        codebook: the 256 sorted entries.
+        block_size: values per block.
+        like: the tensor whose shape and dtype the result takes.
+    """
     n = codes.numel()
     padded = torch.nn.functional.pad(codes, (0, -n % block_size))
     out = torch.empty(padded.numel(), dtype=like.dtype, device=like.device)
@@ -312,6 +376,21 @@ class Adam8bit(Adam):
     Unlike bitsandbytes, whose ``Adam8bit`` decays weights in the decoupled (AdamW) way,
     ``weight_decay`` here is Adam's L2 unless ``decoupled_weight_decay=True``: the same
     arguments mean the same thing as in :class:`optlib.Adam`.
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂), the decay rates of the running averages of the gradient and of its
+            square.
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        decoupled_weight_decay: decay the weights directly, θ ← θ(1 − ηλ), instead of adding λθ
+            to the gradient (AdamW's decay).
+        block_size: the number of values per quantization block (256, as bitsandbytes).
+        min_8bit_size: tensors with fewer values keep full-precision moments.
+        row_blocks: cut blocks that never cross a row (needed for DTensor parameters).
     """
 
     supports_complex = False
@@ -505,5 +584,10 @@ class _Chunk:
 
 def state_bytes_per_parameter(numel: int, block_size: int = 256) -> float:
     """Bytes of 8-bit Adam state per value of a quantized tensor: two codes plus two
-    float32 scales per block (the step counter aside)."""
+    float32 scales per block (the step counter aside).
+
+    Args:
+        numel: the tensor's number of values.
+        block_size: values per block.
+    """
     return (2 * numel + 2 * 4 * math.ceil(numel / block_size)) / numel

@@ -37,6 +37,18 @@ class AdamWScheduleFree(Optimizer):
     Non-finite gradients: a NaN or infinite gradient makes its coordinate of :math:`y`,
     :math:`z` and :math:`v` NaN (:math:`g/\sqrt{\hat v}` is NaN there), as in the
     reference; other coordinates are not affected.
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂): β₁ interpolates between z and x (0 < β₁ < 1); β₂ is Adam's second-
+            moment decay.
+        eps: ε, added to the denominator for numerical stability.
+        weight_decay: λ: λy is added to the normalised gradient.
+        warmup_steps: steps of linear warmup of the lr.
+        r: the power of k in the averaging weights w_k.
+        weight_lr_power: the power of the largest lr so far in the averaging weights.
     """
 
     compiles = ("its warmup lr and averaging weight change every step, as Python numbers: "

@@ -131,7 +131,12 @@ class constant(Schedule):
 
 
 class step_decay(Schedule):
-    """Multiply by ``gamma`` every ``step_size`` steps: γ^⌊t / step_size⌋ (torch's ``StepLR``)."""
+    """Multiply by ``gamma`` every ``step_size`` steps: γ^⌊t / step_size⌋ (torch's ``StepLR``).
+
+    Args:
+        step_size: the number of steps between two multiplications.
+        gamma: γ, the factor.
+    """
 
     def __init__(self, step_size: int, gamma: float = 0.1):
         self.step_size = _int("step_size", step_size, 1)
@@ -142,7 +147,11 @@ class step_decay(Schedule):
 
 
 class exponential(Schedule):
-    """γ^t (torch's ``ExponentialLR``)."""
+    """γ^t (torch's ``ExponentialLR``).
+
+    Args:
+        gamma: γ, the factor per step.
+    """
 
     def __init__(self, gamma: float):
         self.gamma = _positive("gamma", gamma)
@@ -174,6 +183,10 @@ class cosine(_DecayToFloor):
 
     Equals torch's ``CosineAnnealingLR(T_max=T, eta_min=m·lr)`` for t ≤ T; torch's rises
     again after T (period 2T), this one stays at the floor.
+
+    Args:
+        total_steps: T, the length of the schedule in steps.
+        min_ratio: m, the floor as a fraction of the base lr.
     """
 
     @staticmethod
@@ -182,7 +195,12 @@ class cosine(_DecayToFloor):
 
 
 class linear_decay(_DecayToFloor):
-    """A straight line from 1 at t = 0 to ``min_ratio`` at t = T, then ``min_ratio``."""
+    """A straight line from 1 at t = 0 to ``min_ratio`` at t = T, then ``min_ratio``.
+
+    Args:
+        total_steps: T, the length of the schedule in steps.
+        min_ratio: m, the floor as a fraction of the base lr.
+    """
 
     @staticmethod
     def decay(t: int, T: int, m: float) -> float:
@@ -192,7 +210,12 @@ class linear_decay(_DecayToFloor):
 class inverse_sqrt(Schedule):
     """Linear warmup over W steps, then 1 / sqrt((t + τ − W) / τ) with timescale τ
     (default W, or 10 000 when W = 0): with τ = W this is sqrt(W / t).
-    Transformers' ``get_inverse_sqrt_schedule``; the decay of Vaswani et al. (2017)."""
+    Transformers' ``get_inverse_sqrt_schedule``; the decay of Vaswani et al. (2017).
+
+    Args:
+        warmup_steps: W, the number of warmup steps.
+        timescale: τ (default W, or 10 000 when W = 0).
+    """
 
     def __init__(self, warmup_steps: int, timescale: int | None = None):
         self.warmup_steps = _int("warmup_steps", warmup_steps, 0)
@@ -214,6 +237,10 @@ class noam(Schedule):
     The multiplier *is* the paper's learning rate (use base lr 1): it rises linearly to
     its peak (d_model·W)^−½ at s = W, then decays as 1/sqrt(s). Counting from s = t + 1
     means the first step gets a small positive rate, never 0.
+
+    Args:
+        d_model: the model width.
+        warmup_steps: W, the number of warmup steps.
     """
 
     def __init__(self, d_model: int, warmup_steps: int):
@@ -232,6 +259,11 @@ class warmup_cosine(Schedule):
     Transformers' ``get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=min_ratio)``,
     past T included, where that formula keeps following the cosine and *rises* again;
     make ``total_steps`` the length of the run (or use :class:`wsd`, which stays at the floor).
+
+    Args:
+        warmup_steps: W, the number of warmup steps.
+        total_steps: T, the length of the schedule in steps.
+        min_ratio: m, the floor as a fraction of the base lr.
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
@@ -252,7 +284,12 @@ class warmup_linear(Schedule):
     """Linear warmup over W steps, then a straight line down to 0 at T, then 0
     (transformers' ``get_linear_schedule_with_warmup``, often called BERT's schedule;
     BERT's reference code decays over all T steps from step 0 instead:
-    :class:`polynomial` with ``warmup_steps``)."""
+    :class:`polynomial` with ``warmup_steps``).
+
+    Args:
+        warmup_steps: W, the number of warmup steps.
+        total_steps: T, the length of the schedule in steps.
+    """
 
     def __init__(self, warmup_steps: int, total_steps: int):
         self.warmup_steps = _int("warmup_steps", warmup_steps, 0)
@@ -278,6 +315,13 @@ class wsd(Schedule):
     Transformers' ``get_wsd_schedule`` with the same numbers (linear warmup), including
     its detail that the warmup, like the decay, is rescaled to [min_ratio, 1]: step 0
     has multiplier ``min_ratio`` (0 with the default).
+
+    Args:
+        warmup_steps: W, the number of warmup steps.
+        stable_steps: the steps held at 1.
+        decay_steps: the steps of the decay.
+        min_ratio: m, the floor as a fraction of the base lr.
+        decay: the decay's shape: "linear", "cosine" or "1-sqrt".
     """
 
     def __init__(self, warmup_steps: int, stable_steps: int, decay_steps: int,
@@ -422,6 +466,15 @@ class one_cycle(_OneCycleShape):
 
     The momentum cycle that goes with it, high when the lr is low: :meth:`momentum`
     (apply it with :class:`LambdaMomentum`).
+
+    Args:
+        total_steps: T, the length of the schedule in steps.
+        pct_start: p, the fraction of the steps spent rising.
+        anneal: each phase's shape: "cos" or "linear".
+        div_factor: d: the start is 1/d of the peak.
+        final_div_factor: f: the end is 1/(d·f) of the peak.
+        three_phase: fall back to 1/d symmetrically before annealing to the end (torch's
+            three_phase).
     """
 
     def __init__(self, total_steps: int, pct_start: float = 0.3, anneal: str = "cos",
@@ -456,6 +509,14 @@ class one_cycle_momentum(_OneCycleShape):
     The value is the momentum itself (SGD's ``momentum``, Adam's β₁), not a multiplier:
     apply it with :class:`LambdaMomentum`, which writes it where torch's ``OneCycleLR``
     with ``cycle_momentum=True`` writes it; the numbers are the same at every step.
+
+    Args:
+        total_steps: T, the length of the schedule in steps.
+        pct_start: p, the fraction of the steps in the first phase.
+        anneal: each phase's shape: "cos" or "linear".
+        base_momentum: the lowest momentum (at the lr's peak).
+        max_momentum: the highest momentum (at the start and the end).
+        three_phase: the three phases of one_cycle(three_phase=True).
     """
 
     def __init__(self, total_steps: int, pct_start: float = 0.3, anneal: str = "cos",
@@ -533,6 +594,13 @@ class cyclic(_CyclicShape):
     long as it is stepped, as torch's does. torch's ``CyclicLR`` also cycles the momentum
     by default (``cycle_momentum=True``, between 0.8 and 0.9): :meth:`momentum` and
     :class:`LambdaMomentum` do the same.
+
+    Args:
+        step_size_up: steps from the bottom to the top.
+        base_ratio: b, the bottom as a fraction of the base lr.
+        step_size_down: steps from the top to the bottom (default: step_size_up).
+        mode: "triangular", "triangular2" or "exp_range".
+        gamma: γ of "exp_range".
     """
 
     def __init__(self, step_size_up: int, base_ratio: float, step_size_down: int | None = None,
@@ -558,6 +626,14 @@ class cyclic_momentum(_CyclicShape):
     ``max_momentum − (max_momentum − base_momentum)·h(t)·s(t)`` with the h and s of
     :class:`cyclic` (Smith 2017 cycles the lr; torch adds this momentum cycle from the
     1cycle policy). The value is the momentum itself: apply it with :class:`LambdaMomentum`.
+
+    Args:
+        step_size_up: steps of the lr's rise (the momentum's fall).
+        step_size_down: steps of the lr's fall (default: step_size_up).
+        mode: "triangular", "triangular2" or "exp_range", as in cyclic.
+        gamma: γ of "exp_range".
+        base_momentum: the lowest momentum (at the lr's top).
+        max_momentum: the highest momentum.
     """
 
     def __init__(self, step_size_up: int, step_size_down: int | None = None,
@@ -583,6 +659,11 @@ class cosine_restarts(Schedule):
     eta_min=m·lr)`` stepped once per optimizer step, at every step. It has no end: it
     restarts for as long as it is stepped, as torch's does (the floor m itself is never
     reached: the step that would reach it is the restart, back at 1).
+
+    Args:
+        first_period: T_0, the length of the first period.
+        period_mult: each period's length over the previous one's.
+        min_ratio: m, the floor as a fraction of the base lr.
     """
 
     def __init__(self, first_period: int, period_mult: int = 1, min_ratio: float = 0.0):
@@ -617,6 +698,11 @@ class polynomial(Schedule):
     first W; Devlin et al. 2019). Transformers' ``get_linear_schedule_with_warmup``
     (:class:`warmup_linear`) and ``get_polynomial_decay_schedule_with_warmup``
     (:class:`warmup_polynomial`) decay over the T − W steps after the warmup instead.
+
+    Args:
+        total_steps: T, the length of the schedule in steps.
+        power: the exponent.
+        warmup_steps: W: the first W steps are t/W instead.
     """
 
     def __init__(self, total_steps: int, power: float = 1.0, warmup_steps: int = 0):
@@ -639,6 +725,12 @@ class warmup_polynomial(Schedule):
     (whose ``lr_end`` is an absolute lr, default 1e-7; here a fraction of the base lr,
     default 0). Power 1 and m = 0 give :class:`warmup_linear`. Where transformers' formula
     divides by zero (W = T, at step T), this one is at m, as at every step from T on.
+
+    Args:
+        warmup_steps: W, the number of warmup steps.
+        total_steps: T, the length of the schedule in steps.
+        power: the exponent.
+        min_ratio: m, the floor as a fraction of the base lr.
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, power: float = 1.0,
@@ -689,6 +781,16 @@ class ReduceOnPlateau(Schedule):
     The state (``multiplier``, ``best``, ``num_bad_epochs``, ``cooldown_counter``, torch's
     names) is in the object's attributes, so ``LambdaLR.state_dict()`` saves it and
     ``load_state_dict`` restores it.
+
+    Args:
+        mode: "min" (a loss) or "max" (an accuracy).
+        factor: the factor applied at a plateau.
+        patience: evaluations without improvement tolerated before reducing.
+        threshold: the least change that counts as an improvement.
+        threshold_mode: "rel" or "abs".
+        cooldown: evaluations to wait after a reduction before counting again.
+        min_ratio: m, the floor as a fraction of the base lr.
+        eps: reductions smaller than this are skipped.
     """
 
     __hash__ = None  # it changes as it steps
@@ -764,6 +866,10 @@ class LambdaMomentum:
     That is what torch's ``OneCycleLR`` and ``CyclicLR`` do with ``cycle_momentum=True``,
     with the same numbers (see :class:`one_cycle_momentum`, :class:`cyclic_momentum`).
     ``momentum_fn`` may be a list, one per parameter group.
+
+    Args:
+        optimizer: the optimizer whose groups' momentum (or β₁) is set.
+        momentum_fn: t → the momentum after t completed steps.
     """
 
     def __init__(self, optimizer, momentum_fn):

@@ -48,6 +48,15 @@ class SophiaG(Optimizer):
     coordinate then steps by :math:`\eta` in the same direction every step. Guard steps
     where gradients can overflow (``clip_grad_norm_(..., error_if_nonfinite=True)``, a
     ``GradScaler``).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂): decay rates of the momentum m and of the Hessian estimate h.
+        rho: ρ, which scales the Hessian term in the clip.
+        weight_decay: λ, decoupled weight decay: θ ← θ(1 − ηλ) each step.
+        maximize: ascend the objective instead of descending it (the gradient is negated).
     """
 
     def __init__(self, params, lr=1e-4, betas=(0.965, 0.99), rho=0.04, weight_decay=1e-1, *,
@@ -121,6 +130,15 @@ def gnb_update_hessian(optimizer: SophiaG, model: torch.nn.Module, inputs, *, st
     ``every = 10``, refreshing after the 10th, 20th, ... step) and returns whether it ran.
     Pass ``bs`` = the number of sampled labels (``logits.numel() // classes``) to
     :meth:`SophiaG.step`.
+
+    Args:
+        optimizer: the SophiaG optimizer to refresh.
+        model: the classifier (returns logits).
+        inputs: a batch of the model's inputs.
+        step: the training step (None: refresh now).
+        every: refresh when step % every == every − 1.
+        max_grad_norm: clip the sampled-label gradient's norm to this (None: no clipping).
+        generator: the random generator for the sampled labels.
     """
     require(every >= 1, f"Invalid every value: {every}")
     if step is not None and step % every != every - 1:

@@ -25,6 +25,20 @@ class SGD(Optimizer):
     sparse gradient is refused, as torch refuses it. ``foreach``, ``fused`` and
     ``differentiable``: see :mod:`optlib.optimizer` (``fused=True`` and
     ``differentiable=True`` are refused).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        momentum: β, the momentum (0: plain SGD).
+        dampening: τ: the gradient enters the buffer as (1 − τ)g.
+        weight_decay: λ, L2 weight decay: λθ is added to the gradient.
+        nesterov: use Nesterov's lookahead (needs momentum > 0 and dampening = 0).
+        maximize: ascend the objective instead of descending it (the gradient is negated).
+        foreach: torch.optim's flag; accepted, selects nothing (optlib has one implementation, a
+            foreach one).
+        differentiable: torch.optim's flag; True is refused (see optlib.optimizer).
+        fused: torch.optim's flag; True is refused (see optlib.optimizer).
     """
 
     supports_sparse = True

@@ -31,14 +31,22 @@ except ImportError:  # a torch built without torch.distributed: nothing is ever 
 
 
 def is_sharded(x) -> bool:
-    """Whether ``x`` is a ``DTensor`` (a piece of a tensor spread over processes)."""
+    """Whether ``x`` is a ``DTensor`` (a piece of a tensor spread over processes).
+
+    Args:
+        x: any object.
+    """
     return isinstance(x, DTensor)
 
 
 def reduced(x: Tensor) -> Tensor:
     """``x`` with its pending reductions done: a ``DTensor`` whose placement is *partial*
     (each process holds its share of a sum, mean or norm) becomes the whole value on every
-    process (one all-reduce); any other tensor is returned as it is."""
+    process (one all-reduce); any other tensor is returned as it is.
+
+    Args:
+        x: a tensor or a DTensor.
+    """
     if is_sharded(x) and any(p.is_partial() for p in x.placements):
         return x.redistribute(placements=[Replicate() if p.is_partial() else p
                                           for p in x.placements])
@@ -50,13 +58,21 @@ def norms(tensors: list[Tensor]) -> Tensor:
 
     No value goes to Python (no ``.item()``, no ``.tolist()``), so this works on the
     ``meta`` device and costs no host synchronisation on an accelerator; for ``DTensor``
-    inputs the per-process partial norms travel in one all-reduce."""
+    inputs the per-process partial norms travel in one all-reduce.
+
+    Args:
+        tensors: tensors or DTensors.
+    """
     return reduced(torch.stack(torch._foreach_norm(tensors)))
 
 
 def whole(x: Tensor) -> Tensor:
     """The whole tensor, as a plain tensor, on every process (an all-gather for a sharded
-    ``DTensor``); a plain tensor is returned as it is."""
+    ``DTensor``); a plain tensor is returned as it is.
+
+    Args:
+        x: a tensor or a DTensor.
+    """
     return x.full_tensor() if is_sharded(x) else x
 
 
@@ -64,12 +80,21 @@ def shard_like(value: Tensor, like: Tensor) -> Tensor:
     """The piece of ``value`` (a whole tensor, the same on every process) that ``like``
     holds, laid out as ``like`` is; ``value`` itself when ``like`` is a plain tensor or
     ``value`` is already a piece (a ``DTensor``). No communication: each process cuts its
-    own piece."""
+    own piece.
+
+    Args:
+        value: the whole tensor, the same on every process.
+        like: the tensor (or DTensor) whose piece and layout to take.
+    """
     if is_sharded(like) and not is_sharded(value):
         return distribute_tensor(value, like.device_mesh, like.placements, src_data_rank=None)
     return value
 
 
 def local(x: Tensor) -> Tensor:
-    """What this process stores of ``x``: its piece of a ``DTensor``, or ``x`` itself."""
+    """What this process stores of ``x``: its piece of a ``DTensor``, or ``x`` itself.
+
+    Args:
+        x: a tensor or a DTensor.
+    """
     return x.to_local() if is_sharded(x) else x

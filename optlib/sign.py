@@ -32,6 +32,14 @@ class Lion(Optimizer):
     error_if_nonfinite=True)`` raises, a ``GradScaler`` skips it). Turning such
     coordinates into NaN instead would cost two more passes over memory per step (68 to
     88 bytes per float32 parameter).
+
+    Args:
+        params: the parameters to optimize: an iterable of tensors, or of dicts that define
+            parameter groups (as in torch.optim).
+        lr: the learning rate η (a float, or a 1-element tensor as torch allows).
+        betas: (β₁, β₂): β₁ mixes momentum and gradient for the step, β₂ updates the stored
+            momentum.
+        weight_decay: λ, decoupled weight decay: θ ← θ(1 − ηλ) each step.
     """
 
     supports_complex = False  # the reference takes the complex sign z/|z|: no real-view twin

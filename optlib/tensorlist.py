@@ -90,12 +90,22 @@ class PerTensor(tuple):
 
 
 def per_tensor(x, n: int) -> list:
-    """A number or PerTensor as a list of ``n`` per-tensor values."""
+    """A number or PerTensor as a list of ``n`` per-tensor values.
+
+    Args:
+        x: a number or a PerTensor.
+        n: the number of tensors.
+    """
     return list(x) if isinstance(x, PerTensor) else [x] * n
 
 
 def pick(x, mask: Sequence[bool]):
-    """The entries of a PerTensor where ``mask`` holds (a plain number is shared by all)."""
+    """The entries of a PerTensor where ``mask`` holds (a plain number is shared by all).
+
+    Args:
+        x: a number or a PerTensor.
+        mask: per tensor, whether to keep its entry.
+    """
     return PerTensor([v for v, keep in zip(x, mask, strict=True) if keep]) if isinstance(x, PerTensor) else x
 
 
