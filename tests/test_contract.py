@@ -27,11 +27,12 @@ SETTINGS = [pytest.param(entry, overrides, id=ident)
 
 
 def _state_tensors(opt):
+    """``(key, tensor)`` for every tensor of the optimizer's state (lists of factors included)."""
     for st in opt.state.values():
-        for value in st.values():
+        for key, value in st.items():
             for t in value if isinstance(value, list | tuple) else [value]:
                 if isinstance(t, torch.Tensor):
-                    yield t
+                    yield key, t
 
 
 # ---- state_dict ----------------------------------------------------------------------------
@@ -100,8 +101,9 @@ def test_low_precision_runs_and_keeps_dtype(entry, overrides, dtype):
     drive(opt, params, 7, seed=3)
     for p in params:
         assert p.dtype == dtype and torch.isfinite(p).all()
-    for t in _state_tensors(opt):
-        assert t.dim() == 0 or not t.is_floating_point() or t.dtype in (dtype, torch.float32)
+    for key, t in _state_tensors(opt):     # (Adam8bit's block scales are float32 by design)
+        if t.dim() and t.is_floating_point() and not key.endswith("_absmax"):
+            assert t.dtype == dtype, key
 
 
 @pytest.mark.parametrize(("entry", "overrides"), SETTINGS)
