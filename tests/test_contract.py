@@ -150,8 +150,9 @@ def test_two_param_groups_step_as_two_optimizers(entry, float64):
 
 # ---- bad hyperparameters -------------------------------------------------------------------
 
-#: (name, keyword arguments, the message as a regular expression, whether the reference
-#: raises the same). Keywords not given take the entry's (a learning rate) or the defaults.
+#: (name, keyword arguments, the message). Keywords not given take the entry's learning
+#: rate and the class's defaults. Where the catalogue says ``same_errors``, the reference
+#: must raise the same message.
 BAD = [
     ("SGD", dict(lr=-1.0), "Invalid learning rate: -1.0"),
     ("SGD", dict(momentum=-0.5), "Invalid momentum value: -0.5"),
@@ -250,7 +251,7 @@ BAD += [
     ("SOAP", dict(max_precond_dim=0), "Invalid max_precond_dim value: 0"),
 ]
 #: malformed values that only optlib checks this way (the reference fails later, or not at
-#: at all; Muon's eps: test_dropin.py)
+#: all; Muon's eps: test_dropin.py)
 MALFORMED = [
     *[("AdamWScheduleFree", dict(betas=b), "betas")
       for b in [(0.9,), "ab", (None, 0.999), (0.9, 0.999, 0.5), 0.9]],
