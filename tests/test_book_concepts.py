@@ -211,3 +211,31 @@ def test_fit_split_reports_the_test_set(digits):
     h = book.train.fit_split(model, optlib.SGD(model.parameters(), lr=0.1), digits, 20)
     assert h.test_loss == book.train.evaluate_loss(model, digits.x_test, digits.y_test)
     assert 0.5 < h.test_accuracy <= 1 and len(h.loss) == 20
+
+
+def test_optimizers_fit_equals_the_loop_with_what_each_entry_needs(task):
+    schedule = schedules.warmup_cosine(2, 6)
+    model = tiny(task)
+    h = book.optimizers.fit("SophiaG", model, 1e-3, task, 6, schedule, hessian_every=3)
+    model = tiny(task)
+    same = book.train.fit(model, optlib.SophiaG(model.parameters(), lr=1e-3, weight_decay=0.0),
+                          task, 6, schedule=schedule,
+                          hooks=[book.train.SophiaHessian(every=3)])
+    assert h.loss == same.loss
+    free = book.optimizers.fit("AdamW schedule-free", tiny(task), 1e-3, task, 3, schedule,
+                               warmup_steps=2)
+    assert free.lr == [1e-3] * 3                  # no schedule on a schedule-free optimizer
+
+
+def test_best_lr_table():
+    class R:
+        def __init__(self, val, loss):
+            self.val_loss, self.loss = val, loss
+
+        def final(self):
+            return self.loss[-1]
+
+    runs = {("a", 1): R(2.0, [5.0] * 30), ("a", 2): R(1.0, [3.0] * 30),
+            ("b", 1): R(0.5, [1.0] * 30), ("b", 2): R(0.7, [1.0] * 30)}
+    rows = book.sweeps.best_lr_table(runs, {"a": (1, 2), "b": (1, 2)}, target=2.0)
+    assert rows == [("b", "1e+00<", 1.0, 0.5, 25), ("a", "2e+00>", 3.0, 1.0, None)]

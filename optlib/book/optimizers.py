@@ -16,8 +16,8 @@ from torch import nn
 
 import optlib
 
-__all__ = ["TABLE", "build", "factory", "takes_model", "make_adam_l2", "make_adamw_torch",
-           "make_adamw_paper"]
+__all__ = ["TABLE", "build", "factory", "takes_model", "fit", "make_adam_l2",
+           "make_adamw_torch", "make_adamw_paper"]
 
 #: name -> ``(target, lr, warmup_steps) -> optimizer``; ``target`` is the parameters, or the
 #: model for the entries of :func:`takes_model`.
@@ -74,6 +74,37 @@ def build(name: str, model: nn.Module, lr: float, warmup_steps: int = 0
     """
     target = model if takes_model(name) else model.parameters()
     return factory(name, lr, warmup_steps)(target)
+
+
+def fit(name: str, model: nn.Module, lr: float, data, steps: int, schedule=None, *,
+        warmup_steps: int = 0, hessian_every: int = 10, **kwargs):
+    """Train ``model`` with the entry ``name`` at ``lr`` through :func:`optlib.book.train.fit`.
+
+    What the entries need is added here, so that a comparison treats them alike: a
+    schedule-free optimizer gets no schedule (it has its own warmup and no decay), and
+    SophiaG gets its Hessian refreshed every ``hessian_every`` steps
+    (:class:`~optlib.book.train.SophiaHessian`).
+
+    Args:
+        name: a key of :data:`TABLE`.
+        model: the model to train.
+        lr: the learning rate.
+        data: a task or an iterator of batches (see :func:`optlib.book.train.fit`).
+        steps: the number of steps.
+        schedule: a ``t -> multiplier`` callable.
+        warmup_steps: the schedule-free optimizer's warmup.
+        hessian_every: steps between two Hessian refreshes of SophiaG.
+        **kwargs: more arguments of :func:`optlib.book.train.fit`.
+    """
+    from . import train
+
+    optimizer = build(name, model, lr, warmup_steps)
+    if "schedule-free" in name:
+        schedule = None
+    hooks = list(kwargs.pop("hooks", ()))
+    if name == "SophiaG":
+        hooks.insert(0, train.SophiaHessian(every=hessian_every))
+    return train.fit(model, optimizer, data, steps, schedule=schedule, hooks=hooks, **kwargs)
 
 
 def make_adam_l2(params, lr: float, wd: float):

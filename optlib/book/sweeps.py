@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .data import batches
 from .train import fit
 
-__all__ = ["lr_wd_grid", "mark_best_per_column", "steps_to"]
+__all__ = ["lr_wd_grid", "mark_best_per_column", "steps_to", "best_lr_table"]
 
 
 def lr_wd_grid(make_optimizer: Callable, lrs: Sequence[float], wds: Sequence[float], data,
@@ -66,3 +66,23 @@ def steps_to(losses, target: float, window: int = 25) -> int | None:
     means = np.convolve(x, np.ones(window) / window, mode="valid")
     hit = np.nonzero(means <= target)[0]
     return int(hit[0]) + window if hit.size else None
+
+
+def best_lr_table(runs: dict, grids: dict, target: float) -> list[tuple]:
+    """Each optimizer at the learning rate of its grid with the lowest validation loss:
+    rows ``(name, "lr" with "<"/">" when at the grid's low/high edge, final training loss,
+    validation loss, steps to a training loss of target)``, sorted by validation loss.
+
+    Args:
+        runs: ``(name, lr) -> History`` (with ``val_loss``).
+        grids: name -> the learning rates tried.
+        target: the training loss of :func:`steps_to`.
+    """
+    rows = []
+    for name, lrs in grids.items():
+        lr = min(lrs, key=lambda lr: runs[name, lr].val_loss)
+        r = runs[name, lr]
+        hit = steps_to(r.loss, target)
+        edge = "<" if lr == lrs[0] else ">" if lr == lrs[-1] else " "
+        rows.append((name, f"{lr:.0e}{edge}", r.final(), r.val_loss, hit))
+    return sorted(rows, key=lambda row: row[3])
