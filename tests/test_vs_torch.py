@@ -145,17 +145,14 @@ GROUP_SETTINGS = {
 @pytest.mark.parametrize("name", NAMES)
 def test_two_param_groups_with_different_settings(name, float64):
     first, second = GROUP_SETTINGS[name]
-    kwargs = {"lr": 0.05} if name != "Adagrad" else {"lr": 0.05}
-    if name == "Adagrad":  # torch's Adagrad creates state eagerly from each group's settings
-        first = {k: v for k, v in first.items()}
-    a, b, ours, _ = run_torch_pair(*pair(name), kwargs, steps=20, groups=[([0, 2], first), ([1], second)],
-                             theirs_kwargs=dict(foreach=False))
+    a, b, ours, _ = run_torch_pair(*pair(name), {"lr": 0.05}, steps=20,
+                                   groups=[([0, 2], first), ([1], second)],
+                                   theirs_kwargs=dict(foreach=False))
     assert_same(a, b)
     assert len(ours.param_groups) == 2
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam",
-                                  "RAdam", "Adamax"])
+@pytest.mark.parametrize("name", [n for n in TORCH_FAMILY if ENTRIES[n].complex])
 def test_complex_parameters_match_torch(name, float64):
     kwargs = dict(lr=1e-2) if name != "SGD" else dict(lr=1e-2, momentum=0.9)
     a, b, _, _ = run_torch_pair(*pair(name), kwargs, steps=15, complex_=True,
