@@ -26,9 +26,10 @@ What makes the rule traceable, and its graph independent of the step and the lea
   (``dynamic=False``): changing one compiles again, and after torch.compile's limit of
   8 graphs the optimizer falls back to the eager rule, with the warning below.
 
-After the first call of a graph, later steps call Inductor's compiled code directly, not
-through ``torch.compile``'s frame hook: with hundreds of tensors, dynamo's guards and the
-unpacking of a thousand arguments cost more than the step's arithmetic (measured here on
+**The fast path, and why it is kept.** After the first call of a graph, later steps call
+Inductor's compiled code directly, not through ``torch.compile``'s frame hook: with
+hundreds of tensors, dynamo's guards and the unpacking of a thousand arguments cost more
+than the step's arithmetic (measured here on
 200 tiny tensors, right after other work had run: about 0.7 ms per call through the hook,
 0.2 ms direct; with 200 tensors of 5,000 parameters that took the compiled AdamW step
 from 1.1-1.3x torch's fused step to 0.85-0.9x). The direct call
@@ -41,6 +42,15 @@ are made only for a graph that returns nothing: a rule that hands a tensor to Py
 ``torch.compile``, which replays the side effect. (Not checked: that two parameters which
 did not share memory when the graph was compiled have come to share it, by assigning
 one's ``.data`` to a view of the other.)
+
+The direct calls need three private torch internals (Inductor's wrapper, dynamo's
+``TensorGuards``, its graph counter); all of them, and only they, live in
+``optlib/_fastpath.py``, tested with torch 2.13. Without them (or if one fails on another
+torch) the fast path switches itself off and every step goes through ``torch.compile``'s
+public API: the same numbers, the slower step measured above. A rewrite of the whole path
+on public ``torch.compile`` alone was measured on the same 2-core CPU: its steady step
+was 2.7x torch's fused step where this one is 0.87x, and its first step took 40-121 s;
+so the fast path stays, small and isolated.
 
 Rules change only tensors (:mod:`optlib.optimizer`): the eager rule reads its group through
 a read-only view, and the traced one a copy of it, with the step's own values
@@ -55,10 +65,12 @@ Not every rule traces into one graph with torch 2.13. NAdam and RAdam (per-tenso
 factors and selections), LAMB and LARS (trust ratios read as Python numbers),
 AdamWScheduleFree (its warmup lr and averaging weight change every step, as Python
 numbers: each step would compile a graph of its own), Adafactor (different state for
-different tensors), Adam8bit, and Shampoo and SOAP (which choose in Python, per tensor, the
-steps that refresh their roots or eigenbasis) fall back: ``optlib.compile`` warns once and
-keeps their eager rule. SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, Adamax, Lion, SophiaG and
-Muon compile (``tests/test_compiled.py`` checks every optimizer).
+different tensors), Adam8bit (codes and scales for some tensors, full-precision moments
+for others, worked through chunk by chunk in Python), and Shampoo and SOAP (which
+choose in Python, per tensor, the steps that refresh their roots or eigenbasis) fall
+back: ``optlib.compile`` warns once and keeps their eager rule. SGD, Adagrad, RMSprop,
+Adadelta, Adam, AdamW, Adamax, Lion, SophiaG and Muon compile (``tests/test_compiled.py``
+checks every optimizer).
 
 The first step compiles (tens of seconds on a small CPU; each parameter group, and each
 change of the number or shapes of tensors with a gradient, compiles once more; Inductor
@@ -71,7 +83,6 @@ rule, which gives the eager numbers.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import operator
 import time
@@ -81,13 +92,9 @@ import warnings
 import torch
 from torch import Tensor
 
+from ._fastpath import FastPath, graphs_compiled
 from .optimizer import Hyper, Optimizer, State
 from .tensorlist import PerTensor, TensorList
-
-try:   # dynamo's checks of tensor metadata, in C++ (private API)
-    from torch._C._dynamo.guards import TensorGuards
-except ImportError:  # a torch without them: every step goes through torch.compile
-    TensorGuards = None
 
 
 class _TracedState(State):
@@ -128,42 +135,7 @@ def _rule(update, group, params, grads, columns, new, shared):
     update(group, TensorList(params), TensorList(grads), _TracedState(columns, new, shared))
 
 
-class _Graph:
-    """One graph as Inductor compiled it: ``run(*args)``, and where each of its arguments
-    comes from among the call's tensors (``params + grads + state columns + [lr]``)."""
-
-    def __init__(self, run, order: tuple[int, ...]):
-        self.run = run
-        self.pick = operator.itemgetter(*order) if len(order) > 1 else (
-            lambda sources: (sources[order[0]],))
-
-
-class _DirectCall:
-    """A group's shortcut to the graph that its last step ran, with the guards under which
-    that graph is the right one: the ``key`` of the call (everything but the tensors), and
-    each tensor's metadata."""
-
-    def __init__(self, graph: _Graph, key: tuple, hyper: dict, args: tuple):
-        self.graph, self.key, self.hyper = graph, key, hyper
-        self.guards = TensorGuards(*args, dynamic_dims_sizes=[list(a.shape) for a in args],
-                                   dynamic_dims_strides=[list(a.stride()) for a in args])
-
-    def __call__(self, key: tuple, hyper: dict, sources: list) -> bool:
-        """Run the graph if it is the right one for this call; whether it ran."""
-        if key != self.key or hyper != self.hyper:
-            return False
-        args = self.graph.pick(sources)
-        if not self.guards.check(*args):
-            return False
-        self.graph.run(*args)
-        return True
-
-
 _copies = itertools.count()
-
-
-def _graphs() -> int:
-    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
 class CompiledUpdate:
@@ -202,11 +174,13 @@ class CompiledUpdate:
         self.compiled = None
         self.failure: BaseException | None = None
         self.compile_seconds = 0.0
-        self.direct_steps = 0          # group steps that called compiled code directly
+        self.fast = FastPath()         # direct calls of the compiled graphs (optlib._fastpath)
         self._known: dict[int, list] = {}
-        self._direct: dict[int, _DirectCall] = {}
-        self._sources: list = []       # the tensors of the call being compiled
-        self._ran: _Graph | None = None  # the graph that the last torch.compile call ran
+
+    @property
+    def direct_steps(self) -> int:
+        """The group steps that called compiled code directly."""
+        return self.fast.steps
 
     def _compile(self):
         # torch.compile keeps its graphs per code object (8 at most): give each optimizer
@@ -214,35 +188,7 @@ class CompiledUpdate:
         # (Code objects compare by value, so the copy needs a name of its own.)
         name = f"_rule_{next(_copies)}"
         rule = types.FunctionType(_rule.__code__.replace(co_name=name), _rule.__globals__, name)
-        options = dict(self.options)
-        inductor = getattr(torch, "_TorchCompileInductorWrapper", None)
-        if options.get("backend", "inductor") == "inductor" and inductor is not None:
-            # Inductor, as torch.compile would call it, behind a backend that notes each
-            # compiled graph and where its arguments come from (for the direct calls).
-            options["backend"] = self._noting(inductor(options.pop("mode", None),
-                                                       options.pop("options", None), False))
-        return torch.compile(rule, **options)
-
-    def _noting(self, backend):
-        def compile_graph(gm, example_inputs):
-            run = backend(gm, example_inputs)
-            where = {id(t): i for i, t in enumerate(self._sources)}
-            order = tuple(where.get(id(t), -1) for t in example_inputs)
-            (outputs,) = next(n for n in gm.graph.nodes if n.op == "output").args
-            # No direct calls for a graph with an argument that is not one of the call's
-            # tensors, for a call in which one tensor stands in two places (the graph
-            # would take it once; a later call may have two tensors there), or for a graph
-            # that returns values: the frame around it does something with them (appends
-            # a tensor to a Python list, say) that a direct call would skip.
-            if -1 in order or not order or len(where) != len(self._sources) or outputs:
-                return run
-            graph = _Graph(run, order)
-
-            def run_noted(*args):
-                self._ran = graph
-                return run(*args)
-            return run_noted
-        return compile_graph
+        return torch.compile(rule, **self.fast.backend(self.options))
 
     def _steps_shared(self, group: dict, steps: list | None) -> bool:
         """Whether every tensor of the group is at the same step (the usual case). Checking
@@ -286,42 +232,25 @@ class CompiledUpdate:
                torch.is_grad_enabled(), torch.get_default_dtype(),
                torch.are_deterministic_algorithms_enabled())
         others = {k: v for k, v in group.items() if k not in ("params", "lr")}
-        direct = self._direct.get(id(where))
-        if direct is not None and not torch.compiler.is_compiling() and direct(key, others, sources):
-            self.direct_steps += 1
+        if self.fast.call(where, key, others, sources):
             return None
         if per_tensor_lr:
             lr = PerTensor([lr] * len(p))
         hyper = {**group, "lr": lr}
         try:
-            start, graphs = time.perf_counter(), _graphs()
+            start, graphs = time.perf_counter(), graphs_compiled()
             if self.compiled is None:
                 self.compiled = self._compile()
-            self._sources, self._ran = sources, None
+            self.fast.compiling(sources)
             self.compiled(self.eager, hyper, list(p), list(g), columns, s.new, shared)
         except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eager
             return self._fall_back(group, p, g, s, error)
         finally:
-            self._sources = []
-        if _graphs() != graphs:                  # this call compiled a graph
+            self.fast.compiled()
+        if graphs_compiled() != graphs:          # this call compiled a graph
             self.compile_seconds += time.perf_counter() - start
         if not torch.compiler.is_compiling():
-            self._note_direct(where, key, others, sources)
-
-    def _note_direct(self, group: dict, key: tuple, others: dict, sources: list) -> None:
-        """Let the group's next steps call the graph that this step ran directly, if they
-        can: a graph of the call's tensors only, no state that is a Python number (the graph
-        would hold its value as a constant), hyperparameters that compare as plain values."""
-        graph, self._ran = self._ran, None
-        if (graph is None or TensorGuards is None
-                or not all(isinstance(t, Tensor) for t in sources)
-                or any(isinstance(v, Tensor) for v in others.values())):
-            self._direct.pop(id(group), None)
-            return
-        # A deep copy: a list among the hyperparameters, changed in place later, must not
-        # change the snapshot it is compared with.
-        self._direct[id(group)] = _DirectCall(graph, key, copy.deepcopy(others),
-                                              graph.pick(sources))
+            self.fast.note(where, key, others, sources)
 
     def _fall_back(self, group, p, g, s, error: BaseException) -> None:
         self.failure = error

@@ -169,14 +169,19 @@ def test_a_rule_with_python_side_effects_is_not_called_directly():
 
 @needs_compiler
 def test_without_tensor_guards_every_step_goes_through_torch_compile(monkeypatch):
-    """On a torch without dynamo's TensorGuards (a private API) there are no direct calls."""
-    import optlib.compiled
+    """On a torch whose dynamo's TensorGuards (a private API) fails, the fast path switches
+    itself off: no direct calls, and every step goes through torch.compile."""
+    import optlib._fastpath
 
-    monkeypatch.setattr(optlib.compiled, "TensorGuards", None)
+    def changed(*args, **kwargs):
+        raise TypeError("simulated: TensorGuards changed")
+
+    monkeypatch.setattr(optlib._fastpath, "TensorGuards", changed)
     kwargs = dict(lr=0.1, weight_decay=0.1)
     compiled = optlib.compile(optlib.AdamW(make_params(), **kwargs))
     ours, theirs = run(compiled, steps=4), run(optlib.AdamW(make_params(), **kwargs), steps=4)
     assert compiled.update.failure is None and compiled.update.direct_steps == 0
+    assert "simulated" in str(compiled.update.fast.failure)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
