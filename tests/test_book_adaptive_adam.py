@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import optlib
+import optlib.book as book
 from optlib.book import adaptive_adam as aa
 from optlib.book import data, models
 
@@ -60,7 +61,7 @@ def test_fit_refuses_bad_input(digits):
 
 
 def test_run_1d_matches_gradient_descent():
-    path = aa.run_1d(lambda p: optlib.SGD(p, lr=0.25), lambda x: x**2, 1.0, 3)
+    path = book.surfaces.run_1d(lambda p: optlib.SGD(p, lr=0.25), lambda x: x**2, 1.0, 3)
     assert torch.allclose(path, torch.tensor([1.0, 0.5, 0.25, 0.125], dtype=torch.float64))
 
 
@@ -69,22 +70,22 @@ def test_effective_lr_reads_adagrad_and_rmsprop_and_refuses_adam():
     opt = optlib.Adagrad([x], lr=0.1)
     x.grad = torch.tensor([2.0, 0.0])
     opt.step()
-    rates = aa.effective_lr(opt)
+    rates = book.inspect.effective_lr(opt)
     assert rates[0].item() == pytest.approx(0.1 / (2.0 + 1e-10))
-    assert aa.effective_lr(opt, seen_only=True).numel() == 1
+    assert book.inspect.effective_lr(opt, seen_only=True).numel() == 1
     y = torch.zeros(3, requires_grad=True)
     rms = optlib.RMSprop([y], lr=0.01)
     y.grad = torch.ones(3)
     rms.step()
-    assert torch.allclose(aa.effective_lr(rms), torch.full((3,), 0.01 / (0.1 + 1e-8)))
+    assert torch.allclose(book.inspect.effective_lr(rms), torch.full((3,), 0.01 / (0.1 + 1e-8)))
     adam = optlib.Adam([y])
     adam.step()
     with pytest.raises(ValueError, match="AdaGrad or RMSprop"):
-        aa.effective_lr(adam)
+        book.inspect.effective_lr(adam)
 
 
 def test_decay_under_noise_adamw_is_the_closed_form():
-    shrink = aa.decay_under_noise(lambda p: optlib.AdamW(p, lr=1e-2, weight_decay=1.0), [0.01, 10.0],
+    shrink = book.noise.decay_under_noise(lambda p: optlib.AdamW(p, lr=1e-2, weight_decay=1.0), [0.01, 10.0],
                                   steps=100, per_sigma=20)
     for value in shrink:
         assert value == pytest.approx((1 - 1e-2) ** 100, rel=0.05)
@@ -92,7 +93,7 @@ def test_decay_under_noise_adamw_is_the_closed_form():
 
 def test_paper_parametrization_is_weight_decay_over_lr():
     p = torch.ones(1, requires_grad=True)
-    opt = aa.make_adamw_paper([p], lr=1e-3, wd=1e-2)
+    opt = book.optimizers.make_adamw_paper([p], lr=1e-3, wd=1e-2)
     assert opt.param_groups[0]["weight_decay"] == pytest.approx(10.0)
     p.grad = torch.zeros(1)
     opt.step()
@@ -101,17 +102,17 @@ def test_paper_parametrization_is_weight_decay_over_lr():
 
 def test_noisy_labels():
     y = torch.arange(1000) % 10
-    noisy = aa.noisy_labels(y, 0.3, seed=1)
+    noisy = book.data.noisy_labels(y, 0.3, seed=1)
     wrong = (noisy != y).float().mean().item()
     assert 0.22 < wrong < 0.32
-    assert torch.equal(noisy, aa.noisy_labels(y, 0.3, seed=1))
-    assert torch.equal(aa.noisy_labels(y, 0.0), y)
+    assert torch.equal(noisy, book.data.noisy_labels(y, 0.3, seed=1))
+    assert torch.equal(book.data.noisy_labels(y, 0.0), y)
     with pytest.raises(ValueError, match="fraction"):
-        aa.noisy_labels(y, 1.5)
+        book.data.noisy_labels(y, 1.5)
 
 
 def test_lr_wd_grid_shape_and_range(digits):
-    err, loss = aa.lr_wd_grid(aa.make_adam_l2, [1e-3, 1e-2], [0.0, 1e-3, 1e-2], digits,
+    err, loss = book.sweeps.lr_wd_grid(book.optimizers.make_adam_l2, [1e-3, 1e-2], [0.0, 1e-3, 1e-2], digits,
                               lambda s: models.mlp((64, 8, 10), seed=s), steps=5)
     assert err.shape == loss.shape == (3, 2)
     assert ((0 <= err) & (err <= 1)).all()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import optlib
+import optlib.book as book
 from optlib.book import foundations as F
 from optlib.book import surfaces as S
 
@@ -15,7 +16,7 @@ def test_gd_paths_equal_independent_runs():
     # The summed loss gives every row its own gradient: each row equals a separate run.
     surface = S.rosenbrock()
     starts = [[-1.5, 2.0], [0.5, -0.5], [1.2, 1.0]]
-    batch = F.gd_paths(surface, 1e-3, starts, steps=50)
+    batch = S.gd_paths(surface, 1e-3, starts, steps=50)
     assert batch.shape == (51, 3, 2) and batch.dtype == torch.float64
     for i, start in enumerate(starts):
         single = S.run(surface, lambda p: optlib.SGD(p, lr=1e-3), start, steps=50)
@@ -26,7 +27,7 @@ def test_gd_paths_on_a_quadratic_follow_the_closed_form():
     q = S.quadratic(condition=10.0, angle=0.3)
     A = q.hessian(torch.zeros(2))
     lr, x0 = 0.15, torch.tensor([1.0, -2.0], dtype=torch.float64)
-    paths = F.gd_paths(q, lr, x0[None], steps=20)[:, 0]
+    paths = S.gd_paths(q, lr, x0[None], steps=20)[:, 0]
     M = torch.eye(2, dtype=torch.float64) - lr * A
     expected = torch.stack([torch.linalg.matrix_power(M, t) @ x0 for t in range(21)])
     torch.testing.assert_close(paths, expected, rtol=0, atol=1e-12)
@@ -34,26 +35,26 @@ def test_gd_paths_on_a_quadratic_follow_the_closed_form():
 
 def test_gd_paths_marks_a_diverged_run_nan_and_keeps_the_others():
     q = S.quadratic(condition=1.0)                      # L = 1: lr 2.5 diverges from anywhere but 0
-    paths = F.gd_paths(q, 2.5, [[1.0, 1.0], [0.0, 0.0]], steps=2000)
+    paths = S.gd_paths(q, 2.5, [[1.0, 1.0], [0.0, 0.0]], steps=2000)
     assert torch.isnan(paths[-1, 0]).all()
     assert (paths[-1, 1] == 0).all()
 
 
 def test_steps_to_reach_matches_the_contraction_rate():
     # κ = 1, lr = 1/L: one step lands on the minimum.
-    assert F.steps_to_reach(S.quadratic(1.0), lambda p: optlib.SGD(p, lr=1.0), [1.0, 1.0]) == 1
+    assert S.steps_to_reach(S.quadratic(1.0), lambda p: optlib.SGD(p, lr=1.0), [1.0, 1.0]) == 1
     # Along the flat axis only: distance (1 − lr·μ)^t.
     kappa, tol = 20.0, 1e-3
-    n = F.steps_to_reach(S.quadratic(kappa), lambda p: optlib.SGD(p, lr=1 / kappa), [1.0, 0.0], tol=tol)
+    n = S.steps_to_reach(S.quadratic(kappa), lambda p: optlib.SGD(p, lr=1 / kappa), [1.0, 0.0], tol=tol)
     assert n == math.ceil(math.log(tol) / math.log(1 - 1 / kappa))
     # Past 2/L it never gets there.
-    assert F.steps_to_reach(S.quadratic(kappa), lambda p: optlib.SGD(p, lr=2.1 / kappa),
+    assert S.steps_to_reach(S.quadratic(kappa), lambda p: optlib.SGD(p, lr=2.1 / kappa),
                             [1.0, 1.0], max_steps=500) is None
 
 
 def test_escape_steps():
-    paths = F.gd_paths(S.saddle(), 0.1, [[1.0, 1e-3], [1.0, 0.0]], steps=200)
-    escaped, never = F.escape_steps(paths)
+    paths = S.gd_paths(S.saddle(), 0.1, [[1.0, 1e-3], [1.0, 0.0]], steps=200)
+    escaped, never = S.escape_steps(paths)
     assert escaped == math.floor(math.log(1e3) / math.log(1.1)) + 1
     assert never is None
 
@@ -78,7 +79,7 @@ def test_gradient_norms_match_autograd():
     torch.manual_seed(0)
     x, y = torch.randn(32, 8, dtype=torch.float64), torch.randint(0, 3, (32,))
     model = F.deep_mlp(depth=4, width=16, in_features=8, out_features=3, seed=1, dtype=torch.float64)
-    norms = F.gradient_norms(model, x, y)
+    norms = book.inspect.gradient_norms(model, x, y)
     assert len(norms["signal"]) == len(norms["weight"]) == 4
     linears = [m for m in model if isinstance(m, nn.Linear)]
     assert norms["weight"] == [m.weight.grad.norm().item() for m in linears[:-1]]
@@ -89,10 +90,10 @@ def test_gradient_norms_match_autograd():
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda: F.gd_paths(S.saddle(), 0.0, [[1.0, 0.0]], 3), "lr"),
-    (lambda: F.gd_paths(S.saddle(), 0.1, [[1.0, 0.0]], -1), "steps"),
-    (lambda: F.steps_to_reach(S.saddle(), lambda p: optlib.SGD(p, lr=0.1), [1.0, 0.0]), "minimum"),
-    (lambda: F.steps_to_reach(S.quadratic(), lambda p: optlib.SGD(p, lr=0.1), [1.0, 0.0], tol=2.0), "tol"),
+    (lambda: S.gd_paths(S.saddle(), 0.0, [[1.0, 0.0]], 3), "lr"),
+    (lambda: S.gd_paths(S.saddle(), 0.1, [[1.0, 0.0]], -1), "steps"),
+    (lambda: S.steps_to_reach(S.saddle(), lambda p: optlib.SGD(p, lr=0.1), [1.0, 0.0]), "minimum"),
+    (lambda: S.steps_to_reach(S.quadratic(), lambda p: optlib.SGD(p, lr=0.1), [1.0, 0.0], tol=2.0), "tol"),
     (lambda: F.deep_mlp(3, activation="gelu"), "activation"),
     (lambda: F.deep_mlp(0), "depth"),
     (lambda: F.deep_mlp(3, weight_scale=-1.0), "weight_scale"),

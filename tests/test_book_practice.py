@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import optlib
+import optlib.book as book
 from optlib.book import performance as perf
 from optlib.book import practice
 
@@ -14,7 +15,7 @@ from optlib.book import practice
 def test_ln_mlp_is_seeded_and_has_a_layernorm_per_hidden_layer():
     a, b = practice.ln_mlp((4, 8, 8, 3), seed=1), practice.ln_mlp((4, 8, 8, 3), seed=1)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=False))
-    assert practice.norm_gains(a) == [1.0, 1.0]
+    assert book.inspect.norm_gains(a) == [1.0, 1.0]
     assert a(torch.randn(5, 4)).shape == (5, 3)
     with pytest.raises(ValueError, match="sizes"):
         practice.ln_mlp((4,))
@@ -22,13 +23,13 @@ def test_ln_mlp_is_seeded_and_has_a_layernorm_per_hidden_layer():
 
 def test_with_outliers_corrupts_every_kth_batch_only():
     clean = [(torch.ones(2, 3), torch.tensor([0, 9])) for _ in range(7)]
-    out = list(practice.with_outliers(iter(clean), every=3, scale=10.0, num_classes=10))
+    out = list(book.data.with_outliers(iter(clean), every=3, scale=10.0, num_classes=10))
     for step, (x, y) in enumerate(out, start=1):
         bad = step % 3 == 0
         assert torch.equal(x, torch.full((2, 3), 10.0 if bad else 1.0))
         assert y.tolist() == ([1, 0] if bad else [0, 9])
     with pytest.raises(ValueError, match="every"):
-        next(practice.with_outliers(iter(clean), every=0, scale=2.0))
+        next(book.data.with_outliers(iter(clean), every=0, scale=2.0))
 
 
 def test_noisy_labels():
@@ -43,27 +44,27 @@ def test_noisy_labels():
 
 
 def test_roughness():
-    assert practice.roughness([1.0] * 50) == 0.0
-    assert practice.roughness([0.0, 1.0] * 50) == 1.0
-    assert math.isnan(practice.roughness([1.0]))
+    assert book.inspect.roughness([1.0] * 50) == 0.0
+    assert book.inspect.roughness([0.0, 1.0] * 50) == 1.0
+    assert math.isnan(book.inspect.roughness([1.0]))
 
 
 def test_shards_and_trust_ratio_from_partial_sums():
     t = torch.randn(7, 5)
-    pieces = practice.shards(t, 3)
+    pieces = book.inspect.shards(t, 3)
     assert torch.equal(torch.cat(pieces), t.reshape(-1))
     u = torch.randn(7, 5)
-    exact = practice.trust_ratio(t.norm(), u.norm())
-    reduced = practice.trust_ratio(sum(p.square().sum() for p in pieces).sqrt(),
-                                   sum(q.square().sum() for q in practice.shards(u, 3)).sqrt())
+    exact = book.inspect.trust_ratio(t.norm(), u.norm())
+    reduced = book.inspect.trust_ratio(sum(p.square().sum() for p in pieces).sqrt(),
+                                   sum(q.square().sum() for q in book.inspect.shards(u, 3)).sqrt())
     assert reduced == pytest.approx(exact, rel=1e-6)
-    assert practice.trust_ratio(0.0, 3.0) == 1.0 and practice.trust_ratio(2.0, 0.0) == 1.0
+    assert book.inspect.trust_ratio(0.0, 3.0) == 1.0 and book.inspect.trust_ratio(2.0, 0.0) == 1.0
 
 
 def test_state_bytes_per_param_leaves_the_model_alone():
     model = torch.nn.Linear(10, 10)
     before = [p.detach().clone() for p in model.parameters()]
-    b = practice.state_bytes_per_param(lambda p: optlib.AdamW(p), model)
+    b = book.inspect.state_bytes_per_param(lambda p: optlib.AdamW(p), model)
     assert 8.0 < b < 8.2                             # two float32 moments + a step counter each
     assert all(torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=False))
     assert all(p.grad is None for p in model.parameters())
@@ -109,11 +110,11 @@ def test_loss_breakdown_by_hand():
     logits = torch.tensor([[3.0, 0.0], [0.0, 2.0], [8.0, 0.0]])
     y = torch.tensor([0, 1, 1])
     per = torch.nn.functional.cross_entropy(logits, y, reduction="none")
-    b = practice.loss_breakdown(model, logits, y)
+    b = book.inspect.loss_breakdown(model, logits, y)
     assert b["accuracy"] == pytest.approx(2 / 3)
     assert b["mean"] == pytest.approx(per.mean().item())
     assert b["median"] == pytest.approx(per[1].item())          # the middle of the three
     assert b["wrong_share"] == pytest.approx(per[2].item() / per.sum().item())
     assert b["wrong_mean"] == pytest.approx(per[2].item()) and b["wrong_mean"] > 7
-    right = practice.loss_breakdown(model, logits[:2], y[:2])
+    right = book.inspect.loss_breakdown(model, logits[:2], y[:2])
     assert right["wrong_share"] == 0.0 and right["wrong_mean"] == 0.0 and right["accuracy"] == 1.0

@@ -10,7 +10,7 @@ from optlib.book import schedules_beyond as sb
 
 @pytest.fixture(scope="module")
 def task():
-    return sb.LMTask(block_size=8, batch_size=4, val_batches=2)
+    return book.data.LMTask(block_size=8, batch_size=4, val_batches=2)
 
 
 def small_model(task):
@@ -44,7 +44,7 @@ def test_run_records_lr_and_first_adam_step(task):
 
 
 def test_second_moment_noise_shapes(task):
-    out = sb.second_moment_noise(task, small_model(task)(), steps=3, reference=4)
+    out = book.noise.second_moment_noise(task, small_model(task)(), steps=3, reference=4)
     assert out["q"].shape == (3, 3)
     assert (out["q"][:, 0] <= out["q"][:, 2]).all()
 
@@ -53,18 +53,18 @@ def test_bad_arguments(task):
     with pytest.raises(ValueError, match="steps"):
         sb.run(task, small_model(task), lambda p: optlib.Adam(p), -1)
     with pytest.raises(ValueError, match="batch_size"):
-        sb.LMTask(batch_size=0)
+        book.data.LMTask(batch_size=0)
 
 
 def test_digits_task_and_steps_to():
-    t = sb.DigitsTask(batch_size=10_000)
+    t = book.data.DigitsTask(batch_size=10_000)
     assert t.batch_size == t.n_train
     x, y = t.batch(0)
     assert x.shape == (t.n_train, 64)
-    small = sb.DigitsTask(batch_size=8)
+    small = book.data.DigitsTask(batch_size=8)
     assert torch.equal(small.batch(4)[0], small.batch(4)[0])
-    assert sb.steps_to([3.0] * 5 + [1.0] * 30, 1.5, window=5) == 9   # [3,1,1,1,1]: step 9
-    assert sb.steps_to([3.0] * 30, 1.0) is None
+    assert book.sweeps.steps_to([3.0] * 5 + [1.0] * 30, 1.5, window=5) == 9   # [3,1,1,1,1]: step 9
+    assert book.sweeps.steps_to([3.0] * 30, 1.0) is None
 
 
 def test_adafactor_update_rms_matches_the_step():
@@ -74,7 +74,7 @@ def test_adafactor_update_rms_matches_the_step():
     p.grad = torch.randn(6, 5, dtype=torch.float64)
     before = p.detach().clone()
     opt.step()
-    (rms_u,) = sb.adafactor_update_rms(opt)
+    (rms_u,) = book.inspect.adafactor_update_rms(opt)
     alpha = max(1e-3, before.pow(2).mean().sqrt().item()) * 1e-2
     step_rms = (p.detach() - before).pow(2).mean().sqrt().item()
     assert step_rms == pytest.approx(alpha * rms_u / max(1.0, rms_u), rel=1e-9)
@@ -88,7 +88,7 @@ def test_trust_ratios_lamb_and_lars():
         p.grad = g.clone()
         opt = cls([p], **kw)
         opt.step()
-        (ratio,) = sb.trust_ratios(opt)
+        (ratio,) = book.inspect.trust_ratios(opt)
         if cls is optlib.LARS:
             expected = 1e-3 * p.norm().item() / (g.norm().item() + 1e-8)
         else:                            # first step: u = g/(|g| + eps) elementwise
@@ -99,7 +99,7 @@ def test_trust_ratios_lamb_and_lars():
         q.grad = torch.ones(2)
         o = optlib.Adam([q])
         o.step()
-        sb.trust_ratios(o)
+        book.inspect.trust_ratios(o)
 
 
 def test_run_with_sophia_and_muon(task):
