@@ -11,7 +11,7 @@
   orthogonal ensemble) has only positive eigenvalues, for each size n.
 
 The largest Hessian eigenvalue of a network (power iteration on Hessian–vector
-products) is ``optlib.book.sgd_momentum.sharpness``.
+products) is ``optlib.book.noise.sharpness``.
 """
 
 from __future__ import annotations
