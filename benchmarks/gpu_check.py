@@ -193,7 +193,8 @@ def main(argv=None) -> int:
                                      args.peers_repeats, 5, dev)
         meta = dict(date=date, settings=f"{dev}, {args.peers_repeats} runs of 5 rounds of 1 step",
                     machine=peers.machine(), load="", notes=[])
-        text = peers.format_report(meta, results, {}) if results else "nothing measured"
+        causes = {name: "not analysed on this device." for name in peers.families()}
+        text = peers.format_report(meta, results, causes) if results else "nothing measured"
         body = text.split("\n## ", 1)[1] if "\n## " in text else text
         parts[f"Peers on {dev} (benchmarks/peers.py)"] = (
             ("Not run within the budget: " + ", ".join(skipped) + ".\n\n" if skipped else "")

@@ -38,3 +38,48 @@ def test_time_interleaved_shuffles_rounds_and_blocks():
     for k in "abc":
         assert len({before for before, this in zip(blocks, blocks[1:], strict=False) if this == k}) >= 2
     assert record(seed=0) == calls and record(seed=1) != calls   # seeded: reproducible
+
+
+REPORT = """# optlib against its peers: optimizer step time
+
+- Date: 2026-01-02 03:04 UTC
+- Machine: Test CPU, 2 logical CPUs
+
+## Summary
+
+| optimizer | shapes | ratio |
+|---|---|---|
+| Lion | 200x100x50 | 1.33 [1.29–1.38] |
+
+## Where optlib is slower, and why
+
+- **Lion**: three passes.
+
+## All timings
+
+| optimizer | implementation | ms |
+|---|---|---|
+| Lion | optlib | 2.0 |
+"""
+
+
+def test_recorded_reports_and_their_summary(tmp_path):
+    assert perf.recorded_reports(root=tmp_path / "absent") == []
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name in ("peers-2026-01-02.md", "peers-2025-12-31.md", "other.md"):
+        (tmp_path / "benchmarks" / "results" / name).write_text(REPORT)
+    reports = perf.recorded_reports(root=tmp_path)
+    assert [p.name for p in reports] == ["peers-2025-12-31.md", "peers-2026-01-02.md"]
+    assert perf.recorded_reports("gpu-check-", "notes", root=tmp_path) == []
+    text = perf.summarize_report(reports[-1])
+    assert text.splitlines()[:3] == ["# optlib against its peers: optimizer step time", "",
+                                     "- Date: 2026-01-02 03:04 UTC"]
+    assert "optimizer  shapes      ratio" in text                # aligned, separator dropped
+    assert "Lion       200x100x50  1.33 [1.29–1.38]" in text
+    assert "**Lion**: three passes." in text
+    assert "All timings" not in text and "| Lion | optlib |" not in text
+    raw = perf.summarize_report(reports[-1], sections=("All timings",), align=False)
+    assert "| Lion | optlib | 2.0 |" in raw and "## Summary" not in raw
+    committed = perf.recorded_reports() + perf.recorded_reports("gpu-check-", "notes")
+    for path in committed:                                        # the committed ones read
+        assert perf.summarize_report(path).startswith("# optlib ")

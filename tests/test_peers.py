@@ -57,6 +57,7 @@ def test_summarize_picks_the_fastest_peer_of_the_same_kind():
     assert adam["note"].startswith("falls back")
     assert summary[("Adam", "optlib")]["peer"] == "torch foreach"     # the failed peer is out
     assert [peers.verdict(x) for x in (None, 1.0, 1.05, 1.06)] == ["no peer", "ok", "ok", "slower"]
+    assert peers.verdict(1.2, 1.04) == "within spread" and peers.verdict(1.2, 1.06) == "slower"
 
 
 def _meta(date="2026-01-02 03:04 UTC", settings="test"):

@@ -314,3 +314,63 @@ def format_matrix_step_times(rows: list[dict]) -> str:
     lines += [f"{r['optimizer']:<16}{r['ms']:>10.3f}{r['vs_adamw']:>9.1f}x{r['first_ms']:>15.1f}"
               for r in rows]
     return "\n".join(lines)
+
+
+# ---- recorded reports of benchmarks/peers.py --------------------------------------------
+
+def recorded_reports(prefix: str = "peers-", where: str = "benchmarks/results",
+                     root=None) -> list:
+    """The committed reports ``WHERE/PREFIX*.md`` of the repository (``root``, default: the
+    one this optlib was imported from), oldest first (their names end in the date): those of
+    ``benchmarks/peers.py`` by default, ``recorded_reports("gpu-check-", "notes")`` for
+    ``benchmarks/gpu_check.py``'s. Empty where the repository is not there (optlib installed
+    from a wheel)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] if root is None else Path(root)
+    directory = root / where
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(f"{prefix}*.md"))
+
+
+def _align_tables(lines: list[str]) -> list[str]:
+    """Markdown pipe tables as aligned text columns (the separator row dropped)."""
+    out, table = [], []
+
+    def flush():
+        if table:
+            rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table
+                    if not set(line.replace("|", "").strip()) <= set("-: ")]
+            widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(rows[0]))]
+            out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
+                       for r in rows)
+            table.clear()
+
+    for line in lines:
+        if line.startswith("|"):
+            table.append(line)
+        else:
+            flush()
+            out.append(line)
+    flush()
+    return out
+
+
+def summarize_report(path, sections=("Summary", "Where optlib is slower, and why",
+                                     "optlib.compile's fallbacks"), align: bool = True) -> str:
+    """A recorded report's header (date, machine, versions, settings) and the named
+    ``sections`` (``## ...`` headings; the long table of all timings left out by default),
+    with its tables as aligned text columns (``align``)."""
+    from pathlib import Path
+
+    lines = Path(path).read_text().splitlines()
+    keep, current = [], None
+    for line in lines:
+        if line.startswith("## "):
+            current = line[3:].strip()
+        if current is None or current in sections:
+            keep.append(line)
+    while keep and not keep[-1].strip():
+        keep.pop()
+    return "\n".join(_align_tables(keep) if align else keep)
