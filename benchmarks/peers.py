@@ -486,7 +486,15 @@ _CACHE = ("on 20 matrices of 1000 x 500 (2 MB per array) the fastest peer is a p
 #: Measured reasons where optlib's eager step is slower than the fastest peer beyond the
 #: run-to-run spread (the operator and byte counts are the report's own).
 CAUSES: dict[str, str] = {
-    "SGD momentum": _CACHE + ".",
+    "SGD momentum": "on the large matrices optlib runs the same 5 operator calls over the same 32 "
+                    "bytes per parameter as torch's foreach step, its fastest peer there; the "
+                    "gap (1.06-1.28 over the runs) is not explained by operators or bytes, and "
+                    "is within what this shared machine scatters elsewhere (up to 1.35 on the "
+                    "small matrices); not profiled further.",
+    "RMSprop": _CACHE + ".",
+    "Adadelta": _CACHE + ".",
+    "Adamax": _CACHE + ".",
+    "AdamWScheduleFree": _CACHE + ".",
     "Adam": _CACHE + ".",
     "Adagrad": _CACHE + ".",
     "SophiaG": _CACHE + " (sophia-opt loops over tensors: 222 operator calls for 20 "
@@ -498,6 +506,13 @@ CAUSES: dict[str, str] = {
             "change them at round-off, a decision for the core's owners. (2) On the large "
             "matrices, " + _CACHE.split("; ", 1)[0].replace("on 20 matrices of 1000 x 500 "
                                                            "(2 MB per array) ", "") + ".",
+    "Muon": "pytorch-optimizer's foreach Muon stacks same-shaped matrices and runs each "
+            "Newton-Schulz product for all of them as one batched product (835 operator calls "
+            "per step on 200 matrices); optlib, like torch.optim.Muon (6,002), runs them matrix "
+            "by matrix (5,404 calls), and on 100 x 50 matrices the per-call cost dominates. "
+            "Batching the orthogonalization by shape is a core change, left to its owners. "
+            "(The 20 large matrices were not timed: the five implementations' products took "
+            "over half an hour on the shared machine.)",
     "RAdam": "the fastest peer, pytorch-optimizer's RAdam, is another variant (decoupled weight "
              "decay; no momentum step before the variance is tractable) and moves 36 bytes per "
              "parameter in 5 operator calls; torch's foreach RAdam, the same rule as optlib's, "
@@ -508,8 +523,10 @@ CAUSES: dict[str, str] = {
                  "same bytes (69-77 per parameter): optlib's factored statistics are computed "
                  "tensor by tensor, and at 5,000 elements per tensor the per-call cost "
                  "dominates. optlib.compile removes it (see the compiled rows where measured).",
-    "LAMB": "the same operator calls as pytorch-optimizer's foreach LAMB (28) and about the "
-            "same bytes (120 against 116 per parameter): the gap is host time outside the "
+    "LAMB": "on the large matrices, " + _CACHE.split("; ", 1)[0].replace(
+        "on 20 matrices of 1000 x 500 (2 MB per array) ", "") + " (pytorch-optimizer's for-loop). "
+            "On the small ones, the same operator calls as pytorch-optimizer's foreach LAMB "
+            "(28) and about the same bytes (120 against 116 per parameter): the gap is host time outside the "
             "operators, where optlib's rule reads every tensor's trust ratio into Python "
             "(the reason optlib.compile falls back for LAMB and LARS).",
     "LARS": "23-24 operator calls on both sides and fewer bytes for optlib (60 against 72 per "
@@ -552,6 +569,8 @@ def main(argv=None) -> int:
                         help="write the markdown report here (default: benchmarks/results/"
                              "peers-DATE.md when every optimizer is timed)")
     parser.add_argument("--load", default="", help="a note on the machine's load, for the report")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a line for the report's header (repeatable)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="merge these JSON results into one report (no timing)")
     args = parser.parse_args(argv)
@@ -576,6 +595,7 @@ def main(argv=None) -> int:
                 if args.json:        # after every optimizer and shape: an interrupted run keeps them
                     _record(args, names, now, results, args.json)
         record = _record(args, names, now, results, args.json)
+    record["meta"]["notes"] = list(record["meta"].get("notes", [])) + args.note
     text = format_report(record["meta"], record["results"], CAUSES)
     report = args.report
     if report is None and (args.merge or args.optimizers is None):
