@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 JOBS   ?= 2
 
 .PHONY: install test unit notebooks lint book book-strict student browser-test mathjax bench gpu-check clean \
-	package
+	package pdf
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ _vendor/mathjax/tex-mml-chtml.js:
 	cd _build/npm && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null \
 		&& tar -xzf mathjax-$(MATHJAX_VERSION).tgz package/es5
 	for part in $(MATHJAX_PARTS); do cp -R _build/npm/package/es5/$$part _vendor/mathjax/; done
+
+# The PDF edition, _build/pdf/book.pdf: every page of the built site (make book or
+# book-strict first) printed by headless Chromium, joined with bookmarks (notes/pdf.md).
+pdf: install
+	$(BIN)/python scripts/build_pdf.py _build/html _build/pdf/book.pdf
 
 # The library as PyPI gets it (distribution optlib-torch, import optlib): sdist and wheel
 # into dist/, twine check, the wheel installed in a fresh venv after torch==2.13.0 and
