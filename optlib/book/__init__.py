@@ -32,6 +32,7 @@ import torch
 from . import (  # noqa: F401
     checkers,
     compare,
+    curvature,
     data,
     inspect,
     models,
@@ -116,6 +117,6 @@ def _semicolons_silence_under_nbval() -> None:
     shell._optlib_semicolon_hook = True
 
 
-__all__ = ["setup", "checkers", "compare", "data", "inspect", "models", "noise", "numerics",
+__all__ = ["setup", "checkers", "compare", "curvature", "data", "inspect", "models", "noise", "numerics",
            "optimizers", "plots", "preconditioning", "progress", "rates", "report", "surfaces",
            "sweeps", "train"]

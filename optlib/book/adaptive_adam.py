@@ -1,4 +1,4 @@
-"""Deprecated: the helpers of chapters 4 and 5, kept while those chapters move to the
+"""Deprecated: the helpers of chapter 5, kept while it moves to the
 concept modules of ``optlib.book`` (``compare``, ``train``, ``inspect``, ``noise``,
 ``surfaces``, ``sweeps``, ``optimizers``, ``data``). New code imports from those
 modules; this module only re-exports them.

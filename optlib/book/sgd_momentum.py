@@ -1,4 +1,4 @@
-"""Deprecated: the helpers of chapters 2 and 3, kept while those chapters move to the
+"""Deprecated: the helpers of chapter 2, kept while it moves to the
 concept modules of ``optlib.book`` (``rates``, ``noise``, ``compare``, ``train``). New
 code imports from those modules; this module only re-exports them, plus the epoch loop
 that chapter 2 still uses.

@@ -1,4 +1,5 @@
-"""optlib.book.foundations: chapter 1's helpers, checked against closed forms and run()."""
+"""optlib.book.surfaces (many gradient-descent paths at once, steps to reach, escapes),
+book.models.mlp's init_scale and book.inspect.gradient_norms, checked against closed forms."""
 
 import math
 
@@ -8,7 +9,6 @@ from torch import nn
 
 import optlib
 import optlib.book as book
-from optlib.book import foundations as F
 from optlib.book import surfaces as S
 
 
@@ -59,9 +59,9 @@ def test_escape_steps():
     assert never is None
 
 
-def test_deep_mlp_shapes_and_scale():
-    model = F.deep_mlp(depth=3, width=200, in_features=100, out_features=7, activation="tanh",
-                       weight_scale=2.0, seed=0, dtype=torch.float64)
+def test_mlp_init_scale_shapes_and_scale():
+    model = book.models.mlp((100, 200, 200, 200, 7), activation="tanh", init_scale=2.0, seed=0,
+                            dtype=torch.float64)
     linears = [m for m in model if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(100, 200), (200, 200), (200, 200),
                                                                  (200, 7)]
@@ -70,15 +70,15 @@ def test_deep_mlp_shapes_and_scale():
     # std ≈ scale / sqrt(fan_in) for hidden layers, 1 / sqrt(fan_in) for the read-out
     assert linears[1].weight.std().item() == pytest.approx(2.0 / math.sqrt(200), rel=0.02)
     assert linears[-1].weight.std().item() == pytest.approx(1.0 / math.sqrt(200), rel=0.1)
-    same = F.deep_mlp(depth=3, width=200, in_features=100, out_features=7, activation="tanh",
-                      weight_scale=2.0, seed=0, dtype=torch.float64)
+    same = book.models.mlp((100, 200, 200, 200, 7), activation="tanh", init_scale=2.0, seed=0,
+                           dtype=torch.float64)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters(), strict=False))
 
 
 def test_gradient_norms_match_autograd():
     torch.manual_seed(0)
     x, y = torch.randn(32, 8, dtype=torch.float64), torch.randint(0, 3, (32,))
-    model = F.deep_mlp(depth=4, width=16, in_features=8, out_features=3, seed=1, dtype=torch.float64)
+    model = book.models.mlp((8, 16, 16, 16, 16, 3), init_scale=1.0, seed=1, dtype=torch.float64)
     norms = book.inspect.gradient_norms(model, x, y)
     assert len(norms["signal"]) == len(norms["weight"]) == 4
     linears = [m for m in model if isinstance(m, nn.Linear)]
@@ -94,9 +94,9 @@ def test_gradient_norms_match_autograd():
     (lambda: S.gd_paths(S.saddle(), 0.1, [[1.0, 0.0]], -1), "steps"),
     (lambda: S.steps_to_reach(S.saddle(), lambda p: optlib.SGD(p, lr=0.1), [1.0, 0.0]), "minimum"),
     (lambda: S.steps_to_reach(S.quadratic(), lambda p: optlib.SGD(p, lr=0.1), [1.0, 0.0], tol=2.0), "tol"),
-    (lambda: F.deep_mlp(3, activation="gelu"), "activation"),
-    (lambda: F.deep_mlp(0), "depth"),
-    (lambda: F.deep_mlp(3, weight_scale=-1.0), "weight_scale"),
+    (lambda: book.models.mlp(activation="gelu"), "activation"),
+    (lambda: book.models.mlp((64,)), "sizes"),
+    (lambda: book.models.mlp(init_scale=-1.0), "init_scale"),
 ])
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
