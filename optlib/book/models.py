@@ -31,7 +31,7 @@ def mlp(sizes=(64, 128, 10), activation=nn.ReLU, seed: int | None = None, *,
 
     Args:
         sizes: the widths, input first (at least two).
-        activation: a module class or a name in :data:`ACTIVATIONS`.
+        activation: a module class or a name in ``ACTIVATIONS``.
         seed: initialize with this seed without touching the global random stream
             (``None``: draw from it).
         layernorm: hidden layers are Linear → LayerNorm → activation.

@@ -96,7 +96,7 @@ def decay_under_noise(make_optimizer: Callable, sigmas: Sequence[float], steps: 
                       per_sigma: int = 200, seed: int = 0) -> list[float]:
     """Start ``per_sigma`` weights at 1 for each gradient scale σ and feed them gradients that
     are pure zero-mean noise of std σ (the data has nothing to say about them), so that
-    only weight decay should move them on average. Return, per σ, the mean |θ| after
+    only weight decay should move them on average. Return, per σ, the mean ``|θ|`` after
     ``steps`` steps. ``make_optimizer(params)`` builds the optimizer on one tensor."""
     if not sigmas:
         raise ValueError("sigmas must not be empty")

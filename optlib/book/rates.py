@@ -40,7 +40,7 @@ def polyak_parameters(m: float, L: float) -> tuple[float, float, float]:
 
 
 def gd_rate(lr: float, eigenvalues: Sequence[float]) -> float:
-    """Per-step contraction of gradient descent on a quadratic: max |1 − lr·λ|."""
+    """Per-step contraction of gradient descent on a quadratic: ``max |1 − lr·λ|``."""
     return max(abs(1 - lr * lam) for lam in eigenvalues)
 
 
@@ -86,7 +86,7 @@ def heavy_ball_grid(lr: Tensor, beta: Tensor, eigenvalues: Sequence[float], star
                     steps: int) -> Tensor:
     """Loss of heavy ball (PyTorch's form) on f = ½ Σ λ_i x_i², for a grid of (lr, beta).
 
-    ``lr`` and ``beta`` broadcast to a grid shape S; returns losses of shape (steps+1, *S).
+    ``lr`` and ``beta`` broadcast to a grid shape S; returns losses of shape ``(steps+1, *S)``.
     The rule is the one of the chapter: b ← βb + g (b₁ = g₁), x ← x − η b.
     """
     lr = torch.as_tensor(lr, dtype=torch.float64)
@@ -144,7 +144,7 @@ def heavy_ball_path(lr: float, beta: float, curvature: float, start: float, step
 
 def step_lengths(make_optimizer: Callable, steps: int,
                  schedule: Callable[[int], float] | None = None) -> Tensor:
-    """Run an optimizer on f(θ) = θ (gradient 1, float64) and return |θ_t − θ_{t−1}| for
+    """Run an optimizer on f(θ) = θ (gradient 1, float64) and return ``|θ_t − θ_{t−1}|`` for
     t = 1..steps: how a method's step grows under a constant gradient.
 
     Args:

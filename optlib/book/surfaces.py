@@ -278,7 +278,7 @@ def steps_to_reach(surface, make_optimizer: Callable, start, tol: float = 1e-3,
 
 
 def escape_steps(paths: Tensor, coordinate: int = 1, radius: float = 1.0) -> list[int | None]:
-    """For paths (steps + 1, n, 2): the first step at which |coordinate| > radius, per
+    """For paths (steps + 1, n, 2): the first step at which ``|coordinate| > radius``, per
     run (``None`` for a run that never gets out)."""
     outside = paths[..., coordinate].abs() > radius
     return [int(col.nonzero()[0]) if col.any() else None for col in outside.T]

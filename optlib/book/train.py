@@ -3,7 +3,7 @@
 Every chapter trains through :func:`fit`, whatever it trains:
 
 * the optimizer is a ``torch.optim.Optimizer`` (optlib's or torch's) or a from-scratch
-  :data:`Rule` written in a chapter, ``rule(params, grads, state, **hyper)``;
+  ``Rule`` written in a chapter, ``rule(params, grads, state, **hyper)``;
 * the data is an iterator of ``(x, y)`` batches or a *task* with ``batch(t)``
   (:class:`~optlib.book.data.LMTask`, :class:`~optlib.book.data.DigitsTask`), whose batch of
   step ``t`` is fixed, so a run restarted from a :class:`Checkpoint` at step ``t`` sees
@@ -36,8 +36,8 @@ from .progress import progress as _progress
 __all__ = ["Rule", "History", "Checkpoint", "Step", "SophiaHessian", "fit", "train",
            "fit_split", "epochs", "digits_run", "cross_entropy", "accuracy", "evaluate_loss"]
 
-#: A from-scratch update rule: ``rule(params, grads, state, **hyper)`` changes ``params`` in
-#: place; ``state`` is a dict the rule owns (empty on the first call).
+# A from-scratch update rule: ``rule(params, grads, state, **hyper)`` changes ``params`` in
+# place; ``state`` is a dict the rule owns (empty on the first call).
 Rule = Callable[..., None]
 
 
@@ -195,7 +195,7 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
 
     Args:
         model: the model to train (in place).
-        optimizer: a ``torch.optim.Optimizer``, or a from-scratch :data:`Rule` called as
+        optimizer: a ``torch.optim.Optimizer``, or a from-scratch ``Rule`` called as
             ``rule(params, grads, state, **hyper)`` without gradients.
         data: an iterator of ``(x, y)`` batches, or a task with ``batch(t)`` (and
             ``val_loss(model)``, recorded in ``History.val_loss`` after training).
