@@ -110,3 +110,12 @@ def test_run_with_sophia_and_muon(task):
     m = sb.run(task, make, lambda model: optlib.MuonWithAdamW(model), 3,
                optimizer_gets_model=True)
     assert len(m.loss) == 3
+
+
+def test_run_without_update_records_trains_the_same(task):
+    make = small_model(task)
+    opt = lambda p: optlib.Adam(p, lr=1e-2)     # noqa: E731
+    full = sb.run(task, make, opt, 4)
+    lean = sb.run(task, make, opt, 4, record_updates=False)
+    assert lean.loss == full.loss and lean.val_loss == full.val_loss
+    assert lean.update_ratio == [] and len(full.update_ratio) == 4

@@ -58,7 +58,7 @@ def run(task, make_model: Callable[[], nn.Module],
         start: Checkpoint | None = None, save_at: Iterable[int] = (),
         clip: float | None = None, evaluate: bool = True,
         on_step: Callable | None = None, hessian_every: int = 10,
-        optimizer_gets_model: bool = False) -> Run:
+        optimizer_gets_model: bool = False, record_updates: bool = True) -> Run:
     """Train ``make_model()`` with ``make_optimizer(params)`` until ``steps`` steps are done.
 
     At step ``t`` every group's lr is its base lr times ``schedule(t)`` (constant when
@@ -73,7 +73,8 @@ def run(task, make_model: Callable[[], nn.Module],
     training loop, and ``bs`` = the number of predictions per batch.
     ``optimizer_gets_model=True`` calls ``make_optimizer(model)`` instead of
     ``make_optimizer(model.parameters())`` (for :class:`optlib.MuonWithAdamW`, which splits
-    a model by its modules).
+    a model by its modules). ``record_updates=False`` skips ``update_ratio`` and
+    ``update_rms`` (two copies of the weights per step; the loss and lr are still recorded).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -108,20 +109,21 @@ def run(task, make_model: Callable[[], nn.Module],
         loss.backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(params, clip)
-        before = _flat(params)
+        before = _flat(params) if record_updates else None
         if isinstance(optimizer, optlib.SophiaG):
             optimizer.step(bs=y.numel())
             optlib.gnb_update_hessian(optimizer, model, x, step=t, every=hessian_every,
                                       generator=torch.Generator().manual_seed(t))
         else:
             optimizer.step()
-        delta = _flat(params) - before
         lr_now = base_lrs[0] * mult
         out.loss.append(loss.item())
         out.lr.append(lr_now)
-        out.update_ratio.append((delta.norm() / before.norm()).item())
-        rms = delta.pow(2).mean().sqrt().item()
-        out.update_rms.append(rms / lr_now if lr_now > 0 else float("nan"))
+        if record_updates:
+            delta = _flat(params) - before
+            out.update_ratio.append((delta.norm() / before.norm()).item())
+            rms = delta.pow(2).mean().sqrt().item()
+            out.update_rms.append(rms / lr_now if lr_now > 0 else float("nan"))
         if on_step is not None:
             on_step(t, model, optimizer)
     if steps in save_at and not out.diverged:
