@@ -41,3 +41,50 @@ def test_clip_each_bounds_every_slice():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         _grads(**kwargs)
+
+
+def test_z_loss_adds_the_squared_log_normalizer():
+    from optlib.book import schedules_beyond as sb
+
+    task = sb.DigitsTask(batch_size=8, seed=0)
+    model = models.mlp((64, 16, 10), seed=0)
+    x, y = task.batch(0)
+    wrapped = scale.ZLossTask(task, weight=0.5)
+    z = scale.log_normalizer(model, x)
+    expected = task.loss(model, x, y) + 0.5 * z.pow(2).mean()
+    assert torch.allclose(wrapped.loss(model, x, y), expected)
+    assert wrapped.n_train == task.n_train              # everything else is the task's
+    with pytest.raises(ValueError, match="weight"):
+        scale.ZLossTask(task, weight=-1.0)
+
+
+def test_rollback_skips_a_bad_batch_and_restores_the_checkpoint():
+    from optlib.book import schedules_beyond as sb
+
+    def run(corrupt, rollback):
+        task = sb.DigitsTask(batch_size=16, seed=0)
+        model = models.mlp((64, 16, 10), seed=0)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        out = scale.train_with_rollback(task, model, opt, 40, corrupt=corrupt,
+                                        rollback=rollback, every=10, window=5)
+        return model, out
+
+    bad = lambda b, x, y: (10 * x, (y + 1) % 10) if b == 30 else (x, y)  # noqa: E731
+    model, out = run(bad, True)
+    assert out["rollbacks"] == [30] and len(out["loss"]) == 40
+    assert 30 not in out["batches"] and out["batches"][29:31] == [29, 31]
+    # Rolled back to step 30 (a checkpoint) and skipped batch 30: the same as a run that
+    # never saw batch 30 and took batch 31 next.
+    skip = lambda b, x, y: (x, y)  # noqa: E731
+    task = sb.DigitsTask(batch_size=16, seed=0)
+    reference = models.mlp((64, 16, 10), seed=0)
+    opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    for b in [*range(30), *range(31, 41)]:
+        x, y = skip(b, *task.batch(b))
+        opt.zero_grad()
+        task.loss(reference, x, y).backward()
+        opt.step()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+    _, plain = run(bad, False)
+    assert plain["rollbacks"] == [] and plain["batches"] == list(range(40))

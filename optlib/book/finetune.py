@@ -18,14 +18,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .schedules_beyond import DigitsTask
+from .data import DigitsTask
 
 __all__ = ["class_task", "LoRALinear", "add_lora", "new_head"]
 
 
 def class_task(classes: Sequence[int], batch_size: int = 32, seed: int = 0,
-               per_class: int | None = None) -> DigitsTask:
-    """A :class:`DigitsTask` restricted to ``classes``, relabelled ``0 .. len(classes)-1``.
+               per_class: int | None = None):
+    """A :class:`~optlib.book.data.DigitsTask` restricted to ``classes``, relabelled
+    ``0 .. len(classes)-1``.
 
     Args:
         classes: the digits to keep, in the order of their new labels.

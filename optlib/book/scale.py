@@ -1,4 +1,6 @@
-"""Gradient accumulation: one optimizer step's gradient built from k micro-batches.
+"""Gradient accumulation, and two guards of large runs: the z-loss and rolling back spikes.
+
+Gradient accumulation: one optimizer step's gradient built from k micro-batches.
 
 The mean loss over a batch of B examples splits into k micro-batches of B/k:
 
@@ -13,8 +15,10 @@ accumulation").
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -64,3 +68,96 @@ def accumulate(model: nn.Module, loss_fn: Callable[[nn.Module, Tensor, Tensor], 
             else:
                 p.grad.add_(g)
     return total
+
+
+class ZLossTask:
+    """A task whose training loss adds the z-loss ``weight · mean(log Z)²`` to the cross-entropy.
+
+    ``log Z = logsumexp(logits)`` is the log of the softmax's normalizer. The cross-entropy does
+    not change when a constant is added to every logit, so nothing stops ``log Z`` from
+    drifting; the z-loss pulls it to 0 (PaLM used ``weight = 1e-4``: Chowdhery et al. 2022,
+    "PaLM: Scaling Language Modeling with Pathways"). Everything but ``loss`` (batches,
+    validation loss without the penalty) is the wrapped task's.
+    """
+
+    def __init__(self, task, weight: float = 1e-4):
+        if not weight >= 0:
+            raise ValueError(f"weight must be non-negative, got {weight!r}")
+        self.task, self.weight = task, weight
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        logits = model(x)
+        logits = logits.reshape(-1, logits.shape[-1])
+        ce = torch.nn.functional.cross_entropy(logits, y.reshape(-1))
+        return ce + self.weight * torch.logsumexp(logits, dim=-1).pow(2).mean()
+
+
+@torch.no_grad()
+def log_normalizer(model: nn.Module, x: Tensor) -> Tensor:
+    """``logsumexp`` of the model's logits for each row of ``x`` (its last dimension)."""
+    return torch.logsumexp(model(x), dim=-1)
+
+
+def train_with_rollback(task, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, *,
+                        corrupt: Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+                        rollback: bool = False, every: int = 25, window: int = 20,
+                        factor: float = 3.0, jump: float = 1.0) -> dict:
+    """Train on ``task.batch(b)`` for ``steps`` optimizer steps, optionally rolling back spikes.
+
+    Args:
+        task: a task with ``batch(b)`` and ``loss(model, x, y)`` (a ``DigitsTask``, say).
+        model, optimizer: trained in place.
+        steps: optimizer steps to take.
+        corrupt: ``corrupt(b, x, y) -> (x, y)`` replaces batch ``b`` (to inject a bad batch).
+        rollback: detect spikes and roll back (else every batch is stepped on).
+        every: steps between in-memory checkpoints.
+        window, factor, jump: a spike is a loss above ``factor`` times the median of the
+            last ``window`` losses and above that median plus ``jump``.
+
+    Every ``every`` steps the weights, the optimizer state and the data position are kept in
+    memory. With ``rollback``, a batch whose loss exceeds both ``factor`` times the median of
+    the last ``window`` losses and that median plus ``jump`` is not stepped on: the run
+    returns to the last checkpoint and continues with the batch *after* the spike, skipping
+    the ones in between (the recipe of Chowdhery et al. 2022, "PaLM", who restart about 100
+    steps before a spike and skip 200 to 500 batches). ``corrupt(b, x, y)`` may replace
+    batch ``b`` (to inject a bad batch).
+
+    Returns:
+        ``{"loss": [...], "rollbacks": [batch indices], "batches": [batch index per step]}``.
+    """
+    if not (isinstance(steps, int) and steps >= 0):
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if not (isinstance(every, int) and every >= 1 and isinstance(window, int) and window >= 1):
+        raise ValueError(f"every and window must be positive integers, got {every!r}, {window!r}")
+    out = {"loss": [], "rollbacks": [], "batches": []}
+    b = 0
+    saved = None
+    while len(out["loss"]) < steps:
+        t = len(out["loss"])
+        if t % every == 0 and (saved is None or saved[0] != t):
+            saved = (t, b, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+        x, y = task.batch(b)
+        if corrupt is not None:
+            x, y = corrupt(b, x, y)
+        loss = task.loss(model, x, y)
+        recent = out["loss"][-window:]
+        median = float(np.median(recent)) if recent else 0.0
+        spike = loss.item() > max(factor * median, median + jump)
+        if rollback and len(recent) == window and spike:
+            out["rollbacks"].append(b)
+            t0, _, weights, state = saved
+            model.load_state_dict(weights)
+            optimizer.load_state_dict(state)
+            del out["loss"][t0:], out["batches"][t0:]
+            b += 1                                   # skip every batch up to the spike
+            continue
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        out["loss"].append(loss.item())
+        out["batches"].append(b)
+        b += 1
+    return out
