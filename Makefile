@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # Two workers on the 2-core build machine; each chapter keeps its torch to one thread.
 JOBS   ?= 2
 
-.PHONY: install test unit notebooks lint book book-strict student browser-test mathjax bench gpu-check clean \
+.PHONY: install test unit notebooks lint book book-strict student assignments browser-test mathjax bench gpu-check clean \
 	package pdf
 
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -50,6 +50,13 @@ book-strict: install mathjax
 # (sphinx-exercise's hide_solutions), built to _build/student/html.
 student: install mathjax
 	$(BIN)/python scripts/build_student.py
+
+# The assignments for otter-grader (course_guide.md, "Assignments with otter-grader"): from
+# each master notebook in assignments/ (a chapter's coding exercises, with solutions and
+# tests), `otter assign` writes the student notebook and the autograder to
+# _build/assignments/NAME/{student,autograder}.
+assignments: install
+	$(BIN)/python scripts/build_assignments.py _build/assignments
 
 # Opens the built site (_build/html, from `make book` or `make book-strict`) in headless
 # Chromium: pages render, images load, links resolve, math is typeset, Colab links are right.
