@@ -56,7 +56,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from optlib.book.performance import count_traffic, time_interleaved  # noqa: E402
+from optlib.book.performance import (  # noqa: E402
+    count_traffic,
+    make_matrices,
+    time_interleaved,
+)
 
 DEFAULT_SHAPES = ("200x100x50", "20x1000x500")
 PEER_PACKAGES = ("bitsandbytes", "lion-pytorch", "schedulefree", "sophia-opt",
@@ -250,19 +254,6 @@ def parse_shape(spec: str) -> tuple[int, tuple[int, int]]:
         raise ValueError(f"shape {spec!r}: expected COUNTxROWSxCOLS, e.g. 200x100x50")
     count, rows, cols = map(int, parts)
     return count, (rows, cols)
-
-
-def make_matrices(count: int, shape: tuple[int, int], seed: int = 0,
-                  device="cpu") -> list[torch.nn.Parameter]:
-    """``count`` float32 parameter matrices of ``shape`` with small random gradients, the
-    same for every ``seed``."""
-    gen = torch.Generator().manual_seed(seed)
-    params = []
-    for _ in range(count):
-        p = torch.nn.Parameter(torch.randn(shape, generator=gen).to(device))
-        p.grad = torch.randn(shape, generator=gen).mul_(1e-3).to(device)
-        params.append(p)
-    return params
 
 
 def _step_fn(impl: Impl, opt) -> Callable[[], object]:

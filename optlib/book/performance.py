@@ -277,6 +277,26 @@ def _matrix_optimizers():
     }
 
 
+def make_matrices(count: int, shape: tuple[int, int], seed: int = 0,
+                  device="cpu") -> list[torch.nn.Parameter]:
+    """``count`` float32 parameter matrices of ``shape`` with small random gradients (scale
+    1e-3), the same for every ``seed``.
+
+    Args:
+        count: how many matrices.
+        shape: (rows, columns) of each.
+        seed: the generator's seed.
+        device: where the parameters and gradients live.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for _ in range(count):
+        p = torch.nn.Parameter(torch.randn(shape, generator=gen).to(device))
+        p.grad = torch.randn(shape, generator=gen).mul_(1e-3).to(device)
+        params.append(p)
+    return params
+
+
 def matrix_step_times(shape: tuple[int, int] = (512, 512), count: int = 4, reps: int = 7,
                       block: int = 10, device="cpu", seed: int = 0) -> list[dict]:
     """Median time per step of AdamW, Muon, Shampoo and SOAP on ``count`` weight matrices
@@ -289,12 +309,7 @@ def matrix_step_times(shape: tuple[int, int] = (512, 512), count: int = 4, reps:
     copy of the parameters."""
     rows, steps = [], {}
     for name, make in _matrix_optimizers().items():
-        gen = torch.Generator().manual_seed(seed)
-        params = []
-        for _ in range(count):
-            p = torch.nn.Parameter(torch.randn(shape, generator=gen).to(device))
-            p.grad = torch.randn(shape, generator=gen).mul_(1e-3).to(device)
-            params.append(p)
+        params = make_matrices(count, shape, seed, device)
         opt = make(params)
         start = time.perf_counter()
         opt.step()
