@@ -2,8 +2,9 @@
 
 Static checks on the committed ``.ipynb`` files (nothing is executed; nbval re-runs them):
 
-- the first code cell is the Colab install cell, installing from ``repository.url`` of
-  ``_config.yml`` (the same URL the launch buttons use);
+- the first code cell is the Colab install cell, installing the distribution named in
+  ``pyproject.toml`` from ``repository.url`` of ``_config.yml`` (the same URL the launch
+  buttons use), tagged ``remove-cell`` so that the web page does not show it;
 - at least three ``{exercise}`` directives, each with a labelled ``{solution}``;
 - execution counts 1, 2, 3, ... in cell order (``scripts/run_notebook.py`` writes them; nbval
   fails a cell whose count is None but has outputs: "Unrun reference cell has outputs"),
@@ -28,11 +29,16 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 REPOSITORY = CONFIG["repository"]["url"]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
+# The distribution is optlib-torch (PyPI's "optlib" is an unrelated package); pip refuses
+# a direct reference whose name differs from the project's, so the two change together.
+DISTRIBUTION = re.search(r'^name = "(.+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"),
+                         re.MULTILINE)[1]
 COLAB_CELL = f'''\
-# In Colab, install optlib (and the book's helpers) from the book's repository; elsewhere, do nothing.
+# In Colab, install optlib (the book's library) from the book's repository.
 import sys
 if "google.colab" in sys.modules:
-    %pip install -q "optlib[book] @ git+{REPOSITORY}"'''
+    REPOSITORY = "{REPOSITORY}"
+    %pip install -q "{DISTRIBUTION}[book] @ git+{{REPOSITORY}}"'''
 
 # A directive in backtick or colon fences: ```{exercise} Title  /  :::{solution} ex-label
 DIRECTIVE = re.compile(
@@ -101,6 +107,8 @@ def test_first_code_cell_installs_optlib_in_colab_only(path):
         f"{path.name}: the first code cell must be exactly the Colab install cell, with the "
         f"URL of repository.url in _config.yml ({REPOSITORY}):\n{COLAB_CELL}\n--- found:\n{first}")
     assert not cells[0].get("outputs"), f"{path.name}: the install cell prints nothing outside Colab"
+    assert "remove-cell" in cells[0].metadata.get("tags", []), (
+        f"{path.name}: tag the Colab install cell remove-cell (it only distracts on the web page)")
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=ids)

@@ -21,13 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 MAX_COLUMNS = 88
 
-# Chapters whose code cells still have longer lines (to wrap: no re-run needed). Every
-# chapter's first line is the Colab cell's comment (99 columns); 09, 11 and the
-# appendix are wrapped but for it.
+# Chapters whose code cells still have longer lines (to wrap: no re-run needed).
 CODE_NOT_YET_WRAPPED = {
     "01_foundations", "02_sgd", "03_momentum", "04_adaptive", "05_adam_adamw",
-    "06_beyond_adam", "07_schedules", "08_practice", "09_comparison",
-    "10_training_at_scale", "11_scaling_rules", "appendix_performance",
+    "06_beyond_adam", "07_schedules", "08_practice", "10_training_at_scale",
 }
 # Chapters that still print longer lines (to shorten and re-run). The appendix's are
 # timing tables, re-run only under its timing profile on a quiet machine.
