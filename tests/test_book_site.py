@@ -6,7 +6,10 @@ Serves the built site on localhost and opens every page of ``_toc.yml`` in Debia
 on the target page), its math is typeset by MathJax with no errors, and nothing is
 fetched from outside localhost (the browser's DNS is switched off for every other host, so
 a CDN MathJax or a remote image would fail the test). Each chapter's Colab button must
-open that chapter's notebook in the repository named by ``_config.yml``.
+open that chapter's notebook in the repository named by ``_config.yml``. Every
+interactive figure (``optlib.book.interactive``: an iframe of a plotly page) draws with the
+book's own ``plotly.min.js``, and moving its slider, as a reader does with the mouse,
+changes the plotted lines.
 
 Run it after a build: ``make book`` (or ``make book-strict``), then ``make browser-test``.
 Skipped when there is no built site (the plain ``make unit`` run before any build) or no
@@ -248,6 +251,79 @@ def test_colab_button_opens_this_chapter(site, browser, page):
     links = [a.get_attribute("href") for a in browser.find_elements(
         By.CSS_SELECTOR, "a[href^='https://colab.research.google.com/']")]
     assert links == [colab_url(page)], f"{page}: Colab links {links}"
+
+
+def _interactive_figures() -> list[tuple[str, str]]:
+    """(page, figure file) for every interactive figure the chapters' outputs show."""
+    import nbformat
+
+    iframe = re.compile(r'<iframe src="\.\./_static/interactive/([^"]+)"')
+    found = []
+    for page in CHAPTERS:
+        nb = nbformat.read(ROOT / f"{page}.ipynb", as_version=4)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                text = out.get("data", {}).get("text/html", "")
+                found += [(page, name) for name in iframe.findall(
+                    "".join(text) if isinstance(text, list) else text)]
+    return found
+
+
+INTERACTIVE = _interactive_figures()
+
+# Inside a figure's iframe: the slider's position and the drawn lines (SVG paths).
+_FIGURE_STATE = (
+    "const g = document.querySelector('.plotly-graph-div');"
+    "return {active: g._fullLayout.sliders[0].active,"
+    "  steps: g._fullLayout.sliders[0].steps.length,"
+    "  lines: Array.from(g.querySelectorAll('.scatterlayer .trace path.js-line'))"
+    "    .map(p => p.getAttribute('d')).join('|'),"
+    "  plotly: Array.from(document.scripts).map(s => s.src).filter(s => /plotly/.test(s))};"
+)
+
+
+@pytest.mark.parametrize(("page", "figure"), INTERACTIVE, ids=[f for _, f in INTERACTIVE])
+def test_interactive_figure_moves_with_its_slider(site, browser, page, figure):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _open(browser, urljoin(site, f"{page}.html"))
+    frames = [f for f in browser.find_elements(By.TAG_NAME, "iframe")
+              if f.get_attribute("src").endswith(f"/_static/interactive/{figure}")]
+    assert len(frames) == 1, f"{page}: {len(frames)} iframes of {figure}"
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", frames[0])
+    browser.switch_to.frame(frames[0])
+    try:
+        browser.execute_async_script(  # the page has loaded plotly and drawn the figure
+            "const done = arguments[arguments.length - 1];"
+            "const ready = () => { const g = document.querySelector('.plotly-graph-div');"
+            "  return window.Plotly && g && g._fullLayout && g._fullLayout.sliders; };"
+            "const wait = () => ready() ? done() : setTimeout(wait, 100);"
+            "wait();"
+        )
+        before = browser.execute_script(_FIGURE_STATE)
+        assert before["plotly"] == [urljoin(site, "_static/interactive/plotly.min.js")], (
+            f"{figure}: plotly must be the book's own copy: {before['plotly']}")
+        assert before["steps"] > 1 and before["lines"], f"{figure}: no slider or no lines"
+        # Drag the slider's grip to the far end from where it is, as a reader would.
+        rail = browser.find_element(By.CSS_SELECTOR, ".slider-container .slider-rail-touch-rect")
+        grip = browser.find_element(By.CSS_SELECTOR, ".slider-container .slider-grip-rect")
+        to_end = before["active"] < before["steps"] / 2
+        target = rail.location["x"] + (rail.size["width"] - 4 if to_end else 4)
+        start = grip.location["x"] + grip.size["width"] / 2
+        ActionChains(browser).drag_and_drop_by_offset(grip, int(target - start), 0).perform()
+        browser.execute_async_script(
+            "const done = arguments[arguments.length - 1], before = arguments[0];"
+            "const g = document.querySelector('.plotly-graph-div'); let n = 0;"
+            "const wait = () => (g._fullLayout.sliders[0].active !== before || ++n > 50)"
+            "  ? setTimeout(done, 200) : setTimeout(wait, 100);"
+            "wait();", before["active"])
+        after = browser.execute_script(_FIGURE_STATE)
+    finally:
+        browser.switch_to.default_content()
+    expected = before["steps"] - 1 if to_end else 0
+    assert after["active"] == expected, f"{figure}: slider at {after['active']}, expected {expected}"
+    assert after["lines"] != before["lines"], f"{figure}: the slider moved but the plot did not change"
 
 
 def _pending_chapters() -> set[str]:

@@ -8,7 +8,8 @@
   gradient noise, momentum on quadratics, toy surfaces;
 * :mod:`~optlib.book.sweeps`, :mod:`~optlib.book.optimizers`: hyperparameter sweeps and
   the table of optimizers the chapters compare;
-* :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`, :mod:`~optlib.book.checkers`.
+* :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`, :mod:`~optlib.book.checkers`;
+* :mod:`~optlib.book.interactive`: figures with a slider over precomputed frames (plotly).
 
 A chapter starts with::
 
@@ -35,6 +36,7 @@ from . import (  # noqa: F401
     curvature,
     data,
     inspect,
+    interactive,
     models,
     noise,
     numerics,
