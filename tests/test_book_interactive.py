@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import optlib
 import optlib.book as book
 from optlib.book import interactive as I  # noqa: N812 (the module's short name in tests)
 
@@ -186,3 +187,13 @@ def test_the_book_serves_plotly_itself():
     config = (ROOT / "_config.yml").read_text(encoding="utf-8")
     assert "interactive_figures: _ext" in config
     assert json.loads('"' + I.URL + '"').endswith("_static/" + module.FOLDER)
+
+
+def test_descent_is_the_path_and_the_loss_left():
+    surface = book.surfaces.quadratic(condition=10.0)
+    path = book.surfaces.run(surface, lambda p: optlib.SGD(p, lr=0.1), [1.0, 1.0], 5)
+    trail, loss = I.descent(surface, path)
+    assert (trail.panel, loss.panel) == (0, 1) and len(trail.x) == len(loss.y) == 6
+    assert loss.y[0] == 1.0 and loss.y[-1] < 1.0
+    panels = I.descent_panels(surface, 5)
+    assert panels[0].equal and panels[1].logy and panels[1].xrange == (0, 5)

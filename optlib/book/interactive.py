@@ -164,6 +164,26 @@ def contours(surface, levels: int = 12, panel: int = 0, points: int = 121) -> Tr
     return Trace(px, py, name="contours", panel=panel, color="#bbbbbb", width=1.0, legend=False)
 
 
+def descent(surface, path, name: str = "path") -> list[Trace]:
+    """A run on a 2-D surface as two traces: its path (panel 0, lines and markers) and
+    the fraction of the loss left after each step, f(θₜ) / f(θ₀) (panel 1), for a
+    surface whose minimum value is 0 (the quadratics of ``optlib.book.surfaces``)."""
+    import torch
+
+    path = torch.as_tensor(path, dtype=torch.float64).detach()
+    with torch.no_grad():
+        loss = surface.f(path)
+    return [Trace(path[:, 0], path[:, 1], name, mode="lines+markers"),
+            Trace(range(len(path)), loss / loss[0], "loss left", panel=1)]
+
+
+def descent_panels(surface, steps: int, loss_range=(1e-12, 1e4)) -> list[Panel]:
+    """The panels for :func:`descent`: the surface's window (one unit as long on both
+    axes) and the loss left over ``steps`` steps on a log axis spanning ``loss_range``."""
+    return [Panel("x", "y", tuple(surface.xlim), tuple(surface.ylim), equal=True),
+            Panel("step t", "f(θₜ) / f(θ₀)", (0, steps), tuple(loss_range), logy=True)]
+
+
 @dataclass(frozen=True)
 class SliderFigure:
     """A figure with a slider, ready to show: its name, the full HTML page, and what the
