@@ -44,9 +44,9 @@ def test_bad_arguments(kwargs):
 
 
 def test_z_loss_adds_the_squared_log_normalizer():
-    from optlib.book import schedules_beyond as sb
+    from optlib.book import data
 
-    task = sb.DigitsTask(batch_size=8, seed=0)
+    task = data.DigitsTask(batch_size=8, seed=0)
     model = models.mlp((64, 16, 10), seed=0)
     x, y = task.batch(0)
     wrapped = scale.ZLossTask(task, weight=0.5)
@@ -59,10 +59,10 @@ def test_z_loss_adds_the_squared_log_normalizer():
 
 
 def test_rollback_skips_a_bad_batch_and_restores_the_checkpoint():
-    from optlib.book import schedules_beyond as sb
+    from optlib.book import data
 
     def run(corrupt, rollback):
-        task = sb.DigitsTask(batch_size=16, seed=0)
+        task = data.DigitsTask(batch_size=16, seed=0)
         model = models.mlp((64, 16, 10), seed=0)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         out = scale.train_with_rollback(task, model, opt, 40, corrupt=corrupt,
@@ -76,7 +76,7 @@ def test_rollback_skips_a_bad_batch_and_restores_the_checkpoint():
     # Rolled back to step 30 (a checkpoint) and skipped batch 30: the same as a run that
     # never saw batch 30 and took batch 31 next.
     skip = lambda b, x, y: (x, y)  # noqa: E731
-    task = sb.DigitsTask(batch_size=16, seed=0)
+    task = data.DigitsTask(batch_size=16, seed=0)
     reference = models.mlp((64, 16, 10), seed=0)
     opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
     for b in [*range(30), *range(31, 41)]:
@@ -88,3 +88,61 @@ def test_rollback_skips_a_bad_batch_and_restores_the_checkpoint():
         assert torch.equal(p, q)
     _, plain = run(bad, False)
     assert plain["rollbacks"] == [] and plain["batches"] == list(range(40))
+
+
+def test_z_loss_function_is_the_tasks_loss_and_plain_at_weight_zero():
+    from optlib.book import data
+
+    task = data.DigitsTask(batch_size=8, seed=0)
+    model = models.mlp((64, 16, 10), seed=0)
+    x, y = task.batch(0)
+    logits = model(x)
+    assert torch.equal(scale.z_loss(0.5)(logits, y), scale.ZLossTask(task, 0.5).loss(model, x, y))
+    assert torch.equal(scale.z_loss(0.0)(logits, y), torch.nn.functional.cross_entropy(logits, y))
+    seq = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[0, 1, 2], [3, 4, 0]])
+    expected = (torch.nn.functional.cross_entropy(seq.reshape(-1, 5), targets.reshape(-1))
+                + 1e-4 * torch.logsumexp(seq, -1).pow(2).mean())
+    assert torch.allclose(scale.z_loss()(seq, targets), expected, rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="weight"):
+        scale.z_loss(-1e-4)
+
+
+def test_qk_norm_off_leaves_the_transformer_as_it_was_and_on_adds_only_norms():
+    plain = models.tiny_transformer(20, block_size=8, d_model=16, n_layers=2)
+    normed = models.tiny_transformer(20, block_size=8, d_model=16, n_layers=2, qk_norm=True)
+    old = plain.state_dict()
+    new = normed.state_dict()
+    extra = set(new) - set(old)
+    assert set(old) <= set(new) and extra and all("q_norm" in k or "k_norm" in k for k in extra)
+    assert all(torch.equal(old[k], new[k]) for k in old)     # the same initial weights
+    assert not any("norm" in k and ("q_" in k or "k_" in k) for k in old)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_logits_are_the_ones_the_block_attends_with(qk_norm):
+    torch.manual_seed(0)
+    block = models.Block(16, 4, qk_norm=qk_norm)
+    x = torch.randn(2, 6, 16)
+    logits = block.attention_logits(x)
+    mask = torch.ones(6, 6, dtype=torch.bool).tril()
+    weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+    _, _, v = block._qkv(x)
+    a = (weights @ v).transpose(1, 2).reshape(2, 6, 16)
+    h = x + block.proj(a)
+    expected = h + block.mlp(block.ln2(h))
+    assert torch.allclose(block(x), expected, atol=1e-5, rtol=0)
+
+
+def test_qk_norm_bounds_the_attention_logits():
+    idx = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(0))
+    largest = {}
+    for qk_norm in (False, True):
+        model = models.tiny_transformer(20, block_size=8, d_model=16, n_heads=4,
+                                        qk_norm=qk_norm)
+        with torch.no_grad():
+            for block in model.blocks:
+                block.qkv.weight.mul_(30)                # queries and keys 30 times larger
+        largest[qk_norm] = max(model.max_attention_logits(idx))
+    assert largest[True] <= 4 ** 0.5 + 1e-4              # |q̂·k̂|/√d ≤ √d with d = 4
+    assert largest[False] > 10 * largest[True]

@@ -8,6 +8,8 @@
   gradient noise, momentum on quadratics, toy surfaces;
 * :mod:`~optlib.book.sweeps`, :mod:`~optlib.book.optimizers`: hyperparameter sweeps and
   the table of optimizers the chapters compare;
+* :mod:`~optlib.book.scale`, :mod:`~optlib.book.mup`, :mod:`~optlib.book.finetune`:
+  training at scale (accumulation, the z-loss, rollback), μP, LoRA and fine-tuning;
 * :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`, :mod:`~optlib.book.checkers`;
 * :mod:`~optlib.book.interactive`: figures with a slider over precomputed frames (plotly).
 
@@ -35,9 +37,11 @@ from . import (  # noqa: F401
     compare,
     curvature,
     data,
+    finetune,
     inspect,
     interactive,
     models,
+    mup,
     noise,
     numerics,
     optimizers,
@@ -46,6 +50,7 @@ from . import (  # noqa: F401
     progress,
     rates,
     report,
+    scale,
     surfaces,
     sweeps,
     train,

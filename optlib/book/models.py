@@ -81,9 +81,19 @@ def small_cnn(num_classes: int = 10, width: int = 16, seed: int | None = None) -
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x)).
 
-    def __init__(self, d_model: int, n_heads: int):
+    Args:
+        d_model: the width.
+        n_heads: attention heads (``d_model`` must be a multiple).
+        qk_norm: normalize each head's queries and keys with a LayerNorm over the head's
+            dimension before the dot product (QK-norm: Dehghani et al. 2023, "Scaling
+            Vision Transformers to 22 Billion Parameters"; Wortsman et al. 2024, "Small-scale
+            proxies for large-scale Transformer training instabilities"). Off, the block
+            has no such layers and computes exactly what it computed before the option.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, qk_norm: bool = False):
         super().__init__()
         self.n_heads = n_heads
         self.ln1 = nn.LayerNorm(d_model)
@@ -92,14 +102,35 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
                                  nn.Linear(4 * d_model, d_model))
+        self.qk_norm = qk_norm
+        if qk_norm:     # created last and drawing no random numbers: other weights unchanged
+            self.q_norm = nn.LayerNorm(d_model // n_heads)
+            self.k_norm = nn.LayerNorm(d_model // n_heads)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, T, C = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(C, dim=-1)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self._qkv(x)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(a.transpose(1, 2).reshape(B, T, C))
         return x + self.mlp(self.ln2(x))
+
+    @torch.no_grad()
+    def attention_logits(self, x: Tensor) -> Tensor:
+        """The attention logits q·k/√d_head of each head before the causal mask, (B, H, T, T).
+
+        Args:
+            x: the block's input, (B, T, d_model).
+        """
+        q, k, _ = self._qkv(x)
+        return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
 
 
 class TinyTransformer(nn.Module):
@@ -107,10 +138,20 @@ class TinyTransformer(nn.Module):
 
     ``forward(idx)`` maps token ids (B, T) with T ≤ ``block_size`` to logits (B, T, V);
     ``loss(idx, targets)`` is the mean next-token cross-entropy.
+
+    Args:
+        vocab_size: the number of tokens.
+        block_size: the longest sequence.
+        d_model: the width.
+        n_layers: the number of blocks.
+        n_heads: attention heads per block.
+        seed: initialize with this seed without touching the global random stream.
+        qk_norm: QK-norm in every block (:class:`Block`); off by default.
     """
 
     def __init__(self, vocab_size: int, block_size: int = 64, d_model: int = 64,
-                 n_layers: int = 2, n_heads: int = 4, seed: int | None = None):
+                 n_layers: int = 2, n_heads: int = 4, seed: int | None = None,
+                 qk_norm: bool = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -118,7 +159,8 @@ class TinyTransformer(nn.Module):
         with _seeded(seed):
             self.tok = nn.Embedding(vocab_size, d_model)
             self.pos = nn.Embedding(block_size, d_model)
-            self.blocks = nn.ModuleList(Block(d_model, n_heads) for _ in range(n_layers))
+            self.blocks = nn.ModuleList(Block(d_model, n_heads, qk_norm=qk_norm)
+                                        for _ in range(n_layers))
             self.ln = nn.LayerNorm(d_model)
             self.head = nn.Linear(d_model, vocab_size)
 
@@ -130,6 +172,24 @@ class TinyTransformer(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln(x))
+
+    @torch.no_grad()
+    def max_attention_logits(self, idx: Tensor) -> list[float]:
+        """The largest attention logit (in absolute value, over heads and the causal
+        positions) of each block on the batch ``idx``: what grows before attention
+        collapses onto one token.
+
+        Args:
+            idx: token ids (B, T).
+        """
+        T = idx.shape[1]
+        x = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
+        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+        out = []
+        for block in self.blocks:
+            out.append(block.attention_logits(x).abs().masked_fill(~causal, 0).max().item())
+            x = block(x)
+        return out
 
     def loss(self, idx: Tensor, targets: Tensor) -> Tensor:
         logits = self(idx)
@@ -147,7 +207,8 @@ class TinyTransformer(nn.Module):
 
 
 def tiny_transformer(vocab_size: int, block_size: int = 32, d_model: int = 64,
-                     n_layers: int = 2, n_heads: int = 4, seed: int | None = 0) -> TinyTransformer:
+                     n_layers: int = 2, n_heads: int = 4, seed: int | None = 0,
+                     qk_norm: bool = False) -> TinyTransformer:
     """The book's tiny transformer (chapters 6, 7, 9): a :class:`TinyTransformer` with the
     sizes used there, initialized with ``seed``.
 
@@ -158,6 +219,8 @@ def tiny_transformer(vocab_size: int, block_size: int = 32, d_model: int = 64,
         n_layers: the number of blocks.
         n_heads: attention heads per block.
         seed: the initialization's seed.
+        qk_norm: normalize queries and keys per head (:class:`Block`); off by default,
+            which leaves the model and its numbers as they were.
     """
     return TinyTransformer(vocab_size, block_size=block_size, d_model=d_model,
-                           n_layers=n_layers, n_heads=n_heads, seed=seed)
+                           n_layers=n_layers, n_heads=n_heads, seed=seed, qk_norm=qk_norm)

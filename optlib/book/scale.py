@@ -70,6 +70,33 @@ def accumulate(model: nn.Module, loss_fn: Callable[[nn.Module, Tensor, Tensor], 
     return total
 
 
+def z_loss(weight: float = 1e-4) -> Callable[[Tensor, Tensor], Tensor]:
+    """A loss function for :func:`optlib.book.train.fit`: the cross-entropy plus the z-loss.
+
+    ``loss_fn(logits, targets) = cross_entropy + weight · mean(log Z)²`` with
+    ``log Z = logsumexp(logits)`` over the last dimension (Chowdhery et al. 2022, "PaLM";
+    Wortsman et al. 2024, "Small-scale proxies for large-scale Transformer training
+    instabilities", who use ``weight = 1e-4``). Sequence logits (B, T, V) are flattened.
+
+    Args:
+        weight: the z-loss coefficient (non-negative; 0 gives the plain cross-entropy).
+
+    Raises:
+        ValueError: a negative ``weight``.
+    """
+    if not weight >= 0:
+        raise ValueError(f"weight must be non-negative, got {weight!r}")
+
+    def loss_fn(logits: Tensor, targets: Tensor) -> Tensor:
+        logits = logits.reshape(-1, logits.shape[-1])
+        ce = torch.nn.functional.cross_entropy(logits, targets.reshape(-1))
+        if weight == 0:
+            return ce
+        return ce + weight * torch.logsumexp(logits, dim=-1).pow(2).mean()
+
+    return loss_fn
+
+
 class ZLossTask:
     """A task whose training loss adds the z-loss ``weight · mean(log Z)²`` to the cross-entropy.
 
@@ -77,22 +104,30 @@ class ZLossTask:
     not change when a constant is added to every logit, so nothing stops ``log Z`` from
     drifting; the z-loss pulls it to 0 (PaLM used ``weight = 1e-4``: Chowdhery et al. 2022,
     "PaLM: Scaling Language Modeling with Pathways"). Everything but ``loss`` (batches,
-    validation loss without the penalty) is the wrapped task's.
+    validation loss without the penalty) is the wrapped task's. :func:`z_loss` is the same
+    loss as a ``loss_fn`` for :func:`optlib.book.train.fit`.
+
+    Args:
+        task: the wrapped task (an ``LMTask``, a ``DigitsTask``).
+        weight: the z-loss coefficient (non-negative).
     """
 
     def __init__(self, task, weight: float = 1e-4):
-        if not weight >= 0:
-            raise ValueError(f"weight must be non-negative, got {weight!r}")
+        self._loss = z_loss(weight)
         self.task, self.weight = task, weight
 
     def __getattr__(self, name):
         return getattr(self.task, name)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        logits = model(x)
-        logits = logits.reshape(-1, logits.shape[-1])
-        ce = torch.nn.functional.cross_entropy(logits, y.reshape(-1))
-        return ce + self.weight * torch.logsumexp(logits, dim=-1).pow(2).mean()
+        """The cross-entropy plus the z-loss of the batch.
+
+        Args:
+            model: the model.
+            x: inputs.
+            y: targets.
+        """
+        return self._loss(model(x), y)
 
 
 @torch.no_grad()
