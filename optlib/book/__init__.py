@@ -10,7 +10,10 @@
   the table of optimizers the chapters compare;
 * :mod:`~optlib.book.scale`, :mod:`~optlib.book.mup`, :mod:`~optlib.book.finetune`:
   training at scale (accumulation, the z-loss, rollback), μP, LoRA and fine-tuning;
-* :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`, :mod:`~optlib.book.checkers`;
+* :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`;
+* :mod:`~optlib.book.checking` (exercise checkers; :mod:`~optlib.book.checkers`, the
+  older ones, until every chapter uses the new);
+* :mod:`~optlib.book.performance`: memory traffic and timing of a step;
 * :mod:`~optlib.book.interactive`: figures with a slider over precomputed frames (plotly).
 
 A chapter starts with::
@@ -34,6 +37,7 @@ import torch
 
 from . import (  # noqa: F401
     checkers,
+    checking,
     compare,
     curvature,
     data,
@@ -45,6 +49,7 @@ from . import (  # noqa: F401
     noise,
     numerics,
     optimizers,
+    performance,
     plots,
     preconditioning,
     progress,
@@ -124,6 +129,7 @@ def _semicolons_silence_under_nbval() -> None:
     shell._optlib_semicolon_hook = True
 
 
-__all__ = ["setup", "checkers", "compare", "curvature", "data", "inspect", "models", "noise", "numerics",
-           "optimizers", "plots", "preconditioning", "progress", "rates", "report", "surfaces",
-           "sweeps", "train"]
+__all__ = ["setup", "checkers", "checking", "compare", "curvature", "data", "finetune",
+           "inspect", "interactive", "models", "mup", "noise", "numerics", "optimizers",
+           "performance", "plots", "preconditioning", "progress", "rates", "report", "scale",
+           "surfaces", "sweeps", "train"]
