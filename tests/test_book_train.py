@@ -57,6 +57,7 @@ def _digits_run(steps=30, **kw):
 def test_train_history_is_complete_and_deterministic():
     model, h = _digits_run(schedule=optlib.schedules.linear_decay(30))
     assert len(h.loss) == len(h.lr) == len(h.grad_norm) == len(h.update_ratio) == 30
+    assert h.steps == len(h.seconds) == 30 and all(t > 0 for t in h.seconds)
     assert h.eval_steps == [0, 10, 20, 30] and h.eval[-1] > 0.8 > h.eval[0]
     assert h.lr[0] == 0.1 and math.isclose(h.lr[15], 0.05) and not h.diverged
     assert h.final(5) < h.loss[0] and all(r > 0 for r in h.update_ratio)
@@ -90,6 +91,7 @@ def test_divergence_stops_and_is_recorded():
     h = T.train(model, torch.optim.SGD(model.parameters(), lr=100.0),
                 D.batches(s.x_train, s.y_train, 64), 200, loss_fn=torch.nn.functional.mse_loss)
     assert h.diverged and len(h.loss) < 200 and not math.isfinite(h.loss[-1])
+    assert h.steps == len(h.seconds) == len(h.loss) - 1    # the last loss took no step
     assert h.final() == math.inf
 
 

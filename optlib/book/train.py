@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -101,6 +102,9 @@ class History:
         grad_norm: the global gradient norm of each step, before clipping.
         update_ratio: ‖Δθ‖/‖θ‖ of each step over all parameters.
         update_rms: RMS(Δθ) of each step divided by its learning rate.
+        seconds: the wall-clock time of each step: the batch, the forward and backward
+            passes, clipping and the optimizer step (not the loop's own measurements,
+            hooks or evaluations; on a GPU, unsynchronized).
         eval_steps: completed-step counts at which ``evaluate()`` ran.
         eval: the ``evaluate()`` values there.
         val_loss: a task's validation loss after training (nan otherwise).
@@ -115,6 +119,7 @@ class History:
     grad_norm: list = field(default_factory=list)
     update_ratio: list = field(default_factory=list)
     update_rms: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
     eval_steps: list = field(default_factory=list)
     eval: list = field(default_factory=list)
     val_loss: float = math.nan
@@ -122,6 +127,11 @@ class History:
     checkpoints: dict = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+
+    @property
+    def steps(self) -> int:
+        """The number of optimizer steps taken (a diverged run's last loss took none)."""
+        return len(self.grad_norm)
 
     def final(self, n: int = 20) -> float:
         """Mean of the last ``n`` losses (``inf`` if training diverged).
@@ -291,6 +301,7 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
             mult = schedule(t)
             for g, lr in zip(groups, base_lrs, strict=True):
                 g["lr"] = lr * mult
+        tick = time.perf_counter()
         x, y = task.batch(t) if task is not None else next(it)
         (model if is_rule else optimizer).zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
@@ -304,10 +315,12 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         (loss if loss_scale == 1.0 else loss * loss_scale).backward()
         if clip is not None:
             norm = float(clip_grad_norm_(params, clip))
-        else:
+        spent = time.perf_counter() - tick
+        if clip is None:
             norm = _norm([p.grad for p in params if p.grad is not None])
         history.grad_norm.append(norm)
         before = [p.detach().clone() for p in params]
+        tick = time.perf_counter()
         if is_rule:
             with torch.no_grad():
                 optimizer(params, [p.grad for p in params], rule_state, **hyper)
@@ -316,6 +329,7 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
             for h in kwarg_hooks:
                 kwargs.update(h.step_kwargs(x, y))
             optimizer.step(**kwargs)
+        history.seconds.append(spent + time.perf_counter() - tick)
         with torch.no_grad():
             delta = _norm(torch._foreach_sub([p.detach() for p in params], before))
         theta = _norm(before)
