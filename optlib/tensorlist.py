@@ -21,7 +21,12 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
+from ._torch_version import require
 from .sharded import is_sharded
+
+# Every step asks torch.compiler.is_compiling (torch 2.3 on): an older torch hears so here,
+# when optlib is imported, rather than as an AttributeError at the first step.
+require("torch.compiler.is_compiling", "optlib (every optimizer step asks it)")
 
 Number = float | int
 

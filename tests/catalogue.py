@@ -17,9 +17,11 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 import torch
 
 import optlib
+from optlib import _torch_version
 
 SHAPES = ((4, 5), (6,), (2, 3, 4))
 MATRICES = ((4, 5), (6, 3), (5, 5))
@@ -100,15 +102,33 @@ class Entry:
         return getattr(optlib, self.name)
 
 
+def missing_from_torch(name: str) -> str | None:
+    """Why torch.optim's class ``name`` is not in this torch (it came later), else ``None``.
+
+    Tests that need it as their reference skip with this reason (optlib's class itself
+    works on the older torch)."""
+    feature = f"torch.optim.{name}"
+    if feature in _torch_version.FIRST and not _torch_version.has(feature):
+        first = ".".join(map(str, _torch_version.FIRST[feature]))
+        return f"{feature} (the reference) needs torch >= {first}; this is torch {torch.__version__}"
+    return None
+
+
 def _torch_reference(name: str) -> Callable:
-    """torch.optim's class, on its single-tensor path where it has a choice."""
+    """torch.optim's class, on its single-tensor path where it has a choice (a test that
+    calls it on a torch without the class skips, saying which torch has it)."""
+    if missing_from_torch(name):
+        def skip(params, **kwargs):
+            pytest.skip(missing_from_torch(name))
+        return skip
     cls = getattr(torch.optim, name)
     single = {"foreach": False} if "foreach" in inspect.signature(cls).parameters else {}
     return lambda params, **kwargs: cls(params, **{**single, **kwargs})
 
 
 def _torch_family(name: str, shapes=SHAPES, **options) -> Entry:
-    flags = tuple(f for f in FLAGS if f in inspect.signature(getattr(torch.optim, name)).parameters)
+    cls = getattr(torch.optim, name, None)
+    flags = tuple(f for f in FLAGS if cls is not None and f in inspect.signature(cls).parameters)
     return Entry(name, getattr(optlib, name), reference=_torch_reference(name), torch_name=name,
                  shapes=shapes, flags=flags, same_errors=True, **options)
 
@@ -205,7 +225,9 @@ def with_reference() -> list[str]:
 
 
 def optim_info(name: str):
-    """torch's own test metadata for ``name`` (``optim_db``: configurations, error inputs)."""
+    """torch's own test metadata for ``name`` (``optim_db``: configurations, error inputs);
+    ``None`` where this torch has no such class yet (:func:`missing_from_torch`)."""
     from torch.testing._internal.common_optimizers import optim_db
 
-    return next(info for info in optim_db if info.optim_cls.__name__ == ENTRIES[name].torch_name)
+    return next((info for info in optim_db if info.optim_cls.__name__ == ENTRIES[name].torch_name),
+                None)

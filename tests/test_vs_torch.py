@@ -24,6 +24,7 @@ from pairs import TinyLM, assert_close, drive, make_params, run_pair
 
 import optlib
 import optlib.quantized
+from optlib import _torch_version
 
 # ---- the torch.optim family over its hyperparameters -------------------------------------
 
@@ -192,6 +193,11 @@ def test_adafactor_float32_parity_and_state_layout():
             torch.testing.assert_close(s[k], t[k], rtol=1e-6, atol=1e-7)
 
 
+#: torch.optim.Muon, the reference of optlib's Muon, is in torch from 2.9 on.
+needs_torch_muon = pytest.mark.skipif(
+    not _torch_version.has("torch.optim.Muon"),
+    reason=f"torch.optim.Muon (the reference) needs torch >= 2.9; this is torch {torch.__version__}")
+
 MUON_SETTINGS = [
     dict(),
     dict(lr=0.02, momentum=0.9, nesterov=False, weight_decay=0.0),
@@ -201,6 +207,7 @@ MUON_SETTINGS = [
 ]
 
 
+@needs_torch_muon
 @pytest.mark.parametrize("kwargs", MUON_SETTINGS)
 def test_muon_float64_parity(kwargs, float64):
     a, b, _, _ = run_pair(lambda ps: optlib.Muon(ps, **kwargs),
@@ -208,6 +215,7 @@ def test_muon_float64_parity(kwargs, float64):
     assert_close(a, b, rtol=1e-13, atol=1e-15)
 
 
+@needs_torch_muon
 def test_muon_float32_parity_and_state():
     a, b, ours, theirs = run_pair(lambda ps: optlib.Muon(ps, lr=0.02),
                                   lambda ps: torch.optim.Muon(ps, lr=0.02), steps=20,
@@ -389,6 +397,7 @@ def test_soap_without_factors_is_adam_skipping_its_first_step(float64):
     torch.testing.assert_close(w.detach(), twin.detach(), rtol=1e-13, atol=1e-15)
 
 
+@needs_torch_muon
 def test_muon_with_adamw_equals_two_optimizers(float64):
     torch.manual_seed(0)
     m1 = TinyLM()

@@ -270,7 +270,11 @@ class FSDPResult:
 
 def shard(model: nn.Sequential) -> nn.Sequential:
     """FSDP2 as it is usually applied: ``fully_shard`` on each Linear, then on the root.
-    Every parameter becomes a ``DTensor`` sharded along dim 0 (rows)."""
+    Every parameter becomes a ``DTensor`` sharded along dim 0 (rows). Needs torch 2.6 or
+    later (the first with ``fully_shard`` in ``torch.distributed.fsdp``)."""
+    from optlib._torch_version import require
+
+    require("torch.distributed.fsdp.fully_shard", "FSDP2 (optlib.book.distributed.shard)")
     from torch.distributed.fsdp import fully_shard
 
     for layer in model:

@@ -1,0 +1,39 @@
+"""What needs which torch: the declared bound and the messages of an older torch.
+
+The bound in pyproject.toml is the torch under which the unit tests and every chapter were
+run (notes/torch-versions.md). On an older torch, what needs a newer one says which torch
+has it (``optlib._torch_version``), never an ``AttributeError``.
+"""
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from optlib import _torch_version as V
+from optlib.book import distributed as D
+
+
+def test_versions_parse():
+    assert V.parse("2.6.0+cu124") == (2, 6)
+    assert V.parse("2.13.0") == (2, 13)
+    assert V.parse("2.10.0a0+git1234") == (2, 10)
+    with pytest.raises(ValueError, match="not a torch version"):
+        V.parse("nightly")
+
+
+@pytest.mark.parametrize("feature", sorted(V.FIRST))
+def test_an_older_torch_is_told_which_torch_has_the_feature(feature):
+    first = V.FIRST[feature]
+    older = f"{first[0]}.{first[1] - 1}.1"
+    assert not V.has(feature, older) and V.has(feature, f"{first[0]}.{first[1]}.0")
+    with pytest.raises(V.TorchTooOld, match=re.escape(f"torch has from {first[0]}.{first[1]} on")):
+        V.require(feature, "this test", version=older)
+    V.require(feature, "this test", version=f"{first[0]}.{first[1]}.0")
+
+
+def test_fsdp2_on_an_older_torch_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    with pytest.raises(V.TorchTooOld, match=r"FSDP2 .*fully_shard.*from 2\.6 on; this is torch 2\.5\.1"):
+        D.shard(nn.Sequential(nn.Linear(2, 2)))
