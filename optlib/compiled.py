@@ -155,6 +155,7 @@ class CompiledUpdate:
     def __init__(self, optimizer: Optimizer, options: dict):
         self.eager = type(optimizer).update.__get__(optimizer)
         self.name = type(optimizer).__name__
+        self.bookkeeping = frozenset(optimizer.bookkeeping_keys)
         #: why the optimizer's rule is not compiled at all (``Optimizer.compiles``), or None
         self.refusal = None if optimizer.compiles is True else optimizer.compiles
         # Inductor options: no size asserts (dynamo's guards, and those of the direct calls,
@@ -190,22 +191,21 @@ class CompiledUpdate:
         rule = types.FunctionType(_rule.__code__.replace(co_name=name), _rule.__globals__, name)
         return torch.compile(rule, **self.fast.backend(self.options))
 
-    def _steps_shared(self, group: dict, steps: list | None) -> bool:
-        """Whether every tensor of the group is at the same step (the usual case). Checking
-        costs a sync of all counters, so a positive answer is remembered for as long as the
-        group steps the very same counter tensors: each compiled step adds 1 to all of them.
-        (A count changed in place between steps by other code would go unnoticed.)"""
-        if not steps or not (isinstance(steps[0], Tensor) and steps[0].dim() == 0):
-            return False
+    def _shared(self, group: dict, columns: dict, zero_dim: list) -> frozenset:
+        """The 0-dim state keys (step counts, NAdam's product of momenta) that hold the same
+        value for every tensor of the group (the usual case). Checking costs a sync of all
+        of them, so the answer is remembered for as long as the group steps the very same
+        tensors: each compiled step changes all of them alike. (A value changed in place
+        between steps by other code would go unnoticed.)"""
+        scalars = [t for k in zero_dim for t in columns[k]]
         known = self._known.get(id(group))
-        if known is not None and len(known) == len(steps) and all(map(operator.is_, steps, known)):
-            return True
-        values = torch.stack(steps).tolist()
-        if all(v == values[0] for v in values):
-            self._known[id(group)] = steps
-            return True
-        self._known.pop(id(group), None)
-        return False
+        if (known is not None and len(known[0]) == len(scalars)
+                and all(map(operator.is_, scalars, known[0]))):
+            return known[1]
+        shared = frozenset(k for k in zero_dim
+                           if len(set(torch.stack(columns[k]).tolist())) == 1)
+        self._known[id(group)] = (scalars, shared)
+        return shared
 
     def __call__(self, group: Hyper, p: TensorList, g: TensorList, s: State) -> None:
         if self.failure is not None:
@@ -219,24 +219,28 @@ class CompiledUpdate:
             columns = {k: [st[k] for st in states] for k in states[0]}
         except KeyError as error:  # parameters of the group with different kinds of state
             return self._fall_back(group, p, g, s, error)
-        zero_dim = {k for k, c in columns.items() if isinstance(c[0], Tensor) and c[0].dim() == 0}
-        shared = frozenset({"step"} if self._steps_shared(where, columns.get("step")) else ())
-        # The learning rate goes in as a 0-dim tensor, so that a scheduler changing it does
-        # not recompile; as one per tensor where state scalars differ per tensor (a tensor and
-        # a PerTensor do not mix in arithmetic).
-        lr = torch.tensor(group["lr"], dtype=torch.float64)
-        per_tensor_lr = bool(zero_dim - shared)
-        sources = [*p, *g, *itertools.chain.from_iterable(columns.values()), lr]
+        zero_dim = [k for k, c in columns.items() if isinstance(c[0], Tensor) and c[0].dim() == 0]
+        shared = self._shared(where, columns, zero_dim)
+        # The values of this step (the learning rate, schedule-free's averaging weight: the
+        # numbers of ``Hyper``'s overlay) go in as 0-dim float64 tensors, so that a scheduler
+        # changing them does not recompile; lr as one per tensor where state scalars differ
+        # per tensor (a tensor and a PerTensor do not mix in arithmetic).
+        values = group._values if isinstance(group, Hyper) else {"lr": group["lr"]}
+        traced = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()
+                  if isinstance(v, int | float) and not isinstance(v, bool)}
+        per_tensor_lr = not set(zero_dim) <= shared
+        sources = [*p, *g, *itertools.chain.from_iterable(columns.values()), *traced.values()]
         # What the graph depends on besides the tensors (dynamo's guards check the same).
-        key = (len(p), tuple(columns), tuple(s.new), shared, per_tensor_lr,
+        key = (len(p), tuple(columns), tuple(s.new), shared, per_tensor_lr, tuple(traced),
                torch.is_grad_enabled(), torch.get_default_dtype(),
                torch.are_deterministic_algorithms_enabled())
-        others = {k: v for k, v in group.items() if k not in ("params", "lr")}
+        others = {k: v for k, v in group.items()
+                  if k != "params" and k not in traced and k not in self.bookkeeping}
         if self.fast.call(where, key, others, sources):
             return None
-        if per_tensor_lr:
-            lr = PerTensor([lr] * len(p))
-        hyper = {**group, "lr": lr}
+        hyper = {**group, **traced}
+        if per_tensor_lr and "lr" in traced:
+            hyper["lr"] = PerTensor([traced["lr"]] * len(p))
         try:
             start, graphs = time.perf_counter(), graphs_compiled()
             if self.compiled is None:

@@ -95,8 +95,10 @@ class LAMB(_AdamFamily):
         u = m.div(bc1).div_(v.div(bc2).sqrt_().add_(eps))          # r = m̂ / (√v̂ + ε)
         if wd != 0:
             u.add_(p, alpha=wd)                                    # u = r + λθ
-        ratio = trust_ratio(norms(p), norms(u)) if group["trust_ratio"] else 1.0   # ‖θ‖/‖u‖
-        p.sub_(u.mul_(ratio * lr))                                 # θ ← θ − η (‖θ‖/‖u‖) u
+        # η‖θ‖/‖u‖ (``ratio.mul(lr)``, not ``ratio * lr``: torch.compile cannot trace a
+        # list subclass times a tensor, and lr is one under optlib.compile)
+        step = trust_ratio(norms(p), norms(u)).mul(lr) if group["trust_ratio"] else lr
+        p.sub_(u.mul_(step))                                       # θ ← θ − η (‖θ‖/‖u‖) u
 
 
 class LARS(Optimizer):
@@ -153,9 +155,10 @@ class LARS(Optimizer):
     def update(self, group, p: TensorList, g: TensorList, s: State):
         lr, beta, wd, tc, eps = (group["lr"], group["momentum"], group["weight_decay"],
                                  group["trust_coefficient"], group["eps"])
-        local = 1.0
+        step = lr                                                   # η ℓ (ℓ = 1 without ratio)
         if group["trust_ratio"]:                                    # ℓ = tc‖θ‖/(‖g‖+λ‖θ‖+ε)
             local = trust_ratio(norms(p), norms(g), lambda w, gn: tc * w / (gn + wd * w + eps))
+            step = local.mul(lr)                                    # (a method: see LAMB)
         d = l2_decay(p, g, wd)                                      # g + λθ
-        s.momentum_buffer.mul_(beta).add_(d.mul(local * lr))          # v ← βv + η ℓ (g + λθ)
+        s.momentum_buffer.mul_(beta).add_(d.mul(step))              # v ← βv + η ℓ (g + λθ)
         p.sub_(s.momentum_buffer)                                   # θ ← θ − v

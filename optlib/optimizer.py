@@ -326,6 +326,9 @@ class Optimizer(torch.optim.Optimizer):
     scalar_state_keys: tuple[str, ...] = ("step",)
     #: True, or why :func:`optlib.compile` keeps the eager rule for this class.
     compiles: bool | str = True
+    #: Group entries that :meth:`step_values` keeps (running sums, counters) and the rule
+    #: never reads: :func:`optlib.compile` does not compare them between steps.
+    bookkeeping_keys: tuple[str, ...] = ()
 
     def init_state(self, p: Tensor, group: dict) -> dict:
         """State of a parameter on its first step with a gradient. Default: none (then no

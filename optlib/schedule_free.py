@@ -51,8 +51,7 @@ class AdamWScheduleFree(Optimizer):
         weight_lr_power: the power of the largest lr so far in the averaging weights.
     """
 
-    compiles = ("its warmup lr and averaging weight change every step, as Python numbers: "
-                "torch.compile would compile a graph for each step")
+    bookkeeping_keys = ("k", "weight_sum", "lr_max", "scheduled_lr")
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  warmup_steps=0, r=0.0, weight_lr_power=2.0):

@@ -63,7 +63,7 @@ def norms(tensors: list[Tensor]) -> Tensor:
     Args:
         tensors: tensors or DTensors.
     """
-    return reduced(torch.stack(torch._foreach_norm(tensors)))
+    return reduced(torch.stack(torch._foreach_norm(list(tensors))))  # a plain list for torch.compile
 
 
 def whole(x: Tensor) -> Tensor:

@@ -144,6 +144,12 @@ def _tensor_values(x) -> bool:
     return isinstance(x, Tensor) or (isinstance(x, list) and bool(x) and isinstance(x[0], Tensor))
 
 
+def _is_one(alpha) -> bool:
+    """Whether ``alpha`` is the number 1 (a 0-dim tensor alpha, under optlib.compile, is
+    not compared: that would read its value in Python)."""
+    return not isinstance(alpha, Tensor | tuple) and alpha == 1
+
+
 def _plain(x: list) -> list:
     """A TensorList as torch.compile can hand it to a ``torch._foreach_*`` function: a plain
     list (dynamo cannot pass a list subclass to a torch function). Eager: ``x`` itself."""
@@ -173,16 +179,20 @@ class TensorList(list):
     # ---- in place -----------------------------------------------------------------------
     def add_(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
+            if _tensor_values(_scalars(alpha)):   # a 0-dim tensor alpha: other · alpha
+                return self.add_(TensorList(other).mul(alpha))
             torch._foreach_add_(_plain(self), _plain(other), alpha=alpha)
         else:
-            torch._foreach_add_(_plain(self), _scalars(other * alpha if alpha != 1 else other))
+            torch._foreach_add_(_plain(self), _scalars(other if _is_one(alpha) else other * alpha))
         return self
 
     def sub_(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
+            if _tensor_values(_scalars(alpha)):   # a 0-dim tensor alpha: other · alpha
+                return self.sub_(TensorList(other).mul(alpha))
             torch._foreach_sub_(_plain(self), _plain(other), alpha=alpha)
         else:
-            torch._foreach_sub_(_plain(self), _scalars(other * alpha if alpha != 1 else other))
+            torch._foreach_sub_(_plain(self), _scalars(other if _is_one(alpha) else other * alpha))
         return self
 
     def mul_(self, other) -> TensorList:
@@ -242,13 +252,19 @@ class TensorList(list):
     # ---- out of place -------------------------------------------------------------------
     def add(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
+            if _tensor_values(_scalars(alpha)):
+                return self.add(TensorList(other).mul(alpha))
             return TensorList(torch._foreach_add(_plain(self), _plain(other), alpha=alpha))
-        return TensorList(torch._foreach_add(_plain(self), _scalars(other * alpha if alpha != 1 else other)))
+        scalar = other if _is_one(alpha) else other * alpha
+        return TensorList(torch._foreach_add(_plain(self), _scalars(scalar)))
 
     def sub(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
+            if _tensor_values(_scalars(alpha)):
+                return self.sub(TensorList(other).mul(alpha))
             return TensorList(torch._foreach_sub(_plain(self), _plain(other), alpha=alpha))
-        return TensorList(torch._foreach_sub(_plain(self), _scalars(other * alpha if alpha != 1 else other)))
+        scalar = other if _is_one(alpha) else other * alpha
+        return TensorList(torch._foreach_sub(_plain(self), _scalars(scalar)))
 
     def mul(self, other) -> TensorList:
         return TensorList(torch._foreach_mul(_plain(self), _scalars(other)))

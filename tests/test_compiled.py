@@ -9,6 +9,7 @@ compiler for Inductor's CPU code, no dynamo support).
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -198,23 +199,33 @@ def _compile_cases():
 @needs_compiler
 @pytest.mark.parametrize(("entry", "overrides"), list(_compile_cases()))
 def test_every_optimizer_compiled_gives_its_eager_numbers(entry, overrides):
-    """Compiled, or fallen back after one warning: either way the eager rule's numbers
-    (Muon's bfloat16 Newton-Schulz iteration included: the compiled code rounds where the
-    eager rule rounds). The entries marked ``compiles`` compile with torch 2.13 and call the
-    compiled code directly from the third step; ``compiles=False`` ones may compile with a
-    later torch; Shampoo and SOAP choose per tensor, in Python, when to refresh their roots
-    or basis, so they may fall back."""
+    """Compiled, or fallen back after one warning: either way the eager rule's numbers, on
+    the entry's shapes in float32 and in float64 (one group), over six steps with a
+    state_dict round trip after the third: the compiled optimizer goes on from the eager
+    one's saved state and the eager one from the compiled one's (Muon's bfloat16
+    Newton-Schulz iteration included: the compiled code rounds where the eager rule
+    rounds). The entries marked ``compiles`` compile with torch 2.13 and call the compiled
+    code directly from the third step; ``compiles=False`` ones may compile with a later
+    torch; Shampoo and SOAP choose per tensor, in Python, when to refresh their roots or
+    basis, so they may fall back."""
+    dtypes = [torch.float32] * len(entry.shapes) + [torch.float64] * len(entry.shapes)
+    shapes = list(entry.shapes) * 2
     runs = []
     for _ in range(2):
-        params = make_params(shapes=entry.shapes)
+        params = [p.to(dtype).detach().requires_grad_()
+                  for p, dtype in zip(make_params(shapes=shapes), dtypes, strict=True)]
         runs.append((entry.make(params, **overrides), params))
     (compiled, a), (eager, b) = runs
     optlib.compile(compiled)
     gen = torch.Generator().manual_seed(1)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        for _ in range(6):
-            grads = [torch.randn(s, generator=gen) for s in entry.shapes]
+        for step in range(6):
+            if step == 3:       # each goes on from the other's saved state
+                saved = copy.deepcopy(compiled.state_dict())
+                compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+                eager.load_state_dict(saved)
+            grads = [torch.randn(s, generator=gen, dtype=d) for s, d in zip(shapes, dtypes, strict=True)]
             for opt, params in ((compiled, a), (eager, b)):
                 for p, g in zip(params, grads, strict=True):
                     p.grad = g.clone()
