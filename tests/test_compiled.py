@@ -234,7 +234,9 @@ def test_every_optimizer_compiled_gives_its_eager_numbers(entry, overrides):
     update = compiled.update
     if entry.compiles:
         assert update.failure is None and not ours
-        assert update.direct_steps >= 4          # steps 3 to 6, at least
+        # steps 3, 5 and 6 at least (loading replaces the group's dict: step 4 goes
+        # through torch.compile once more, which notes the graph for the new dict)
+        assert update.direct_steps >= 3
     else:
         assert len(ours) == (update.failure is not None)
     for x, y in zip(a, b, strict=True):
