@@ -241,6 +241,7 @@ def _axes(panels: Sequence[Panel]) -> dict:
         for axis, log, limits in ((x, panel.logx, panel.xrange), (y, panel.logy, panel.yrange)):
             if log:
                 axis["type"] = "log"
+                axis["exponentformat"] = "power"  # 10⁻⁶, not plotly's SI prefix 1µ
             if limits is not None:
                 values = [math.log10(v) for v in limits] if log else list(limits)
                 axis["range"] = rounded(values)
