@@ -14,6 +14,7 @@
 * :mod:`~optlib.book.checking` (exercise checkers; :mod:`~optlib.book.checkers`, the
   older ones, until every chapter uses the new);
 * :mod:`~optlib.book.performance`: memory traffic and timing of a step;
+* :mod:`~optlib.book.distributed`: DDP, ZeRO and FSDP2 runs on CPU processes;
 * :mod:`~optlib.book.interactive`: figures with a slider over precomputed frames (plotly).
 
 A chapter starts with::
@@ -41,6 +42,7 @@ from . import (  # noqa: F401
     compare,
     curvature,
     data,
+    distributed,
     finetune,
     inspect,
     interactive,
@@ -129,7 +131,7 @@ def _semicolons_silence_under_nbval() -> None:
     shell._optlib_semicolon_hook = True
 
 
-__all__ = ["setup", "checkers", "checking", "compare", "curvature", "data", "finetune",
+__all__ = ["setup", "checkers", "checking", "compare", "curvature", "data", "distributed", "finetune",
            "inspect", "interactive", "models", "mup", "noise", "numerics", "optimizers",
            "performance", "plots", "preconditioning", "progress", "rates", "report", "scale",
            "surfaces", "sweeps", "train"]

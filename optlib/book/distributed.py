@@ -532,13 +532,13 @@ def scaling_out(jobs: Sequence[Job] = (), memory: Sequence[str] | dict = (),
 
 def memory_table(rows: Sequence[dict]) -> str:
     """:func:`memory_per_rank`'s rows as a text table (bytes per rank, and the ratio of the
-    largest rank's state to the even share)."""
-    lines = [f"{'optimizer':<11}{'scheme':<8}{'state bytes per rank':>26}{'even share':>12}"
-             f"{'max/share':>11}{'param bytes per rank':>24}"]
+    largest rank's state to the even share), at most 88 characters a line."""
+    lines = [f"{'optimizer':<11}{'scheme':<8}{'state bytes per rank':>22}{'even share':>12}"
+             f"{'max/share':>11}{'param bytes per rank':>22}"]
     for r in rows:
-        lines.append(f"{r['optimizer']:<11}{r['scheme']:<8}{str(r['state_bytes']):>26}"
+        lines.append(f"{r['optimizer']:<11}{r['scheme']:<8}{str(r['state_bytes']):>22}"
                      f"{r['ideal']:>12.0f}{max(r['state_bytes']) / max(r['ideal'], 1):>11.2f}"
-                     f"{str(r['param_bytes']):>24}")
+                     f"{str(r['param_bytes']):>22}")
     return "\n".join(lines)
 
 
@@ -547,11 +547,11 @@ def fsdp_table(results: Sequence[FSDPResult], seed: int = 0) -> str:
     the combined batches (:func:`train_single`; a difference below 1e-12 is printed as
     round-off, ``book.report.gap``), state bytes per rank, what the optimizer step
     communicates (bytes gathered, bytes reduced, number of collectives), and whether the
-    checkpoint checks held (resume, one process, back: ✓ or ✗ each)."""
+    checkpoint checks held (resume, one process, back: ✓ or ✗ each), at most 88 characters a line."""
     from optlib.book.report import gap
 
-    lines = [f"{'optimizer':<11}{'max |θ - θ_single|':>21}{'state bytes/rank':>18}"
-             f"{'gathered B':>12}{'reduced B':>11}{'calls':>7}{'checkpoints':>13}"]
+    lines = [f"{'optimizer':<11}{'max |θ - θ_single|':>20}{'state bytes/rank':>17}"
+             f"{'gathered B':>11}{'reduced B':>10}{'calls':>7}{'checkpoints':>12}"]
     for r in results:
         if r.error is not None:
             lines.append(f"{r.job.optimizer:<11}refused: {r.error.splitlines()[0].split('. ')[0]}")
@@ -559,7 +559,7 @@ def fsdp_table(results: Sequence[FSDPResult], seed: int = 0) -> str:
         difference = max_difference(r.params, train_single(r.job, len(r.state_bytes), seed))
         checks = "".join("✓" if ok else "✗" for ok in (
             r.resumed_exact, r.one_process_state_exact, r.back_state_exact, r.back_params_exact))
-        lines.append(f"{r.job.optimizer:<11}{gap(difference):>21}{str(r.state_bytes):>18}"
-                     f"{r.comm['all_gather']:>12}{r.comm['all_reduce']:>11}{r.comm['calls']:>7}"
-                     f"{checks:>13}")
+        lines.append(f"{r.job.optimizer:<11}{gap(difference):>20}{str(r.state_bytes):>17}"
+                     f"{r.comm['all_gather']:>11}{r.comm['all_reduce']:>10}{r.comm['calls']:>7}"
+                     f"{checks:>12}")
     return "\n".join(lines)
