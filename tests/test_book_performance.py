@@ -1,5 +1,10 @@
-"""The step-time table shared by benchmarks/step_time.py and the performance appendix."""
+"""optlib.book.performance: the step-time table shared by benchmarks/step_time.py and the
+performance appendix, the least traffic per optimizer, the traffic counter and the timers."""
 
+import pytest
+import torch
+
+import optlib
 from optlib.book import performance as perf
 
 
@@ -83,3 +88,36 @@ def test_recorded_reports_and_their_summary(tmp_path):
     committed = perf.recorded_reports() + perf.recorded_reports("gpu-check-", "notes")
     for path in committed:                                        # the committed ones read
         assert perf.summarize_report(path).startswith("# optlib ")
+
+
+def test_traffic_table():
+    assert perf.TRAFFIC["SGD"].bytes_per_param() == 12
+    assert perf.TRAFFIC["Adam"].bytes_per_param() == 28
+    assert perf.TRAFFIC["Adam"].bytes_per_param(element_size=2) == 14
+
+
+@pytest.mark.parametrize("make, arrays", [
+    (lambda p: optlib.SGD(p, lr=0.1), 3),                           # θ += -η g: one pass
+    (lambda p: torch.optim.Adam(p, fused=True), 8),                 # one pass (g declared written)
+    (lambda p: torch.optim.Adam(p, foreach=True), 19),              # one pass per operation
+])
+def test_count_traffic(make, arrays):
+    params = perf.make_params(3, 1000)
+    opt = make(params)
+    opt.step()
+    t = perf.count_traffic(opt.step)
+    assert (t["read"] + t["written"]) / (3000 * 4) == pytest.approx(arrays, abs=0.01)
+    assert t["ops"] >= 1
+
+
+def test_timing_helpers():
+    calls = []
+    times = perf.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                  reps=3)
+    assert set(times) == {"a", "b"} and calls.count("a") == 5     # 2 warm-up calls + 3
+    times, bandwidth = perf.time_with_bandwidth({"noop": lambda: None}, reps=2, megabytes=4)
+    assert set(times) == {"noop"} and bandwidth > 0
+    with pytest.raises(ValueError, match="stream"):
+        perf.time_with_bandwidth({"stream": lambda: None})
+    with pytest.raises(ValueError, match="count"):
+        perf.make_params(0, 10)

@@ -1,5 +1,6 @@
-"""The helpers of chapter 8 (optlib.book.practice) and of the performance appendix
-(optlib.book.performance)."""
+"""optlib.book's inspectors (book.inspect) and the corrupted batches of book.data, used by
+chapter 8: roughness, shards and trust ratios, optimizer state per parameter, where the
+loss comes from; and the MLP with a LayerNorm per hidden layer."""
 
 import math
 
@@ -8,17 +9,16 @@ import torch
 
 import optlib
 import optlib.book as book
-from optlib.book import performance as perf
-from optlib.book import practice
 
 
-def test_ln_mlp_is_seeded_and_has_a_layernorm_per_hidden_layer():
-    a, b = practice.ln_mlp((4, 8, 8, 3), seed=1), practice.ln_mlp((4, 8, 8, 3), seed=1)
+def test_layernorm_mlp_is_seeded_and_has_a_layernorm_per_hidden_layer():
+    a = book.models.mlp((4, 8, 8, 3), seed=1, layernorm=True)
+    b = book.models.mlp((4, 8, 8, 3), seed=1, layernorm=True)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=False))
     assert book.inspect.norm_gains(a) == [1.0, 1.0]
     assert a(torch.randn(5, 4)).shape == (5, 3)
     with pytest.raises(ValueError, match="sizes"):
-        practice.ln_mlp((4,))
+        book.models.mlp((4,), layernorm=True)
 
 
 def test_with_outliers_corrupts_every_kth_batch_only():
@@ -30,17 +30,6 @@ def test_with_outliers_corrupts_every_kth_batch_only():
         assert y.tolist() == ([1, 0] if bad else [0, 9])
     with pytest.raises(ValueError, match="every"):
         next(book.data.with_outliers(iter(clean), every=0, scale=2.0))
-
-
-def test_noisy_labels():
-    y = torch.arange(10).repeat(100)
-    z = practice.noisy_labels(y, 0.3, num_classes=10, seed=0)
-    assert torch.equal(z, practice.noisy_labels(y, 0.3, num_classes=10, seed=0))
-    changed = (z != y).float().mean().item()
-    assert 0.2 < changed < 0.3                       # 30% redrawn, a tenth of those unchanged
-    assert torch.equal(practice.noisy_labels(y, 0.0, 10), y)
-    with pytest.raises(ValueError, match="fraction"):
-        practice.noisy_labels(y, 1.5, 10)
 
 
 def test_roughness():
@@ -68,39 +57,6 @@ def test_state_bytes_per_param_leaves_the_model_alone():
     assert 8.0 < b < 8.2                             # two float32 moments + a step counter each
     assert all(torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=False))
     assert all(p.grad is None for p in model.parameters())
-
-
-def test_traffic_table():
-    assert perf.TRAFFIC["SGD"].bytes_per_param() == 12
-    assert perf.TRAFFIC["Adam"].bytes_per_param() == 28
-    assert perf.TRAFFIC["Adam"].bytes_per_param(element_size=2) == 14
-
-
-@pytest.mark.parametrize("make, arrays", [
-    (lambda p: optlib.SGD(p, lr=0.1), 3),                           # θ += -η g: one pass
-    (lambda p: torch.optim.Adam(p, fused=True), 8),                 # one pass (g declared written)
-    (lambda p: torch.optim.Adam(p, foreach=True), 19),              # one pass per operation
-])
-def test_count_traffic(make, arrays):
-    params = perf.make_params(3, 1000)
-    opt = make(params)
-    opt.step()
-    t = perf.count_traffic(opt.step)
-    assert (t["read"] + t["written"]) / (3000 * 4) == pytest.approx(arrays, abs=0.01)
-    assert t["ops"] >= 1
-
-
-def test_timing_helpers():
-    calls = []
-    times = perf.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                                  reps=3)
-    assert set(times) == {"a", "b"} and calls.count("a") == 5     # 2 warm-up calls + 3
-    times, bandwidth = perf.time_with_bandwidth({"noop": lambda: None}, reps=2, megabytes=4)
-    assert set(times) == {"noop"} and bandwidth > 0
-    with pytest.raises(ValueError, match="stream"):
-        perf.time_with_bandwidth({"stream": lambda: None})
-    with pytest.raises(ValueError, match="count"):
-        perf.make_params(0, 10)
 
 
 def test_loss_breakdown_by_hand():
