@@ -16,12 +16,14 @@ import torch
 #: The first torch with each feature that optlib (or its tests) calls, checked in the
 #: wheels' sources: ``torch.compiler.is_compiling`` (every step calls it) from 2.3,
 #: ``torch.optim.Adafactor`` (the tests' reference of optlib's Adafactor) from 2.5,
-#: FSDP2's public ``torch.distributed.fsdp.fully_shard`` from 2.6, ``torch.optim.Muon``
-#: (the tests' reference of optlib's Muon) from 2.9.
+#: FSDP2's public ``torch.distributed.fsdp.fully_shard`` from 2.6 and on the CPU (gloo, as
+#: the book runs it) from 2.7 (2.6 calls ``record_event`` on a CPU stream that lacks it),
+#: ``torch.optim.Muon`` (the tests' reference of optlib's Muon) from 2.9.
 FIRST = {
     "torch.compiler.is_compiling": (2, 3),
     "torch.optim.Adafactor": (2, 5),
     "torch.distributed.fsdp.fully_shard": (2, 6),
+    "torch.distributed.fsdp.fully_shard on the CPU": (2, 7),
     "torch.optim.Muon": (2, 9),
 }
 

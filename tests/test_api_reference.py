@@ -38,7 +38,10 @@ def test_sections():
     beyond = api.entries("beyond")
     assert beyond.index("gnb_update_hessian") == beyond.index("SophiaG") + 1
     assert beyond.index("muon_param_groups") == beyond.index("MuonWithAdamW") + 1
-    assert "Muon" in api.entries("torch-family") and "Lion" in beyond
+    # (the site is built under torch 2.13; a torch before 2.9 has no torch.optim.Muon, and
+    # the reference then lists optlib's Muon beyond torch.optim)
+    assert "Muon" in api.entries("torch-family" if hasattr(torch.optim, "Muon") else "beyond")
+    assert "Lion" in beyond
     assert set(api.entries("machinery")) == set(api.MACHINERY)
     assert "clip_grad_norm_" in api.entries("tools")
 

@@ -37,3 +37,9 @@ def test_fsdp2_on_an_older_torch_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch, "__version__", "2.5.1")
     with pytest.raises(V.TorchTooOld, match=r"FSDP2 .*fully_shard.*from 2\.6 on; this is torch 2\.5\.1"):
         D.shard(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_fsdp2_on_the_cpu_before_torch_2_7_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "2.6.0")
+    with pytest.raises(V.TorchTooOld, match=r"on the CPU.*from 2\.7 on; this is torch 2\.6\.0"):
+        D.shard(nn.Sequential(nn.Linear(2, 2)))

@@ -271,10 +271,13 @@ class FSDPResult:
 def shard(model: nn.Sequential) -> nn.Sequential:
     """FSDP2 as it is usually applied: ``fully_shard`` on each Linear, then on the root.
     Every parameter becomes a ``DTensor`` sharded along dim 0 (rows). Needs torch 2.6 or
-    later (the first with ``fully_shard`` in ``torch.distributed.fsdp``)."""
+    later (the first with ``fully_shard`` in ``torch.distributed.fsdp``), on the CPU 2.7."""
     from optlib._torch_version import require
 
     require("torch.distributed.fsdp.fully_shard", "FSDP2 (optlib.book.distributed.shard)")
+    if all(p.device.type == "cpu" for p in model.parameters()):
+        require("torch.distributed.fsdp.fully_shard on the CPU",
+                "FSDP2 (optlib.book.distributed.shard) of a model on the CPU")
     from torch.distributed.fsdp import fully_shard
 
     for layer in model:
