@@ -462,8 +462,8 @@ class Adam8bit(Adam):
         if not all(quantized):                  # small tensors: Adam with its own state
             full = [not q for q in quantized]
             super().update(group, p.select(full), g.select(full), s.select(full))
-        if any(flat):
-            self.update_8bit(group, p.select(flat), g.select(flat), s.select(flat))
+        for kind in _same_device_and_dtype(p, flat):  # one chunk buffer per dtype and device
+            self.update_8bit(group, p.select(kind), g.select(kind), s.select(kind))
         if any(rows):
             self.update_rows(group, p.select(rows), g.select(rows), s.select(rows))
 
@@ -506,6 +506,16 @@ class Adam8bit(Adam):
         for x, f in zip(p, flat_p, strict=True):
             if f.data_ptr() != x.data_ptr():    # a non-contiguous parameter: copy back
                 x.copy_(f.view(x.shape))
+
+
+def _same_device_and_dtype(p: TensorList, mask: list[bool]) -> list[list[bool]]:
+    """Masks that split the tensors selected by ``mask`` by device and dtype (a group may mix
+    float32 and float64 parameters, as torch's optimizers allow)."""
+    kinds: dict = {}
+    for i, (x, m) in enumerate(zip(p, mask, strict=True)):
+        if m:
+            kinds.setdefault((x.device, x.dtype), set()).add(i)
+    return [[i in kind for i in range(len(mask))] for kind in kinds.values()]
 
 
 class _Moment:

@@ -166,6 +166,29 @@ def test_chunked_step_equals_the_definition(block, monkeypatch, float64):
     assert "exp_avg" in opt.state[ours[-1]]                     # below min_8bit_size
 
 
+def test_a_group_mixing_float32_and_float64_steps_each_as_alone():
+    """torch's optimizers accept a group whose parameters differ in dtype; each tensor's step
+    is then the step it takes in a group of its own dtype."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = ((64, 80), (300,), (40, 40))
+    dtypes = (torch.float32, torch.float64, torch.float32)
+    base = [torch.randn(s, generator=gen, dtype=d) for s, d in zip(shapes, dtypes, strict=True)]
+    mixed = [torch.nn.Parameter(x.clone()) for x in base]
+    alone = [torch.nn.Parameter(x.clone()) for x in base]
+    opts = [optlib.Adam8bit(mixed, lr=1e-2, min_8bit_size=0)]
+    opts += [optlib.Adam8bit([x], lr=1e-2, min_8bit_size=0) for x in alone]
+    for _ in range(4):
+        grads = [torch.randn(x.shape, generator=gen, dtype=x.dtype) for x in base]
+        for a, b, g in zip(mixed, alone, grads, strict=True):
+            a.grad, b.grad = g.clone(), g.clone()
+        for opt in opts:
+            opt.step()
+    for a, b, own in zip(mixed, alone, opts[1:], strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+        for key, value in opts[0].state[a].items():
+            assert torch.equal(value, own.state[b][key]), key
+
+
 def test_state_dict_resume_is_bit_exact_across_chunks(monkeypatch):
     monkeypatch.setattr(optlib.quantized, "CHUNK", 512)
     shapes = ((40, 30), (300,), (7, 9))
