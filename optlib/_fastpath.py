@@ -88,7 +88,7 @@ class FastPath:
     def __init__(self):
         self.steps = 0
         self.failure: BaseException | None = None
-        self._direct: dict[int, _DirectCall] = {}
+        self._direct: dict[object, _DirectCall] = {}
         self._sources: list = []       # the tensors of the call being compiled
         self._ran: _Graph | None = None  # the graph that the last torch.compile call ran
 
@@ -142,28 +142,29 @@ class FastPath:
         """The ``torch.compile`` call is over (the graph it ran stays noted for :meth:`note`)."""
         self._sources = []
 
-    def call(self, group: dict, key: tuple, others: dict, sources: list) -> bool:
-        """Call the graph that ``group``'s last step ran, if its guards hold; whether it ran."""
-        direct = self._direct.get(id(group))
+    def call(self, slot, key: tuple, others: dict, sources: list) -> bool:
+        """Call the graph that the last step of ``slot`` (a group's chunk of tensors) ran, if
+        its guards hold; whether it ran."""
+        direct = self._direct.get(slot)
         if direct is None or torch.compiler.is_compiling() or not direct(key, others, sources):
             return False
         self.steps += 1
         return True
 
-    def note(self, group: dict, key: tuple, others: dict, sources: list) -> None:
-        """Let the group's next steps call the graph that this step ran directly, if they
+    def note(self, slot, key: tuple, others: dict, sources: list) -> None:
+        """Let the next steps of ``slot`` call the graph that this step ran directly, if they
         can: a graph of the call's tensors only, no state that is a Python number (the graph
         would hold its value as a constant), hyperparameters that compare as plain values."""
         graph, self._ran = self._ran, None
         if (graph is None or TensorGuards is None or self.failure is not None
                 or not all(isinstance(t, Tensor) for t in sources)
                 or any(isinstance(v, Tensor) for v in others.values())):
-            self._direct.pop(id(group), None)
+            self._direct.pop(slot, None)
             return
         try:
             # A deep copy: a list among the hyperparameters, changed in place later, must
             # not change the snapshot it is compared with.
-            self._direct[id(group)] = _DirectCall(graph, key, copy.deepcopy(others),
+            self._direct[slot] = _DirectCall(graph, key, copy.deepcopy(others),
                                                   graph.pick(sources))
         except Exception as error:  # noqa: BLE001 -- another torch's TensorGuards
             self._off(error)

@@ -3,7 +3,8 @@
     opt = optlib.compile(optlib.AdamW(model.parameters(), lr=1e-3))
 
 ``optlib.compile(optimizer)`` returns the same optimizer object, whose ``step`` now runs
-its ``update`` rule as one compiled graph per parameter group (PyTorch's Inductor fuses
+its ``update`` rule as compiled graphs, one per parameter group or chunk of it (see
+"Chunks" below; PyTorch's Inductor fuses
 the rule's foreach operations into a few loops over each tensor, so moments, bias
 corrections and the parameter update happen in one pass over memory). Nothing else
 changes: gathering gradients, creating state, ``param_groups``, ``state_dict``,
@@ -15,13 +16,20 @@ What makes the rule traceable, and its graph independent of the step and the lea
 * the rule sees the group's state as lists (one per key) and its ``TensorList`` methods hand
   ``torch._foreach_*`` plain lists while compiling (dynamo cannot pass a list subclass on);
 * step counts stay 0-dim tensors: ``s.advance()`` returns one 0-dim float64 tensor when all
-  tensors of the group are at the same step (the usual case), a :class:`~optlib.PerTensor`
-  of them otherwise, instead of Python numbers (reading them would break the graph and
-  bake the step into it). Bias corrections such as ``1 - beta1**t`` are so computed inside
+  tensors of the group are at the same step (the usual case; likewise any 0-dim state
+  entry equal across the group, such as NAdam's product of momenta), a
+  :class:`~optlib.PerTensor` of them otherwise, instead of Python numbers (reading them
+  would break the graph and bake the step into it). Bias corrections such as
+  ``1 - beta1**t`` are so computed inside
   the graph, in float64 as the eager path computes them in Python floats, and once per
   step rather than once per element (see ``optlib.tensorlist._traced_scalars``);
 * the learning rate, which the eager step hands the rule as a Python number, goes in as a
-  0-dim float64 tensor too, so a scheduler changing it every step reuses the compiled graph.
+  0-dim float64 tensor too, so a scheduler changing it every step reuses the compiled graph;
+  so do the other numbers of the step (``Optimizer.step_values``: AdamWScheduleFree's
+  warmup lr, averaging weight and count; SophiaG's ``bs``). Rules therefore never branch
+  in Python on a step-dependent value (RAdam chooses per tensor with ``torch.where``,
+  LAMB and LARS keep their trust ratios as tensors), and combine a TensorList with such a
+  value through methods (``ratio.mul(lr)``), which hand foreach plain lists.
   Other hyperparameters (betas, eps, weight decay, flags) are constants of the graph
   (``dynamic=False``): changing one compiles again, and after torch.compile's limit of
   8 graphs the optimizer falls back to the eager rule, with the warning below.
@@ -54,27 +62,41 @@ so the fast path stays, small and isolated.
 
 Rules change only tensors (:mod:`optlib.optimizer`): the eager rule reads its group through
 a read-only view, and the traced one a copy of it, with the step's own values
-(``Optimizer.step_values``, SophiaG's ``bs``) in it: they are constants of the graph
-like the other hyperparameters, and the direct calls compare them too.
+(``Optimizer.step_values``, SophiaG's ``bs``) in it as 0-dim tensors (above). The direct
+calls compare the group's other entries with those the graph was compiled for, except the
+bookkeeping that ``step_values`` keeps in the group and the rule never reads
+(``Optimizer.bookkeeping_keys``: AdamWScheduleFree's running sums).
 
 Numbers equal the eager optimizer's to rounding (Inductor may order a fused expression's
 floating-point operations differently), not always bit for bit; in low precision too,
 since the compiled code rounds to bfloat16 or float16 wherever the eager rule does.
 
-Not every rule traces into one graph with torch 2.13. NAdam and RAdam (per-tensor
-factors and selections), LAMB and LARS (trust ratios read as Python numbers),
-AdamWScheduleFree (its warmup lr and averaging weight change every step, as Python
-numbers: each step would compile a graph of its own), Adafactor (different state for
-different tensors), Adam8bit (codes and scales for some tensors, full-precision moments
-for others, worked through chunk by chunk in Python), and Shampoo and SOAP (which
-choose in Python, per tensor, the steps that refresh their roots or eigenbasis) fall
-back: ``optlib.compile`` warns once and keeps their eager rule. SGD, Adagrad, RMSprop,
-Adadelta, Adam, AdamW, Adamax, Lion, SophiaG and Muon compile (``tests/test_compiled.py``
-checks every optimizer).
+Not every rule traces into one graph with torch 2.13. Adafactor (its step size and
+clipping read norms into Python with ``.item()``, as torch's Adafactor does), Adam8bit
+(codes and scales for some tensors, full-precision moments for others, worked through
+block by block in Python), and Shampoo and SOAP (which choose in Python, per tensor, the
+steps that refresh their roots or eigenbasis) fall back: ``optlib.compile`` warns once and
+keeps their eager rule, so a compiled one costs what the eager one costs, plus one failed
+trace on the first step. SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, NAdam, RAdam,
+Adamax, Lion, LAMB, LARS, SophiaG, AdamWScheduleFree and Muon compile
+(``tests/test_compiled.py`` checks every optimizer of the test catalogue, in float32 and
+float64, across a ``state_dict`` round trip).
 
-The first step compiles (tens of seconds on a small CPU; each parameter group, and each
-change of the number or shapes of tensors with a gradient, compiles once more; Inductor
-caches compiled code on disk, so a second run of the same program compiles faster).
+**Chunks.** The first step compiles. Inductor's time grows faster than the number of
+tensors in a graph: one graph over 200 tensors of 5,000 parameters took 74-79 s on the
+2-core CPU this book is checked on (20 tensors of 500,000: 4-5 s). So a group is cut
+into chunks of at most ``CHUNK`` = 32 tensors, and tensors of the same layout (shape,
+strides, dtype, device, kinds and shapes of state) go together, in chunks of one size
+where one between 16 and 32 divides their number, else of nearly equal sizes: a chunk of
+the same shapes as one compiled before is the same graph, so 200 tensors of one shape
+compile one graph of 25 tensors (FIRST_STEP) and are then 8 calls of it. A group of at
+most 32 tensors whose layouts all differ stays one graph, as before (a small model: one
+compile). Rules compute per tensor (norms, trust ratios and moments are each tensor's
+own), so a chunk's step is the group's step restricted to it. Each parameter group, and
+each change of the tensors with a gradient, plans its chunks anew and compiles what it
+has not compiled yet; Inductor also caches compiled code on disk, so a second run of the
+same program compiles faster. The steady step pays one direct call per chunk (STEADY).
+
 Where compiling fails (no C++ compiler for Inductor's CPU code, a platform or Python
 without ``torch.compile`` support, a rule the compiler cannot trace in one graph), the
 optimizer warns once (a ``RuntimeWarning`` naming the reason) and goes on with the eager
@@ -137,6 +159,25 @@ def _rule(update, group, params, grads, columns, new, shared):
 
 _copies = itertools.count()
 
+#: The most tensors in one compiled graph (see ``CompiledUpdate._chunks``).
+CHUNK = 32
+
+
+def _split(indices: list[int]) -> list[list[int]]:
+    """``indices`` in consecutive chunks of at most ``CHUNK``: of one size where a size
+    between ``CHUNK/2`` and ``CHUNK`` divides their number (one graph: 200 tensors are 8
+    chunks of 25), else of sizes that differ by at most one (two graphs)."""
+    n = len(indices)
+    size = next((k for k in range(min(CHUNK, n), CHUNK // 2, -1) if n % k == 0), None)
+    if size is not None:
+        sizes = [size] * (n // size)
+    else:
+        count = -(-n // CHUNK)
+        size, extra = divmod(n, count)
+        sizes = [size + 1] * extra + [size] * (count - extra)
+    bounds = list(itertools.accumulate(sizes, initial=0))
+    return [indices[a:b] for a, b in itertools.pairwise(bounds)]
+
 
 class CompiledUpdate:
     """Stands in for an optimizer's ``update``: calls the rule through ``torch.compile``,
@@ -172,11 +213,12 @@ class CompiledUpdate:
             self.options["options"] = {"size_asserts": False, "cpp.enable_loop_tail_vec": False,
                                        "emulate_precision_casts": True,
                                        **options.get("options", {})}
-        self.compiled = None
+        self.compiled: dict[tuple, object] = {}
         self.failure: BaseException | None = None
         self.compile_seconds = 0.0
         self.fast = FastPath()         # direct calls of the compiled graphs (optlib._fastpath)
-        self._known: dict[int, list] = {}
+        self._known: dict[tuple, tuple] = {}     # per chunk: its shared 0-dim state
+        self._plans: dict[int, tuple] = {}       # per group: its chunks (see _chunks)
 
     @property
     def direct_steps(self) -> int:
@@ -191,21 +233,60 @@ class CompiledUpdate:
         rule = types.FunctionType(_rule.__code__.replace(co_name=name), _rule.__globals__, name)
         return torch.compile(rule, **self.fast.backend(self.options))
 
-    def _shared(self, group: dict, columns: dict, zero_dim: list) -> frozenset:
+    def _shared(self, slot: tuple, columns: dict, zero_dim: list) -> frozenset:
         """The 0-dim state keys (step counts, NAdam's product of momenta) that hold the same
         value for every tensor of the group (the usual case). Checking costs a sync of all
         of them, so the answer is remembered for as long as the group steps the very same
         tensors: each compiled step changes all of them alike. (A value changed in place
         between steps by other code would go unnoticed.)"""
         scalars = [t for k in zero_dim for t in columns[k]]
-        known = self._known.get(id(group))
+        known = self._known.get(slot)
         if (known is not None and len(known[0]) == len(scalars)
                 and all(map(operator.is_, scalars, known[0]))):
             return known[1]
         shared = frozenset(k for k in zero_dim
                            if len(set(torch.stack(columns[k]).tolist())) == 1)
-        self._known[id(group)] = (scalars, shared)
+        self._known[slot] = (scalars, shared)
         return shared
+
+    def _chunks(self, group: dict, p: TensorList, s: State) -> list[list[int] | None]:
+        """The group's tensors in the chunks that are compiled and called one by one:
+        ``[None]`` (all at once) where no tensor layout occurs more than once and the group
+        has at most ``CHUNK`` tensors, the usual case for a small model.
+
+        Otherwise tensors of the same layout (shape, strides, dtype, device, and kinds and
+        shapes of state) go together, in chunks of at most ``CHUNK`` of nearly equal
+        size: same-shaped chunks are one graph, compiled once and called for each. The
+        others go in chunks of the same kinds of state (Adafactor keeps factored moments
+        for matrices, a full one for vectors). The plan is remembered while the group
+        steps the very same parameters and state dicts."""
+        states = s._states
+        plan = self._plans.get(id(group))
+        if (plan is not None and plan[2] == s.new and len(plan[0]) == len(p)
+                and all(map(operator.is_, plan[0], p)) and all(map(operator.is_, plan[1], states))):
+            return plan[3]
+        layouts: dict[tuple, list[int]] = {}
+        for i, (x, st) in enumerate(zip(p, states, strict=True)):
+            kinds = tuple((k, tuple(v.shape), v.dtype) if isinstance(v, Tensor) else (k, type(v))
+                          for k, v in st.items())
+            layouts.setdefault((tuple(x.shape), x.stride(), x.dtype, x.device, kinds, s.new[i]),
+                               []).append(i)
+        kinds = {tuple(k[0] for k in layout[4]) for layout in layouts}
+        if len(p) <= CHUNK and len(layouts) == len(p) and len(kinds) == 1:
+            chunks: list = [None]
+        else:
+            chunks, rest = [], {}
+            for layout, where in layouts.items():
+                if len(where) > 1:
+                    chunks += _split(where)
+                else:      # single tensors, by kinds of state (keys only)
+                    rest.setdefault(tuple(k[0] for k in layout[4]), []).extend(where)
+            for where in rest.values():
+                chunks += _split(sorted(where))
+            if chunks == [list(range(len(p)))]:
+                chunks = [None]
+        self._plans[id(group)] = (list(p), list(states), list(s.new), chunks)
+        return chunks
 
     def __call__(self, group: Hyper, p: TensorList, g: TensorList, s: State) -> None:
         if self.failure is not None:
@@ -214,39 +295,58 @@ class CompiledUpdate:
             return self._fall_back(group, p, g, s, RuntimeError(self.refusal))
         # the group's own dict: what identifies it from step to step
         where = group._group if isinstance(group, Hyper) else group
+        # The values of this step (the learning rate, schedule-free's averaging weight: the
+        # numbers of ``Hyper``'s overlay) go in as 0-dim float64 tensors, so that a scheduler
+        # changing them does not recompile.
+        values = group._values if isinstance(group, Hyper) else {"lr": group["lr"]}
+        traced = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()
+                  if isinstance(v, int | float) and not isinstance(v, bool)}
+        others = {k: v for k, v in group.items()
+                  if k != "params" and k not in traced and k not in self.bookkeeping}
+        for number, chunk in enumerate(self._chunks(where, p, s)):
+            if chunk is not None:
+                p_, g_ = TensorList(p[i] for i in chunk), TensorList(g[i] for i in chunk)
+                s_ = State([s._states[i] for i in chunk], [s.new[i] for i in chunk])
+            else:
+                p_, g_, s_ = p, g, s
+            if self.failure is not None:       # an earlier chunk fell back
+                self.eager(group, p_, g_, s_)
+            else:
+                self._call((id(where), number), group, p_, g_, s_, traced, others)
+        return None
+
+    def _call(self, slot: tuple, group: Hyper, p: TensorList, g: TensorList, s: State,
+              traced: dict, others: dict) -> None:
+        """One chunk's step: directly, through torch.compile, or (after a failure) eager."""
         states = s._states
         try:
             columns = {k: [st[k] for st in states] for k in states[0]}
         except KeyError as error:  # parameters of the group with different kinds of state
             return self._fall_back(group, p, g, s, error)
         zero_dim = [k for k, c in columns.items() if isinstance(c[0], Tensor) and c[0].dim() == 0]
-        shared = self._shared(where, columns, zero_dim)
-        # The values of this step (the learning rate, schedule-free's averaging weight: the
-        # numbers of ``Hyper``'s overlay) go in as 0-dim float64 tensors, so that a scheduler
-        # changing them does not recompile; lr as one per tensor where state scalars differ
-        # per tensor (a tensor and a PerTensor do not mix in arithmetic).
-        values = group._values if isinstance(group, Hyper) else {"lr": group["lr"]}
-        traced = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()
-                  if isinstance(v, int | float) and not isinstance(v, bool)}
+        shared = self._shared(slot, columns, zero_dim)
+        # lr as one per tensor where state scalars differ per tensor (a tensor and a
+        # PerTensor do not mix in arithmetic)
         per_tensor_lr = not set(zero_dim) <= shared
         sources = [*p, *g, *itertools.chain.from_iterable(columns.values()), *traced.values()]
         # What the graph depends on besides the tensors (dynamo's guards check the same).
         key = (len(p), tuple(columns), tuple(s.new), shared, per_tensor_lr, tuple(traced),
                torch.is_grad_enabled(), torch.get_default_dtype(),
                torch.are_deterministic_algorithms_enabled())
-        others = {k: v for k, v in group.items()
-                  if k != "params" and k not in traced and k not in self.bookkeeping}
-        if self.fast.call(where, key, others, sources):
+        if self.fast.call(slot, key, others, sources):
             return None
         hyper = {**group, **traced}
         if per_tensor_lr and "lr" in traced:
             hyper["lr"] = PerTensor([traced["lr"]] * len(p))
         try:
             start, graphs = time.perf_counter(), graphs_compiled()
-            if self.compiled is None:
-                self.compiled = self._compile()
+            # a compiled function (a copy of ``_rule``) per chunk shape: torch.compile keeps
+            # at most 8 graphs per function
+            shapes = tuple((x.shape, x.dtype) for x in p)
+            if shapes not in self.compiled:
+                self.compiled[shapes] = self._compile()
             self.fast.compiling(sources)
-            self.compiled(self.eager, hyper, list(p), list(g), columns, s.new, shared)
+            self.compiled[shapes](self.eager, hyper, list(p), list(g), columns, s.new, shared)
         except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eager
             return self._fall_back(group, p, g, s, error)
         finally:
@@ -254,7 +354,8 @@ class CompiledUpdate:
         if graphs_compiled() != graphs:          # this call compiled a graph
             self.compile_seconds += time.perf_counter() - start
         if not torch.compiler.is_compiling():
-            self.fast.note(where, key, others, sources)
+            self.fast.note(slot, key, others, sources)
+        return None
 
     def _fall_back(self, group, p, g, s, error: BaseException) -> None:
         self.failure = error
@@ -265,7 +366,7 @@ class CompiledUpdate:
         warnings.warn(
             f"optlib.compile: torch.compile could not compile {self.name}'s update rule "
             f"({type(cause).__name__}: {first_line}); using the eager rule (same numbers, "
-            "slower step).", RuntimeWarning, stacklevel=6)  # at the caller of step()
+            "slower step).", RuntimeWarning, stacklevel=7)  # at the caller of step()
         # A failure while compiling happens before the compiled code runs, so nothing has
         # been updated yet: the eager rule takes this step.
         return self.eager(group, p, g, s)

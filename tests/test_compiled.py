@@ -187,6 +187,49 @@ def test_without_tensor_guards_every_step_goes_through_torch_compile(monkeypatch
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_without_inductor_wrapper_the_fast_path_is_off_and_the_rule_eager(monkeypatch):
+    """On a torch whose Inductor wrapper (a private API, which torch.compile's own
+    ``backend="inductor"`` uses too) fails, the fast path switches itself off and the
+    optimizer falls back to the eager rule with one warning: the eager numbers."""
+    def changed(*args, **kwargs):
+        raise TypeError("simulated: the Inductor wrapper changed")
+
+    monkeypatch.setattr(torch, "_TorchCompileInductorWrapper", changed)
+    kwargs = dict(lr=0.1, weight_decay=0.1)
+    compiled = optlib.compile(optlib.AdamW(make_params(), **kwargs))
+    with pytest.warns(RuntimeWarning, match="simulated: the Inductor wrapper changed") as record:
+        ours = run(compiled, steps=3)
+    assert len([w for w in record if "optlib.compile" in str(w.message)]) == 1
+    theirs = run(optlib.AdamW(make_params(), **kwargs), steps=3)
+    assert compiled.update.direct_steps == 0
+    assert "simulated" in str(compiled.update.fast.failure)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@needs_compiler
+def test_same_shaped_tensors_compile_one_graph_for_their_chunks(monkeypatch):
+    """With chunks of at most 4 tensors, 9 tensors of one shape are 3 chunks of 3 (one
+    graph, called 3 times a step) and the odd one a chunk of its own: 2 graphs, the eager
+    numbers (the last tensor never has a gradient)."""
+    import optlib.compiled
+
+    monkeypatch.setattr(optlib.compiled, "CHUNK", 4)
+    shapes = [(3, 2)] * 9 + [(5,), (4,)]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = optlib.compile(optlib.NAdam(make_params(shapes=shapes), lr=0.1))
+    ours = run(compiled, steps=4)
+    theirs = run(optlib.NAdam(make_params(shapes=shapes), lr=0.1), steps=4)
+    (plan,) = compiled.update._plans.values()
+    assert [len(c) for c in plan[3]] == [3, 3, 3, 1]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    assert compiled.update.failure is None
+    assert compiled.update.direct_steps == 2 * 4      # steps 3 and 4, 4 chunks each
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def _compile_cases():
     """Every optimizer of the catalogue (tests/catalogue.py), with its last variant where it
     has any (the settings with the most state: SGD's Nesterov momentum, a centered RMSprop,
