@@ -71,16 +71,16 @@ Numbers equal the eager optimizer's to rounding (Inductor may order a fused expr
 floating-point operations differently), not always bit for bit; in low precision too,
 since the compiled code rounds to bfloat16 or float16 wherever the eager rule does.
 
-Not every rule traces into one graph with torch 2.13. Adafactor (its step size and
-clipping read norms into Python with ``.item()``, as torch's Adafactor does), Adam8bit
-(codes and scales for some tensors, full-precision moments for others, worked through
-block by block in Python), and Shampoo and SOAP (which choose in Python, per tensor, the
-steps that refresh their roots or eigenbasis) fall back: ``optlib.compile`` warns once and
-keeps their eager rule, so a compiled one costs what the eager one costs, plus one failed
+Not every rule traces into one graph with torch 2.13. Adam8bit (codes and scales for
+some tensors, full-precision moments for others, worked through block by block in
+Python), and Shampoo and SOAP (which choose in Python, per tensor, the steps that
+refresh their roots or eigenbasis) fall back: ``optlib.compile`` warns once and keeps
+their eager rule, so a compiled one costs what the eager one costs, plus one failed
 trace on the first step. SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, NAdam, RAdam,
-Adamax, Lion, LAMB, LARS, SophiaG, AdamWScheduleFree and Muon compile
-(``tests/test_compiled.py`` checks every optimizer of the test catalogue, in float32 and
-float64, across a ``state_dict`` round trip).
+Adamax, Adafactor (whose eager rule reads norms into Python with ``.item()``, as torch's
+does, and whose traced one keeps them as tensors), Lion, LAMB, LARS, SophiaG,
+AdamWScheduleFree and Muon compile (``tests/test_compiled.py`` checks every optimizer of
+the test catalogue, in float32 and float64, across a ``state_dict`` round trip).
 
 **Chunks.** The first step compiles. Inductor's time grows faster than the number of
 tensors in a graph: one graph over 200 tensors of 5,000 parameters took 74-79 s on the
@@ -127,10 +127,14 @@ class _TracedState(State):
     usual case); their values come back as one 0-dim tensor, so that the graph computes
     bias corrections once rather than once per tensor. Other keys give a PerTensor."""
 
-    def __init__(self, columns: dict[str, list], new: list[bool], shared: frozenset):
+    def __init__(self, columns: dict[str, list], new: list[bool], shared: frozenset,
+                 states: list[dict]):
         self._columns = columns
         self._shared = shared
         self.new = new
+        # each tensor's own state dict, for rules that work tensor by tensor (``s.each``):
+        # the optimizer's very dicts, so that torch.compile replays a replaced entry
+        self._states = states
 
     def __getattr__(self, key: str) -> TensorList:
         if key.startswith("_"):
@@ -152,9 +156,10 @@ class _TracedState(State):
         return PerTensor([c.to(torch.float64) for c in column])
 
 
-def _rule(update, group, params, grads, columns, new, shared):
+def _rule(update, group, params, grads, columns, new, shared, states):
     """What torch.compile traces: the optimizer's own rule on the group's lists."""
-    update(group, TensorList(params), TensorList(grads), _TracedState(columns, new, shared))
+    update(group, TensorList(params), TensorList(grads),
+           _TracedState(columns, new, shared, states))
 
 
 _copies = itertools.count()
@@ -346,7 +351,8 @@ class CompiledUpdate:
             if shapes not in self.compiled:
                 self.compiled[shapes] = self._compile()
             self.fast.compiling(sources)
-            self.compiled[shapes](self.eager, hyper, list(p), list(g), columns, s.new, shared)
+            self.compiled[shapes](self.eager, hyper, list(p), list(g), columns, s.new, shared,
+                                  states)
         except Exception as error:  # noqa: BLE001 -- any compiler failure means: run eager
             return self._fall_back(group, p, g, s, error)
         finally:

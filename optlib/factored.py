@@ -104,13 +104,25 @@ class Adafactor(Optimizer):
             full = [x.numel() > 0 for x in p]
             p, g, s = p.select(full), g.select(full), s.select(full)
             t = [ti for ti, k in zip(t, full, strict=True) if k]
+        # Under optlib.compile step counts and lr are 0-dim tensors: the same numbers as
+        # tensors (torch.clamp for max and min), never read into Python with .item()
+        traced = isinstance(t[0], torch.Tensor)
         # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
-        alpha = [max(eps2, reduced(x.norm(2)).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
-                 for x, ti in zip(p, t, strict=True)]
+        if traced:
+            alpha = [torch.clamp(reduced(x.norm(2)).double() / x.numel() ** 0.5, min=eps2)
+                     * torch.clamp(1 / ti**0.5, max=li)
+                     for x, ti, li in zip(p, t, per_tensor(lr, len(p)), strict=True)]
+        else:
+            alpha = [max(eps2, reduced(x.norm(2)).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
+                     for x, ti in zip(p, t, strict=True)]
         decoupled_decay_(p, lr, group["weight_decay"])               # θ ← θ(1 − ηλ)
         # The second-moment estimate depends on each tensor's shape: one tensor at a time.
         for st, x, gx, ti, a in s.each(p, g, t, alpha):
             u = _scaled_gradient(gx, st, ti ** group["beta2_decay"], eps1)
+            if traced:
+                clip = torch.clamp(reduced(u.norm(2)).double() / (u.numel() ** 0.5 * d), min=1.0)
+                x.sub_(u.mul(a / clip))
+                continue
             clip = max(1.0, reduced(u.norm(2)).item() / (u.numel() ** 0.5 * d))   # max(1, RMS(U)/d)
             x.add_(u, alpha=-a / clip)                               # θ ← θ − α U / clip
 
@@ -119,6 +131,8 @@ def _scaled_gradient(g: torch.Tensor, state: dict, one_minus_beta2: float, eps1)
     """U = G / max(sqrt(V̂), ε₁), with V̂ factored for tensors of two or more dimensions."""
     if eps1 is None:
         eps1 = torch.finfo(g.dtype).eps
+    if isinstance(one_minus_beta2, torch.Tensor):   # under optlib.compile: lerp's weight dtype
+        one_minus_beta2 = one_minus_beta2.to(g.dtype)
     if g.dim() > 1:
         row_var, col_var = state["row_var"], state["col_var"]
         # Means over the whole matrix: for a DTensor, `reduced` sums the pieces' shares.

@@ -187,7 +187,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     _torch_family("RAdam", kwargs=dict(lr=1e-2), compiles=True),
     _torch_family("Adamax", kwargs=dict(lr=1e-2), compiles=True,
                   variants=dict(decay=dict(weight_decay=0.1))),
-    _torch_family("Adafactor", kwargs=dict(weight_decay=0.1), complex=False),
+    _torch_family("Adafactor", kwargs=dict(weight_decay=0.1), complex=False, compiles=True),
     _torch_family("Muon", kwargs=dict(lr=1e-2), shapes=MATRICES, complex=False, compiles=True),
     # ---- beyond torch.optim
     Entry("Lion", optlib.Lion, dict(lr=1e-2, weight_decay=0.1), reference=_lion_reference,
