@@ -251,11 +251,8 @@ def test_every_optimizer_compiled_gives_its_eager_numbers(entry, overrides):
     code directly from the third step; ``compiles=False`` ones may compile with a later
     torch; Shampoo and SOAP choose per tensor, in Python, when to refresh their roots or
     basis, so they may fall back."""
-    # (Adam8bit: float32 only; its eager step fails on a group that mixes float32 and
-    # float64 tensors, "expected dtype float for `end`": it flattens blocks across tensors)
-    double = entry.name != "Adam8bit"
-    dtypes = [torch.float32] * len(entry.shapes) + [torch.float64] * len(entry.shapes) * double
-    shapes = list(entry.shapes) * (1 + double)
+    dtypes = [torch.float32] * len(entry.shapes) + [torch.float64] * len(entry.shapes)
+    shapes = list(entry.shapes) * 2
     runs = []
     for _ in range(2):
         params = [p.to(dtype).detach().requires_grad_()
