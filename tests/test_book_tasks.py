@@ -1,11 +1,14 @@
-"""optlib.book.schedules_beyond: the chapter 6/7 training loop and Adam's v-noise probe."""
+"""optlib.book's tasks with a fixed batch per step (book.data.LMTask, DigitsTask), Adam's
+v-noise probe (book.noise), the inspectors of Adafactor's clipping and of LAMB/LARS's
+trust ratios (book.inspect), and what chapters 6 and 7 ask of book.train.fit: the lr of
+each step under a warmup, and a Muon that splits the model by its modules."""
 
 import pytest
 import torch
 
 import optlib
-from optlib import book, schedules
-from optlib.book import schedules_beyond as sb
+import optlib.book as book
+from optlib import schedules
 
 
 @pytest.fixture(scope="module")
@@ -14,8 +17,8 @@ def task():
 
 
 def small_model(task):
-    return lambda: book.models.TinyTransformer(task.vocab_size, block_size=8, d_model=16,
-                                               n_layers=1, n_heads=2, seed=0)
+    return book.models.tiny_transformer(task.vocab_size, block_size=8, d_model=16,
+                                        n_layers=1, n_heads=2, seed=0)
 
 
 def test_batches_are_fixed_per_step(task):
@@ -25,35 +28,32 @@ def test_batches_are_fixed_per_step(task):
     assert torch.equal(x1[:, 1:], y1[:, :-1])
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(task):
-    make = small_model(task)
-    opt = lambda p: optlib.Adam(p, lr=1e-2)     # noqa: E731
-    schedule = schedules.wsd(2, 6, 4)
-    full = sb.run(task, make, opt, 12, schedule, save_at=[5])
-    resumed = sb.run(task, make, opt, 12, schedule, start=full.checkpoints[5])
-    assert resumed.loss == full.loss[5:]
-    assert resumed.val_loss == full.val_loss
+def test_fit_records_the_scheduled_lr_and_a_zero_first_step(task):
+    model = small_model(task)
+    h = book.train.fit(model, optlib.Adam(model.parameters(), lr=1e-2), task, 3,
+                       schedule=schedules.warmup_linear(2, 3), progress=False)
+    assert h.lr == pytest.approx([0.0, 5e-3, 1e-2])
+    assert h.update_ratio[0] == 0.0          # warmup: step 0 does not move the weights
+    assert len(h.loss) == 3 and h.val_loss == h.val_loss
 
 
-def test_run_records_lr_and_first_adam_step(task):
-    r = sb.run(task, small_model(task), lambda p: optlib.Adam(p, lr=1e-2), 3,
-               schedules.warmup_linear(2, 3))
-    assert r.lr == pytest.approx([0.0, 5e-3, 1e-2])
-    assert r.update_ratio[0] == 0.0          # warmup: step 0 does not move the weights
-    assert len(r.loss) == 3 and r.val_loss == r.val_loss
+def test_fit_with_muon_given_the_model(task):
+    model = small_model(task)
+    h = book.train.fit(model, optlib.MuonWithAdamW(model), task, 3, progress=False)
+    assert len(h.loss) == 3 and not h.diverged
 
 
 def test_second_moment_noise_shapes(task):
-    out = book.noise.second_moment_noise(task, small_model(task)(), steps=3, reference=4)
+    out = book.noise.second_moment_noise(task, small_model(task), steps=3, reference=4)
     assert out["q"].shape == (3, 3)
     assert (out["q"][:, 0] <= out["q"][:, 2]).all()
 
 
-def test_bad_arguments(task):
-    with pytest.raises(ValueError, match="steps"):
-        sb.run(task, small_model(task), lambda p: optlib.Adam(p), -1)
+def test_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         book.data.LMTask(batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        book.data.DigitsTask(batch_size=0)
 
 
 def test_digits_task_and_steps_to():
@@ -100,22 +100,3 @@ def test_trust_ratios_lamb_and_lars():
         o = optlib.Adam([q])
         o.step()
         book.inspect.trust_ratios(o)
-
-
-def test_run_with_sophia_and_muon(task):
-    make = small_model(task)
-    r = sb.run(task, make, lambda p: optlib.SophiaG(p, lr=1e-3), 12, hessian_every=5)
-    assert not r.diverged and any(float(st["hessian"].abs().sum()) > 0
-                                  for st in r.optimizer.state.values())
-    m = sb.run(task, make, lambda model: optlib.MuonWithAdamW(model), 3,
-               optimizer_gets_model=True)
-    assert len(m.loss) == 3
-
-
-def test_run_without_update_records_trains_the_same(task):
-    make = small_model(task)
-    opt = lambda p: optlib.Adam(p, lr=1e-2)     # noqa: E731
-    full = sb.run(task, make, opt, 4)
-    lean = sb.run(task, make, opt, 4, record_updates=False)
-    assert lean.loss == full.loss and lean.val_loss == full.val_loss
-    assert lean.update_ratio == [] and len(full.update_ratio) == 4
