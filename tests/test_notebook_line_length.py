@@ -23,12 +23,10 @@ MAX_COLUMNS = 88
 
 # Chapters whose code cells still have longer lines (to wrap: no re-run needed).
 CODE_NOT_YET_WRAPPED = {
-    "03_momentum",
 }
 # Chapters that still print longer lines (to shorten and re-run). The appendix's are
 # timing tables, re-run only under its timing profile on a quiet machine.
 OUTPUT_NOT_YET_WRAPPED = {
-    "03_momentum",
     "appendix_performance",
 }
 
