@@ -1,11 +1,12 @@
 """What needs which torch: the declared bound and the messages of an older torch.
 
-The bound in pyproject.toml is the torch under which the unit tests and every chapter were
-run (notes/torch-versions.md). On an older torch, what needs a newer one says which torch
+The bound in pyproject.toml is the one notes/torch-versions.md records: every older torch
+fails a unit test or a chapter there. On an older torch, what needs a newer one says which torch
 has it (``optlib._torch_version``), never an ``AttributeError``.
 """
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,17 @@ from torch import nn
 from optlib import _torch_version as V
 from optlib.book import distributed as D
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def declared_bound() -> tuple[int, int]:
+    """The ``torch>=X.Y`` of pyproject.toml's dependencies."""
+    import tomllib  # Python 3.11 on; the tests run under 3.11
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (torch_dep,) = [d for d in deps if re.match(r"torch\b", d)]
+    return V.parse(re.fullmatch(r"torch>=(\S+)", torch_dep).group(1))
+
 
 def test_versions_parse():
     assert V.parse("2.6.0+cu124") == (2, 6)
@@ -21,6 +33,16 @@ def test_versions_parse():
     assert V.parse("2.10.0a0+git1234") == (2, 10)
     with pytest.raises(ValueError, match="not a torch version"):
         V.parse("nightly")
+
+
+def test_the_declared_bound_is_the_verified_one():
+    bound = declared_bound()
+    notes = (ROOT / "notes" / "torch-versions.md").read_text()
+    assert f"torch>={bound[0]}.{bound[1]}" in notes
+    # every step asks is_compiling and chapter 8 shards with fully_shard on the CPU
+    assert bound >= V.FIRST["torch.compiler.is_compiling"]
+    assert bound >= V.FIRST["torch.distributed.fsdp.fully_shard on the CPU"]
+    assert V.parse(torch.__version__) >= bound
 
 
 @pytest.mark.parametrize("feature", sorted(V.FIRST))
