@@ -89,17 +89,17 @@ into chunks of at most ``CHUNK`` = 32 tensors, and tensors of the same layout (s
 strides, dtype, device, kinds and shapes of state) go together, in chunks of one size
 where one between 16 and 32 divides their number, else of nearly equal sizes: a chunk of
 the same shapes as one compiled before is the same graph, so 200 tensors of one shape
-compile one graph of 25 tensors and are then 8 calls of it (AdamW, first step: 28.6 s of
-CPU time, the C++ compiler's included, measured while the machine was shared with other
-jobs at a load of 15-17, which inflates it; cut into two graphs of 28 and 29 tensors,
-51.8 s). A group of at most 32 tensors whose layouts all differ stays one graph, as
-before (a small model: one compile). Rules compute per tensor (norms, trust ratios and
-moments are each tensor's own), so a chunk's step is the group's step restricted to it.
-Each parameter group, and each change of the tensors with a gradient, plans its chunks
-anew and compiles what it has not compiled yet; Inductor also caches compiled code on
-disk, so a second run of the same program compiles faster. The steady step pays one
-direct call per chunk (``benchmarks/step_time.py --compiled`` compares it with torch's
-fused step).
+compile one graph of 25 tensors and are then 8 calls of it (AdamW, first step, CPU time
+with the C++ compiler's, measured while the machine was shared with other jobs at a load
+of 15-17, which inflates it: 18.5-28.6 s, where one graph over all 200 took 180 s and
+two graphs of 28 and 29 tensors 51.8 s). A group of at most 32 tensors whose layouts all
+differ stays one graph, as before (a small model: one compile). Rules compute per tensor
+(norms, trust ratios and moments are each tensor's own), so a chunk's step is the
+group's step restricted to it. Each parameter group, and each change of the tensors with
+a gradient, plans its chunks anew and compiles what it has not compiled yet; Inductor
+also caches compiled code on disk, so a second run of the same program compiles faster.
+The steady step pays one direct call per chunk (``benchmarks/step_time.py --compiled``
+compares it with torch's fused step).
 
 Where compiling fails (no C++ compiler for Inductor's CPU code, a platform or Python
 without ``torch.compile`` support, a rule the compiler cannot trace in one graph), the
