@@ -1,4 +1,4 @@
-"""optlib.book.checking (the next checkers): a right answer passes with ✓; each usual wrong answer fails with
+"""optlib.book.checking: a right answer passes with ✓; each usual wrong answer fails with
 the first mismatch and a hint that names the mistake; the reader's own errors are
 reported as theirs. Lines fit in 88 characters."""
 

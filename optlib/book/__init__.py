@@ -11,8 +11,7 @@
 * :mod:`~optlib.book.scale`, :mod:`~optlib.book.mup`, :mod:`~optlib.book.finetune`:
   training at scale (accumulation, the z-loss, rollback), μP, LoRA and fine-tuning;
 * :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`;
-* :mod:`~optlib.book.checking` (exercise checkers; :mod:`~optlib.book.checkers`, the
-  older ones, until every chapter uses the new);
+* :mod:`~optlib.book.checking` (exercise checkers) and :mod:`~optlib.book.grading`;
 * :mod:`~optlib.book.performance`: memory traffic and timing of a step;
 * :mod:`~optlib.book.distributed`: DDP, ZeRO and FSDP2 runs on CPU processes;
 * :mod:`~optlib.book.interactive`: figures with a slider over precomputed frames (plotly).
@@ -37,7 +36,6 @@ import numpy as np
 import torch
 
 from . import (  # noqa: F401
-    checkers,
     checking,
     compare,
     curvature,
@@ -131,7 +129,7 @@ def _semicolons_silence_under_nbval() -> None:
     shell._optlib_semicolon_hook = True
 
 
-__all__ = ["setup", "checkers", "checking", "compare", "curvature", "data", "distributed", "finetune",
+__all__ = ["setup", "checking", "compare", "curvature", "data", "distributed", "finetune",
            "inspect", "interactive", "models", "mup", "noise", "numerics", "optimizers",
            "performance", "plots", "preconditioning", "progress", "rates", "report", "scale",
            "surfaces", "sweeps", "train"]

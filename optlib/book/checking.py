@@ -1,6 +1,5 @@
-"""The next exercise checkers (they replace :mod:`optlib.book.checkers` once the chapters
-are re-run with them; :mod:`optlib.book.grading` uses them already): run a reader's code
-beside optlib's and say whether they agree.
+"""The exercise checkers (:mod:`optlib.book.grading` grades with them in a separate
+process): run a reader's code beside optlib's and say whether they agree.
 
 Each checker feeds both implementations the same inputs in float64 and compares after
 every step. It prints either a line starting with ✓, or the first mismatch (which

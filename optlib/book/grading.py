@@ -1,4 +1,4 @@
-"""Grading that the graded code cannot fool: the checkers of :mod:`optlib.book.checkers`,
+"""Grading that the graded code cannot fool: the checkers of :mod:`optlib.book.checking`,
 with the reader's code run in a separate process.
 
 :func:`grade_update`, :func:`grade_optimizer` and :func:`grade_schedule` take the same
@@ -260,7 +260,7 @@ def grade_update(student_step: Callable, reference="Adam", hyper: dict | None = 
                  steps: int = 20, shapes=((3, 4), (5,)), seed: int = 0, *,
                  points: float = 1.0, timeout: float = 120.0, quiet: bool = False) -> Grade:
     """Grade ``student_step(params, grads, state, **hyper)`` as
-    :func:`~optlib.book.checkers.check_update` checks it, in a separate process, with
+    :func:`~optlib.book.checking.check_update` checks it, in a separate process, with
     the flags of this module. Prints the report unless ``quiet``."""
     return _grade_rule(student_step, "update", reference, hyper, steps, shapes, seed, points,
                        timeout, quiet)
@@ -270,7 +270,7 @@ def grade_optimizer(student_class: type, reference_class="Adam", hyper: dict | N
                     steps: int = 20, shapes=((3, 4), (5,)), seed: int = 0, *,
                     points: float = 1.0, timeout: float = 120.0, quiet: bool = False) -> Grade:
     """Grade a ``torch.optim``-style class as
-    :func:`~optlib.book.checkers.check_optimizer` checks it, in a separate process."""
+    :func:`~optlib.book.checking.check_optimizer` checks it, in a separate process."""
     return _grade_rule(student_class, "optimizer", reference_class, hyper, steps, shapes,
                        seed, points, timeout, quiet)
 
@@ -278,7 +278,7 @@ def grade_optimizer(student_class: type, reference_class="Adam", hyper: dict | N
 def grade_schedule(student_fn: Callable[[int], float], reference_fn: Callable[[int], float],
                    steps: int = 200, *, points: float = 1.0, timeout: float = 120.0,
                    quiet: bool = False) -> Grade:
-    """Grade a schedule as :func:`~optlib.book.checkers.check_schedule` checks it; the
+    """Grade a schedule as :func:`~optlib.book.checking.check_schedule` checks it; the
     submission computes its values in a separate process."""
     name = getattr(student_fn, "__name__", "your schedule")
     flags = static_flags(student_fn)

@@ -1,7 +1,7 @@
 """Running a reader's code so that its errors are reported as theirs, in this process
 or in a separate one.
 
-The checkers (:mod:`optlib.book.checkers`) call :func:`run_update`, :func:`run_optimizer`
+The checkers (:mod:`optlib.book.checking`) call :func:`run_update`, :func:`run_optimizer`
 and :func:`run_schedule` directly. The grader (:mod:`optlib.book.grading`) runs this file
 as a script in a fresh Python process (``python .../sandbox.py``): it imports only torch,
 the standard library and ``dill``, reads a pickled job (the submission and the inputs,
