@@ -43,6 +43,45 @@ def trust_ratio(w: torch.Tensor, u: torch.Tensor, ratio=lambda w, u: w / u) -> T
     return TensorList(r.double().unbind())
 
 
+def lamb_direction(p: TensorList, m: TensorList, v: TensorList, t, betas, eps: float,
+                   weight_decay: float) -> TensorList:
+    r"""LAMB's direction :math:`u = \hat m/(\sqrt{\hat v} + \epsilon) + \lambda\theta`
+    before the trust ratio (You et al. 2020, Alg. 2): Adam's bias-corrected ratio with the
+    decay added to it. A new TensorList; ``m`` and ``v`` are not changed.
+
+    Args:
+        p: the parameters θ.
+        m: the first moments.
+        v: the second moments.
+        t: the step count (a number, or one per tensor).
+        betas: (β₁, β₂), for the bias corrections.
+        eps: ε, added to √v̂.
+        weight_decay: λ.
+    """
+    beta1, beta2 = betas
+    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+    u = m.div(bc1).div_(v.div(bc2).sqrt_().add_(eps))              # r = m̂ / (√v̂ + ε)
+    if weight_decay != 0:
+        u.add_(p, alpha=weight_decay)                              # u = r + λθ
+    return u
+
+
+def lars_local_lr(w: torch.Tensor, g: torch.Tensor, trust_coefficient: float,
+                  weight_decay: float, eps: float) -> TensorList:
+    """LARS's local learning rate ℓ = tc‖θ‖/(‖g‖ + λ‖θ‖ + ε) per tensor, 1 where a norm is
+    0 (You, Gitman & Ginsburg 2017, Alg. 1), from the norms (see :func:`trust_ratio`).
+
+    Args:
+        w: the norms ‖θ‖, one entry per tensor.
+        g: the norms ‖g‖ of the gradients, one per tensor.
+        trust_coefficient: tc.
+        weight_decay: λ.
+        eps: ε.
+    """
+    tc, wd = trust_coefficient, weight_decay
+    return trust_ratio(w, g, lambda w, gn: tc * w / (gn + wd * w + eps))
+
+
 class LAMB(_AdamFamily):
     r"""LAMB (You et al., *Large Batch Optimization for Deep Learning: Training BERT in
     76 minutes*, ICLR 2020, Alg. 2), exactly as in the paper:
@@ -88,13 +127,9 @@ class LAMB(_AdamFamily):
         super().__init__(params, lr, betas, eps, weight_decay, trust_ratio=trust_ratio)
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        t = s.advance("step")
+        lr, t = group["lr"], s.advance("step")
         m, v = self.moments(group, g, s.exp_avg, s.exp_avg_sq)     # Adam's moments
-        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-        u = m.div(bc1).div_(v.div(bc2).sqrt_().add_(eps))          # r = m̂ / (√v̂ + ε)
-        if wd != 0:
-            u.add_(p, alpha=wd)                                    # u = r + λθ
+        u = lamb_direction(p, m, v, t, group["betas"], group["eps"], group["weight_decay"])
         # η‖θ‖/‖u‖ (``ratio.mul(lr)``, not ``ratio * lr``: torch.compile cannot trace a
         # list subclass times a tensor, and lr is one under optlib.compile)
         step = trust_ratio(norms(p), norms(u)).mul(lr) if group["trust_ratio"] else lr
@@ -153,11 +188,11 @@ class LARS(Optimizer):
         return {"momentum_buffer": p.new_zeros(p.shape)}
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
-        lr, beta, wd, tc, eps = (group["lr"], group["momentum"], group["weight_decay"],
-                                 group["trust_coefficient"], group["eps"])
+        lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
         step = lr                                                   # η ℓ (ℓ = 1 without ratio)
         if group["trust_ratio"]:                                    # ℓ = tc‖θ‖/(‖g‖+λ‖θ‖+ε)
-            local = trust_ratio(norms(p), norms(g), lambda w, gn: tc * w / (gn + wd * w + eps))
+            local = lars_local_lr(norms(p), norms(g), group["trust_coefficient"], wd,
+                                  group["eps"])
             step = local.mul(lr)                                    # (a method: see LAMB)
         d = l2_decay(p, g, wd)                                      # g + λθ
         s.momentum_buffer.mul_(beta).add_(d.mul(step))              # v ← βv + η ℓ (g + λθ)

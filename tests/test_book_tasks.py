@@ -94,6 +94,16 @@ def test_trust_ratios_lamb_and_lars():
         else:                            # first step: u = g/(|g| + eps) elementwise
             expected = p.norm().item() / (g / (g.abs() + 1e-6)).norm().item()
         assert ratio == pytest.approx(expected, rel=1e-5)
+    # with decay, LAMB's ratio is ‖θ‖/‖u‖ for u = m̂/(√v̂ + ε) + λθ (θ before the step;
+    # a step of lr 1e-9 leaves ‖θ‖ the same to 1e-9)
+    p = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    g = torch.randn(4, 3, dtype=torch.float64)
+    u = g / (g.abs() + 1e-6) + 0.1 * p.detach()
+    expected = p.norm().item() / u.norm().item()
+    p.grad = g
+    opt = optlib.LAMB([p], lr=1e-9, weight_decay=0.1)
+    opt.step()
+    assert book.inspect.trust_ratios(opt) == [pytest.approx(expected, rel=1e-8)]
     with pytest.raises(ValueError, match="LAMB or LARS"):
         q = torch.nn.Parameter(torch.ones(2))
         q.grad = torch.ones(2)

@@ -96,14 +96,17 @@ def trust_ratio(p_norm: Tensor | float, u_norm: Tensor | float) -> float:
 def trust_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
     """Per-parameter trust ratios of the step just taken: ‖θ‖/‖u‖ for :class:`optlib.LAMB`
     (u = m̂/(√v̂ + ε) + λθ, from the state), the local lr tc·‖θ‖/(‖g‖ + λ‖θ‖ + ε) for
-    :class:`optlib.LARS`; 1 where a norm is 0, as in the optimizers (the core's
-    ``optlib.large_batch.trust_ratio``). ‖θ‖ is taken after the step, which changed it by a
+    :class:`optlib.LARS`; 1 where a norm is 0, as in the optimizers: the core's own
+    functions (``optlib.large_batch.lamb_direction``, ``lars_local_lr`` and
+    ``trust_ratio``) compute them. ‖θ‖ is taken after the step, which changed it by a
     fraction of about lr: close enough for a plot.
 
     Args:
         optimizer: a LAMB or LARS optimizer that has taken a step.
     """
     from optlib import LAMB, LARS
+    from optlib.large_batch import lamb_direction, lars_local_lr
+    from optlib.tensorlist import TensorList
 
     out = []
     for group in optimizer.param_groups:
@@ -112,16 +115,16 @@ def trust_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
             st = optimizer.state.get(p)
             if p.grad is None or st is None:
                 continue
-            w = p.norm().item()
+            w = torch.tensor([p.norm().item()], dtype=torch.float64)
             if isinstance(optimizer, LAMB):
-                (b1, b2), t = group["betas"], float(st["step"])
-                u = (st["exp_avg"] / (1 - b1**t)) / (
-                    (st["exp_avg_sq"] / (1 - b2**t)).sqrt() + group["eps"]) + wd * p
-                out.append(_ratio(w, u.norm().item()))
+                u = lamb_direction(TensorList([p]), TensorList([st["exp_avg"]]),
+                                   TensorList([st["exp_avg_sq"]]), float(st["step"]),
+                                   group["betas"], group["eps"], wd)
+                out.append(_ratio(w, u[0].norm().item()))
             elif isinstance(optimizer, LARS):
-                tc, eps = group["trust_coefficient"], group["eps"]
-                out.append(_ratio(w, p.grad.norm().item(),
-                                  lambda w, gn, tc=tc, wd=wd, eps=eps: tc * w / (gn + wd * w + eps)))
+                g = torch.tensor([p.grad.norm().item()], dtype=torch.float64)
+                out.append(float(lars_local_lr(w, g, group["trust_coefficient"], wd,
+                                               group["eps"])[0]))
             else:
                 raise ValueError(f"optimizer must be LAMB or LARS, got {type(optimizer).__name__}")
     return out
