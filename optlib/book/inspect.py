@@ -105,8 +105,11 @@ def trust_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
         optimizer: a LAMB or LARS optimizer that has taken a step.
     """
     from optlib import LAMB, LARS
-    from optlib.large_batch import lamb_direction, lars_local_lr
+    from optlib.large_batch import lamb_direction, lars_local_lr, trust_ratio
     from optlib.tensorlist import TensorList
+
+    def norm(x: Tensor) -> Tensor:       # as the core takes norms: float64, one per tensor
+        return torch.tensor([x.norm().item()], dtype=torch.float64)
 
     out = []
     for group in optimizer.param_groups:
@@ -115,18 +118,17 @@ def trust_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
             st = optimizer.state.get(p)
             if p.grad is None or st is None:
                 continue
-            w = torch.tensor([p.norm().item()], dtype=torch.float64)
             if isinstance(optimizer, LAMB):
                 u = lamb_direction(TensorList([p]), TensorList([st["exp_avg"]]),
                                    TensorList([st["exp_avg_sq"]]), float(st["step"]),
                                    group["betas"], group["eps"], wd)
-                out.append(_ratio(w, u[0].norm().item()))
+                (ratio,) = trust_ratio(norm(p), norm(u[0]))
             elif isinstance(optimizer, LARS):
-                g = torch.tensor([p.grad.norm().item()], dtype=torch.float64)
-                out.append(float(lars_local_lr(w, g, group["trust_coefficient"], wd,
-                                               group["eps"])[0]))
+                (ratio,) = lars_local_lr(norm(p), norm(p.grad), group["trust_coefficient"], wd,
+                                         group["eps"])
             else:
                 raise ValueError(f"optimizer must be LAMB or LARS, got {type(optimizer).__name__}")
+            out.append(float(ratio))
     return out
 
 
