@@ -42,10 +42,10 @@ from optlib.book import numerics
 
 #: Size of the toy regression problem every process builds identically.
 IN_FEATURES, HIDDEN, LOCAL_BATCH = 8, 16, 16
-#: The DDP and ZeRO runs' MLP: its layer widths, input to output.
+#: The layer widths of the DDP and ZeRO runs' MLP, input to output.
 WIDTHS = (IN_FEATURES, HIDDEN, HIDDEN, 1)
-#: How long a collective waits for the other processes before it fails: a test that would
-#: hang (one process stuck or dead) fails instead.
+#: How long a collective waits for the other processes before it fails, so that a test
+#: that would hang (one process stuck or dead) fails instead.
 TIMEOUT = timedelta(seconds=120)
 
 
@@ -463,7 +463,7 @@ def run_fsdp(jobs: Sequence[Job], world_size: int = 2, seed: int = 0) -> list[FS
 
 
 # ---- memory per rank: DDP, ZeRO-1, FSDP2 ---------------------------------------------------
-#: The memory table's MLP: big enough for the bytes to be dominated by the weight matrices.
+#: The memory table's MLP, big enough for the bytes to be dominated by the weight matrices.
 MEMORY_WIDTHS = (64, 256, 256, 10)
 SCHEMES = ("DDP", "ZeRO-1", "FSDP2")
 

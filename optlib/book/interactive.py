@@ -6,7 +6,7 @@ needs no kernel and no server: the frames are data in the page, and plotly's Jav
 moves between them when the slider moves. No JavaScript is written here.
 
 In the book. When a chapter executes for the record (``scripts/run_notebook.py`` or the
-nbval run; :mod:`optlib.book.numerics`), :func:`show` writes the figure, a complete HTML
+nbval run; ``optlib.book.numerics``), :func:`show` writes the figure, a complete HTML
 page, to ``_figures/interactive/NAME.html`` in the book's source, and the notebook's
 output is an ``<iframe>`` of that page and a one-line description. The book build
 (``_ext/interactive_figures.py``) copies the folder to ``_static/interactive/`` with
@@ -15,8 +15,8 @@ nothing from outside, like the book's MathJax. The file is byte-for-byte a funct
 the frames: fixed element ids, and every number rounded to :data:`DIGITS` significant
 digits (a figure's precision, which the last bits of a float do not move). The iframe
 carries the SHA-256 of the file, so nbval, which compares ``text/html`` outputs, fails
-when a re-run computes different frames, and ``tests/test_interactive.py`` checks that
-each committed file is the one its chapter's output names.
+when a re-run computes different frames, and ``tests/test_book_interactive.py`` checks
+that each committed file is the one its chapter's output names.
 
 Elsewhere (Colab, a reader's own Jupyter) :func:`show` writes nothing and displays the
 figure with plotly's own notebook renderer.
@@ -45,7 +45,7 @@ DIGITS = 4
 FOLDER = Path("_figures") / "interactive"
 #: Where a chapter's page (``chapters/NN_name.html``) finds them in the built site.
 URL = "../_static/interactive"
-#: A figure's name: lower-case words joined by hyphens, e.g. ``01-step-size``.
+#: The form of a figure's name, lower-case words joined by hyphens (``01-step-size``).
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 

@@ -186,7 +186,7 @@ def time_with_bandwidth(steps: Mapping[str, Callable[[], object]], reps: int = 7
 
 # ---- optlib against torch.optim: the table of benchmarks/step_time.py --------------------
 
-#: The two shapes of the benchmark: many small tensors (per-tensor overhead) and a few
+#: The two shapes of the benchmark, many small tensors (per-tensor overhead) and a few
 #: large ones (memory bandwidth).
 SHAPES = {"200 x 5k": (200, 5_000), "20 x 500k": (20, 500_000)}
 
