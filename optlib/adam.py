@@ -18,14 +18,7 @@ from .optimizer import (
     step_counter,
     zeros_like_state,
 )
-from .tensorlist import TensorList, per_tensor, pick
-
-
-def _traced(x) -> bool:
-    """Whether a step-dependent scalar is a tensor (or a PerTensor of them): the case under
-    :func:`optlib.compile`, where the rule may not branch on its value in Python."""
-    return isinstance(x, Tensor) or (isinstance(x, tuple) and bool(x) and isinstance(x[0], Tensor))
-
+from .tensorlist import TensorList, is_traced, per_tensor, pick
 
 _FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
@@ -348,7 +341,7 @@ class RAdam(_AdamFamily):
         def rectification(rho):                             # r_t
             return ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5
 
-        if _traced(rho_t):
+        if is_traced(rho_t):
             # Under optlib.compile ρ_t is a tensor: the same choice per tensor, without a
             # Python branch on it (torch.where; multiplying by 1 changes no bit)
             for x, vx, rho, c2 in zip(step, v, per_tensor(rho_t, len(p)), per_tensor(bc2, len(p)),

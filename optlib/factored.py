@@ -6,7 +6,7 @@ import torch
 
 from .optimizer import Optimizer, State, decoupled_decay_, require, step_counter
 from .sharded import reduced
-from .tensorlist import TensorList, per_tensor
+from .tensorlist import TensorList, is_traced, per_tensor
 
 
 class Adafactor(Optimizer):
@@ -106,7 +106,7 @@ class Adafactor(Optimizer):
             t = [ti for ti, k in zip(t, full, strict=True) if k]
         # Under optlib.compile step counts and lr are 0-dim tensors: the same numbers as
         # tensors (torch.clamp for max and min), never read into Python with .item()
-        traced = isinstance(t[0], torch.Tensor)
+        traced = is_traced(t)
         # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
         if traced:
             alpha = [torch.clamp(reduced(x.norm(2)).double() / x.numel() ** 0.5, min=eps2)
@@ -131,7 +131,7 @@ def _scaled_gradient(g: torch.Tensor, state: dict, one_minus_beta2: float, eps1)
     """U = G / max(sqrt(V̂), ε₁), with V̂ factored for tensors of two or more dimensions."""
     if eps1 is None:
         eps1 = torch.finfo(g.dtype).eps
-    if isinstance(one_minus_beta2, torch.Tensor):   # under optlib.compile: lerp's weight dtype
+    if is_traced(one_minus_beta2):            # lerp's weight, in the gradient's dtype
         one_minus_beta2 = one_minus_beta2.to(g.dtype)
     if g.dim() > 1:
         row_var, col_var = state["row_var"], state["col_var"]

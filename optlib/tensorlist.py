@@ -114,6 +114,28 @@ def pick(x, mask: Sequence[bool]):
     return PerTensor([v for v, keep in zip(x, mask, strict=True) if keep]) if isinstance(x, PerTensor) else x
 
 
+def is_traced(x) -> bool:
+    """Whether ``x``, a value of the step (a step count, a bias correction, the learning
+    rate), is a tensor (or a :class:`PerTensor` or list of them) rather than a Python number.
+
+    Why this is asked: :func:`optlib.compile` traces a rule with its step counts, learning
+    rate and other values of the step as 0-dim tensors, so that the compiled graph reads
+    them when it runs instead of baking them in (a new step count, or a scheduler's new
+    lr, would otherwise compile again). Eagerly a rule gets Python numbers
+    (``Optimizer.step`` reads a tensor lr with ``as_float``), so for the values of a rule
+    this is true exactly while optlib.compile traces it. A traced value may not be read in
+    Python (branched on, passed to Python's ``max``, or where torch takes only a number,
+    such as ``alpha=``): where the eager rule reads one, the traced rule takes a tensor
+    operation instead (``torch.where``, ``torch.clamp``, a separate multiplication).
+
+    Args:
+        x: a number, a 0-dim tensor, or a PerTensor or list of either.
+    """
+    if isinstance(x, tuple | list):          # a PerTensor, or foreach's list of scalars
+        return bool(x) and isinstance(x[0], Tensor)
+    return isinstance(x, Tensor)
+
+
 def _scalars(x):
     """A number or PerTensor as foreach accepts it (a number, or a list of numbers).
 
@@ -136,18 +158,10 @@ def _traced_scalars(x):
     return once(x) if isinstance(x, Tensor) else [once(v) for v in x]
 
 
-def _tensor_values(x) -> bool:
-    """Whether ``_scalars(x)`` is a 0-dim tensor or a list of them (only under
-    ``optlib.compile``). addcmul/addcdiv then multiply by it as a separate step: their
-    foreach overloads take no 0-dim tensor, and the one-value-per-tensor overload cannot be
-    traced for CPU tensors."""
-    return isinstance(x, Tensor) or (isinstance(x, list) and bool(x) and isinstance(x[0], Tensor))
-
-
 def _is_one(alpha) -> bool:
-    """Whether ``alpha`` is the number 1 (a 0-dim tensor alpha, under optlib.compile, is
-    not compared: that would read its value in Python)."""
-    return not isinstance(alpha, Tensor | tuple) and alpha == 1
+    """Whether ``alpha`` is the number 1 (a traced alpha is not compared: that would read
+    its value in Python)."""
+    return not is_traced(alpha) and alpha == 1
 
 
 def _plain(x: list) -> list:
@@ -179,7 +193,7 @@ class TensorList(list):
     # ---- in place -----------------------------------------------------------------------
     def add_(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
-            if _tensor_values(_scalars(alpha)):   # a 0-dim tensor alpha: other · alpha
+            if is_traced(_scalars(alpha)):   # a 0-dim tensor alpha: other · alpha
                 return self.add_(TensorList(other).mul(alpha))
             torch._foreach_add_(_plain(self), _plain(other), alpha=alpha)
         else:
@@ -188,7 +202,7 @@ class TensorList(list):
 
     def sub_(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
-            if _tensor_values(_scalars(alpha)):   # a 0-dim tensor alpha: other · alpha
+            if is_traced(_scalars(alpha)):   # a 0-dim tensor alpha: other · alpha
                 return self.sub_(TensorList(other).mul(alpha))
             torch._foreach_sub_(_plain(self), _plain(other), alpha=alpha)
         else:
@@ -205,14 +219,17 @@ class TensorList(list):
 
     def addcmul_(self, tensor1: list, tensor2: list, value=1) -> TensorList:
         value = _scalars(value)
-        if _tensor_values(value):  # as torch computes it: (value · t1) * t2
+        # A traced value: (value · t1) * t2, as torch computes it (foreach addcmul/addcdiv
+        # take no 0-dim tensor, and their one-value-per-tensor overloads cannot be traced
+        # for CPU tensors).
+        if is_traced(value):
             return self.add_(TensorList(tensor1).mul(value).mul_(tensor2))
         torch._foreach_addcmul_(_plain(self), _plain(tensor1), _plain(tensor2), value)
         return self
 
     def addcdiv_(self, tensor1: list, tensor2: list, value=1) -> TensorList:
         value = _scalars(value)
-        if _tensor_values(value):  # as torch computes it: (value · t1) / t2
+        if is_traced(value):  # as torch computes it: (value · t1) / t2 (see addcmul_)
             return self.add_(TensorList(tensor1).mul(value).div_(tensor2))
         torch._foreach_addcdiv_(_plain(self), _plain(tensor1), _plain(tensor2), value)
         return self
@@ -252,7 +269,7 @@ class TensorList(list):
     # ---- out of place -------------------------------------------------------------------
     def add(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
-            if _tensor_values(_scalars(alpha)):
+            if is_traced(_scalars(alpha)):
                 return self.add(TensorList(other).mul(alpha))
             return TensorList(torch._foreach_add(_plain(self), _plain(other), alpha=alpha))
         scalar = other if _is_one(alpha) else other * alpha
@@ -260,7 +277,7 @@ class TensorList(list):
 
     def sub(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
-            if _tensor_values(_scalars(alpha)):
+            if is_traced(_scalars(alpha)):
                 return self.sub(TensorList(other).mul(alpha))
             return TensorList(torch._foreach_sub(_plain(self), _plain(other), alpha=alpha))
         scalar = other if _is_one(alpha) else other * alpha
@@ -274,13 +291,13 @@ class TensorList(list):
 
     def addcmul(self, tensor1: list, tensor2: list, value=1) -> TensorList:
         value = _scalars(value)
-        if _tensor_values(value):
+        if is_traced(value):
             return self.add(TensorList(tensor1).mul(value).mul_(tensor2))
         return TensorList(torch._foreach_addcmul(_plain(self), _plain(tensor1), _plain(tensor2), value))
 
     def addcdiv(self, tensor1: list, tensor2: list, value=1) -> TensorList:
         value = _scalars(value)
-        if _tensor_values(value):
+        if is_traced(value):
             return self.add(TensorList(tensor1).mul(value).div_(tensor2))
         return TensorList(torch._foreach_addcdiv(_plain(self), _plain(tensor1), _plain(tensor2), value))
 
