@@ -84,6 +84,22 @@ def test_best_lr_picks_the_lowest_final_loss():
         P.best_lr(prob, family, [], steps=5)
 
 
+def test_tuned_chooses_on_the_first_instance_and_reruns_on_the_others():
+    family = lambda lr: lambda p: optlib.SGD(p, lr=lr)  # noqa: E731
+    lrs = (1e-4, 1e-3, 1e-2)
+    out = P.tuned(family, lrs, rotated=True, steps=20, seeds=(0, 3))
+    lr, first = P.best_lr(P.matrix_quadratic(rotated=True, seed=0), family, lrs, 20)
+    assert out.lr == lr and out.runs[0].losses == first.losses and len(out.runs) == 2
+    again = P.run(P.matrix_quadratic(rotated=True, seed=3), family(lr), 20)
+    assert out.runs[1].losses == again.losses != first.losses
+    assert out.edge == {lrs[0]: "<", lrs[-1]: ">"}.get(lr, " ")
+    lr_, edge, runs = P.tuned(family, lrs[:1], rotated=False, steps=5, seeds=(1,))
+    assert (lr_, edge, len(runs)) == (lrs[0], "<", 1)       # a grid of one is at its edge
+    assert P.tuned(family, (1e-9, 1e-4, 1e-3), True, 20, (0,)).edge == " "
+    with pytest.raises(ValueError, match="seeds"):
+        P.tuned(family, lrs, rotated=True, steps=5, seeds=())
+
+
 def _last_step(make, steps=4):
     """Run ``steps`` steps and return the run, the last step's change and its gradient."""
     prob = P.matrix_quadratic(m=5, n=4, seed=2)

@@ -274,7 +274,6 @@ INTERACTIVE = _interactive_figures()
 # Chapters that do not show an interactive figure yet (issue 21: every chapter gets one).
 # A chapter leaves this set in the commit that adds its figure.
 PENDING_INTERACTIVE = {
-    "chapters/06_beyond_adam",
     "chapters/09_comparison",
     "chapters/10_training_at_scale",
     "chapters/11_scaling_rules",

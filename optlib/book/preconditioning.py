@@ -10,7 +10,8 @@ per-coordinate (diagonal) preconditioner cannot undo its conditioning; with
 ``rotated=False`` they are diagonal, and so is the Hessian.
 
 :func:`run` trains :math:`W` from zero with full-batch steps of any torch optimizer;
-:func:`best_lr` picks a learning rate from a grid; :func:`preconditioner` reads out of an
+:func:`best_lr` picks a learning rate from a grid, and :func:`tuned` picks it on one
+instance and reruns it on others; :func:`preconditioner` reads out of an
 optimizer's state (AdaGrad, Adam, Shampoo) the matrix by which it multiplied the gradient,
 and :func:`condition_number` says how well conditioned the Hessian is after that
 multiplication.
@@ -21,12 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = ["MatrixQuadratic", "matrix_quadratic", "aligned_twin", "MatrixRun", "run", "best_lr",
-           "preconditioner", "condition_number", "matrix_power"]
+           "Tuned", "tuned", "preconditioner", "condition_number", "matrix_power"]
 
 
 @dataclass
@@ -144,6 +146,38 @@ def best_lr(problem: MatrixQuadratic, family: Callable[[float], Callable], lrs: 
         raise ValueError("lrs must not be empty")
     runs = [(lr, run(problem, family(lr), steps)) for lr in lrs]
     return min(runs, key=lambda pair: pair[1].final)
+
+
+class Tuned(NamedTuple):
+    """What :func:`tuned` returns: the chosen learning rate, ``"<"`` or ``">"`` when it is
+    the lowest or highest of the grid (``" "`` inside it), and its runs, one per seed."""
+
+    lr: float
+    edge: str
+    runs: list
+
+
+def tuned(family: Callable[[float], Callable], lrs: Sequence[float], rotated: bool,
+          steps: int = 200, seeds: Sequence[int] = (0, 1, 2)) -> Tuned:
+    """Tune on one instance, then rerun on others: the learning rate of ``lrs`` that is
+    best (:func:`best_lr`) on :func:`matrix_quadratic` with ``rotated`` and the first of
+    ``seeds``, and its runs on the instances of every seed (the first one's from the
+    grid itself, not repeated).
+
+    Args:
+        family: ``lr -> (params -> optimizer)``.
+        lrs: the grid of learning rates.
+        rotated: the rotated problem (True) or the axis-aligned one.
+        steps: steps per run.
+        seeds: the instances; the first chooses the learning rate.
+    """
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    problem = matrix_quadratic(rotated=rotated, seed=seeds[0])
+    lr, first = best_lr(problem, family, lrs, steps)
+    others = [run(matrix_quadratic(rotated=rotated, seed=s), family(lr), steps) for s in seeds[1:]]
+    edge = "<" if lr == lrs[0] else ">" if lr == lrs[-1] else " "
+    return Tuned(lr, edge, [first, *others])
 
 
 def preconditioner(optimizer: torch.optim.Optimizer, p: Tensor) -> Tensor:

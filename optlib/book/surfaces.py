@@ -9,7 +9,7 @@ with what a plot needs: a window, the minimum, the Hessian's eigenvalues where k
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -91,6 +91,22 @@ def quadratic(condition: float = 10.0, angle: float = 0.0, scale: float = 1.0) -
                    hessian_eigenvalues=(scale, scale * condition))
 
 
+def diagonal_quadratic(curvatures=(100.0, 1.0), xlim=(-2.0, 2.0), ylim=(-2.0, 2.0)) -> Surface:
+    """f(x, y) = ½ (h₁x² + h₂y²), the curvatures ``(h₁, h₂)`` along the axes, computed
+    coordinate by coordinate (``½ Σ h ⊙ xy²``, exact where the matrix form of
+    :func:`quadratic` rounds). Gradient descent is stable for lr < 2 / max(h)."""
+    H = torch.as_tensor(curvatures, dtype=torch.float64).reshape(2)
+    if not bool((H > 0).all()):
+        raise ValueError(f"curvatures must be positive, got {tuple(H.tolist())}")
+
+    def fn(xy):
+        return 0.5 * (H.to(xy.dtype) * xy**2).sum(-1)
+
+    h1, h2 = H.tolist()
+    return Surface(f"½({h1:g}x² + {h2:g}y²)", fn, minimum=[0.0, 0.0], xlim=xlim, ylim=ylim,
+                   hessian_eigenvalues=tuple(sorted((h1, h2))))
+
+
 def noisy_quadratic(condition: float = 10.0, noise: float = 1.0, seed: int = 0) -> Surface:
     """:func:`quadratic` whose gradients (in :func:`run`) carry Gaussian noise of std ``noise``."""
     if not noise >= 0.0:
@@ -144,14 +160,56 @@ def _scheduler(optimizer, schedule):
     raise ValueError(f"schedule must be a step -> multiplier callable or None, got {schedule!r}")
 
 
+class ExactHessian:
+    """A hook of :func:`run` for :class:`optlib.SophiaG` on a surface: every step gets
+    ``bs=1``, and after step 1, 1 + ``every``, 1 + 2·``every``, ... SophiaG's curvature
+    estimate is refreshed with ``diagonal``, the exact diagonal of the Hessian, instead of
+    a sampled estimate (``update_hessian`` squares ``.grad``, so it is handed the square
+    root; the step's own gradient is put back afterwards).
+
+    Args:
+        diagonal: the Hessian's diagonal (2 non-negative numbers).
+        every: steps between two refreshes (SophiaG's default k = 10).
+    """
+
+    def __init__(self, diagonal, every: int = 10):
+        self.diagonal = torch.as_tensor(diagonal, dtype=torch.float64).reshape(2)
+        if not bool((self.diagonal >= 0).all()):
+            raise ValueError(f"diagonal must be non-negative, got {tuple(self.diagonal.tolist())}")
+        if not (isinstance(every, int) and every >= 1):
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        self.every = every
+
+    def step_kwargs(self) -> dict:
+        """Keyword arguments of ``optimizer.step``: a curvature estimated from one example."""
+        return {"bs": 1}
+
+    def __call__(self, t: int, xy: Tensor, optimizer) -> None:
+        """After step ``t`` (from 1) of ``optimizer`` at the point ``xy``.
+
+        Args:
+            t: the step just taken, counted from 1.
+            xy: the point (its ``.grad`` is the step's gradient).
+            optimizer: the SophiaG being run.
+        """
+        if (t - 1) % self.every == 0:
+            gradient, xy.grad = xy.grad, self.diagonal.to(xy.dtype).sqrt()
+            optimizer.update_hessian()
+            xy.grad = gradient
+
+
 def run(surface: Surface, make_optimizer: Callable, start, steps: int,
-        schedule: Callable[[int], float] | None = None) -> Tensor:
+        schedule: Callable[[int], float] | None = None, hooks: Sequence[Callable] = ()) -> Tensor:
     """Run ``make_optimizer([xy])`` for ``steps`` steps from ``start``; return the
     trajectory, a float64 tensor (steps + 1, 2) whose row 0 is ``start``.
 
     ``schedule`` (a ``step -> multiplier`` callable) is applied with ``LambdaLR``. The
-    gradient is computed inside a closure, so optimizers that need one work too. If the
-    point stops being finite (divergence), the remaining rows are NaN.
+    gradient is computed inside a closure, so optimizers that need one work too. Each of
+    ``hooks`` is called as ``hook(t, xy, optimizer)`` after step ``t`` (from 1), with the
+    step's gradient in ``xy.grad`` (to record the optimizer's state, or
+    :class:`ExactHessian`); a hook with a ``step_kwargs()`` method adds its keyword
+    arguments to ``optimizer.step``. If the point stops being finite (divergence), the
+    remaining rows are NaN.
     """
     if not (isinstance(steps, int) and steps >= 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -171,10 +229,16 @@ def run(surface: Surface, make_optimizer: Callable, start, steps: int,
                          alpha=surface.noise)
         return loss
 
+    step_kwargs = {}
+    for hook in hooks:
+        if hasattr(hook, "step_kwargs"):
+            step_kwargs.update(hook.step_kwargs())
     path = torch.full((steps + 1, 2), float("nan"), dtype=torch.float64)
     path[0] = xy.detach()
     for t in range(1, steps + 1):
-        optimizer.step(closure)
+        optimizer.step(closure, **step_kwargs)
+        for hook in hooks:
+            hook(t, xy, optimizer)
         if scheduler is not None:
             scheduler.step()
         if not torch.isfinite(xy).all():
