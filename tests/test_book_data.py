@@ -75,3 +75,13 @@ def test_batches_epochs_and_determinism():
     assert torch.equal(next(full)[1], y)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         next(D.batches(x, y, 0))
+
+
+def test_split_batches_are_the_training_sets_batches():
+    s = D.digits()
+    ours, theirs = s.batches(64, seed=2), D.batches(s.x_train, s.y_train, 64, seed=2)
+    for _ in range(25):             # past the first epoch of 21 full batches
+        (x, y), (x2, y2) = next(ours), next(theirs)
+        assert torch.equal(x, x2) and torch.equal(y, y2) and len(y) == 64
+    x_train, *_ = s                 # still the tuple it was
+    assert x_train is s.x_train and isinstance(s, tuple)

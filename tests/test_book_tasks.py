@@ -1,7 +1,8 @@
 """optlib.book's tasks with a fixed batch per step (book.data.LMTask, DigitsTask), Adam's
 v-noise probe (book.noise), the inspectors of Adafactor's clipping and of LAMB/LARS's
 trust ratios (book.inspect), and what chapters 6 and 7 ask of book.train.fit: the lr of
-each step under a warmup, and a Muon that splits the model by its modules."""
+each step under a warmup, a Muon that splits the model by its modules, the momentum
+cycled against the rate, a plateau schedule fed by the evaluations, and lm_run."""
 
 import pytest
 import torch
@@ -41,6 +42,68 @@ def test_fit_with_muon_given_the_model(task):
     model = small_model(task)
     h = book.train.fit(model, optlib.MuonWithAdamW(model), task, 3, progress=False)
     assert len(h.loss) == 3 and not h.diverged
+
+
+def test_fit_cycles_the_momentum_as_lambda_momentum_does(task):
+    cycle = schedules.one_cycle(6)
+    model = small_model(task)
+    adam = optlib.Adam(model.parameters(), lr=1e-2)
+    by_hand = schedules.LambdaMomentum(adam, cycle.momentum())
+    ref = book.train.fit(model, adam, task, 6, schedule=cycle, progress=False,
+                         hooks=[lambda step: by_hand.step()])
+    model = small_model(task)
+    adam = optlib.Adam(model.parameters(), lr=1e-2)
+    beta1 = []
+
+    def record(step):
+        beta1.append(step.optimizer.param_groups[0]["betas"][0])
+
+    h = book.train.fit(model, adam, task, 6, schedule=cycle, momentum=cycle.momentum(),
+                       save_at=[3], hooks=[record], progress=False)
+    assert h.loss == ref.loss
+    # a hook sees the next step's β₁, written after the step
+    assert beta1 == [cycle.momentum()(t) for t in range(1, 7)]
+    assert beta1[0] != beta1[3]
+    model = small_model(task)
+    branch = book.train.fit(model, optlib.Adam(model.parameters(), lr=1e-2), task, 6,
+                            schedule=cycle, momentum=cycle.momentum(),
+                            start=h.checkpoints[3], progress=False)
+    assert branch.loss == h.loss[3:]       # resumed at step 3 with step 3's β₁
+
+
+def test_fit_steps_a_plateau_schedule_with_each_evaluation(task):
+    model = small_model(task)
+    plateau = schedules.ReduceOnPlateau(factor=0.5, patience=0)
+    metric = iter([3.0, 2.0, 2.0, 2.0, 1.0])     # before training, after steps 2, 4, 6, 7
+    h = book.train.fit(model, optlib.Adam(model.parameters(), lr=1e-2), task, 7,
+                       schedule=plateau, evaluate=lambda: next(metric), eval_every=2,
+                       progress=False)
+    # the value before training is not a check; 2.0 after step 2 is the best, the same
+    # after step 4 halves the rate, again after step 6
+    assert h.lr == pytest.approx([1e-2] * 4 + [5e-3] * 2 + [2.5e-3])
+    assert h.eval == [3.0, 2.0, 2.0, 2.0, 1.0] and plateau.multiplier == 0.25
+    with pytest.raises(ValueError, match="needs evaluate"):
+        book.train.fit(model, optlib.Adam(model.parameters()), task, 1,
+                       schedule=schedules.ReduceOnPlateau())
+    with pytest.raises(ValueError, match="momentum must be a step -> momentum callable"):
+        book.train.fit(model, optlib.Adam(model.parameters()), task, 1, momentum=0.9)
+
+
+def test_lm_run_is_fit_on_the_tiny_transformer_with_adam(task):
+    cosine = schedules.cosine(3)
+    model = book.models.tiny_transformer(task.vocab_size)
+    ref = book.train.fit(model, optlib.Adam(model.parameters(), lr=1e-2), task, 3,
+                         schedule=cosine, progress=False)
+    h = book.train.lm_run(task, 1e-2, 3, schedule=cosine, progress=False)
+    assert h.loss == ref.loss and h.val_loss == ref.val_loss
+    assert isinstance(h.optimizer, optlib.Adam)
+    sgd = book.train.lm_run(task, 1e-2, 1, optimizer=optlib.SGD, progress=False)
+    assert isinstance(sgd.optimizer, optlib.SGD) and sgd.lr == [1e-2]
+    plateau = schedules.ReduceOnPlateau(factor=0.5, patience=0)
+    h = book.train.lm_run(task, 1e-2, 4, schedule=plateau, eval_every=1, progress=False)
+    assert h.eval_steps == [0, 1, 2, 3, 4]          # the task's validation loss
+    assert h.eval[-1] == h.val_loss
+    assert plateau.best == float("inf")     # the run stepped a copy
 
 
 def test_second_moment_noise_shapes(task):

@@ -49,7 +49,7 @@ def _digits_run(steps=30, **kw):
     s = D.digits()
     model = M.mlp((64, 32, 10), seed=0)
     opt = optlib.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    h = T.train(model, opt, D.batches(s.x_train, s.y_train, 64), steps,
+    h = T.fit(model, opt, D.batches(s.x_train, s.y_train, 64), steps,
                 evaluate=lambda: T.accuracy(model, s.x_test, s.y_test), eval_every=10, **kw)
     return model, h
 
@@ -71,7 +71,7 @@ def test_grad_norm_and_update_ratio_are_right():
     model = torch.nn.Linear(3, 1, bias=False)
     x, y = torch.randn(8, 3), torch.randn(8, 1)
     w0 = model.weight.detach().clone()
-    h = T.train(model, torch.optim.SGD(model.parameters(), lr=0.1), iter([(x, y)]), 1,
+    h = T.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), iter([(x, y)]), 1,
                 loss_fn=torch.nn.functional.mse_loss)
     g = 2 * ((x @ w0.T - y) * x).mean(0)
     assert math.isclose(h.grad_norm[0], g.norm().item(), rel_tol=1e-5)
@@ -88,7 +88,7 @@ def test_clip_records_preclip_norm_and_limits_the_step():
 def test_divergence_stops_and_is_recorded():
     s = D.regression()
     model = M.mlp((20, 1), seed=0)
-    h = T.train(model, torch.optim.SGD(model.parameters(), lr=100.0),
+    h = T.fit(model, torch.optim.SGD(model.parameters(), lr=100.0),
                 D.batches(s.x_train, s.y_train, 64), 200, loss_fn=torch.nn.functional.mse_loss)
     assert h.diverged and len(h.loss) < 200 and not math.isfinite(h.loss[-1])
     assert h.steps == len(h.seconds) == len(h.loss) - 1    # the last loss took no step
@@ -99,7 +99,7 @@ def test_transformer_trains_on_the_corpus():
     ds = D.CharDataset(D.text(), block_size=32)
     model = M.TinyTransformer(ds.vocab_size, block_size=32, d_model=32, n_layers=1, seed=0)
     opt = optlib.AdamW(model.parameters(), lr=3e-3)
-    h = T.train(model, opt, ds.batches(16), 40)
+    h = T.fit(model, opt, ds.batches(16), 40)
     assert h.loss[0] > 4.0 and h.final(5) < 3.3
 
 
@@ -116,8 +116,8 @@ def test_bad_arguments():
     model = M.mlp(seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="steps must be a non-negative integer, got 1.5"):
-        T.train(model, opt, iter([]), 1.5)
+        T.fit(model, opt, iter([]), 1.5)
     with pytest.raises(ValueError, match="clip must be positive or None, got 0"):
-        T.train(model, opt, iter([]), 1, clip=0)
+        T.fit(model, opt, iter([]), 1, clip=0)
     with pytest.raises(ValueError, match="schedule must be a step -> multiplier callable"):
-        T.train(model, opt, iter([]), 1, schedule=3)
+        T.fit(model, opt, iter([]), 1, schedule=3)

@@ -23,8 +23,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Split = namedtuple("Split", ["x_train", "y_train", "x_test", "y_test"])
-Split.__doc__ = "Train and test tensors: ``x_train, y_train, x_test, y_test``."
+
+class Split(namedtuple("Split", ["x_train", "y_train", "x_test", "y_test"])):
+    """Train and test tensors: ``x_train, y_train, x_test, y_test``.
+
+    Args:
+        x_train: training inputs, one row per example.
+        y_train: training targets.
+        x_test: test inputs.
+        y_test: test targets.
+    """
+
+    __slots__ = ()
+
+    def batches(self, batch_size: int, *, seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Endless minibatches of the training set: :func:`batches` on
+        ``(x_train, y_train)``.
+
+        Args:
+            batch_size: examples per batch.
+            seed: the seed of the shuffles.
+        """
+        return batches(self.x_train, self.y_train, batch_size, seed=seed)
 
 
 def _check_fraction(name: str, value: float) -> None:

@@ -9,7 +9,9 @@ Every chapter trains through :func:`fit`, whatever it trains:
   step ``t`` is fixed, so a run restarted from a :class:`Checkpoint` at step ``t`` sees
   the batches it would have seen;
 * the learning rate of step ``t`` is the base rate times ``schedule(t)`` (what
-  ``LambdaLR`` does), or a torch scheduler steps after every step;
+  ``LambdaLR`` does), or a torch scheduler steps after every step; a
+  :class:`~optlib.schedules.ReduceOnPlateau` schedule reads each evaluation, and
+  ``momentum(t)`` cycles the momentum (or Adam's β₁) as torch's ``OneCycleLR`` does;
 * ``clip`` bounds the global gradient norm; ``save_at`` keeps checkpoints, ``start``
   branches a run from one; ``hooks`` see every step (:class:`Step`), and
   :class:`SophiaHessian` is such a hook;
@@ -31,11 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optlib.clipping import clip_grad_norm_
+from optlib.schedules import LambdaMomentum
 
 from .progress import progress as _progress
 
-__all__ = ["Rule", "History", "Checkpoint", "Step", "SophiaHessian", "fit", "train",
-           "fit_split", "epochs", "digits_run", "cross_entropy", "accuracy", "evaluate_loss"]
+__all__ = ["Rule", "History", "Checkpoint", "Step", "SophiaHessian", "fit", "fit_split",
+           "epochs", "digits_run", "lm_run", "cross_entropy", "accuracy", "evaluate_loss"]
 
 # A from-scratch update rule: ``rule(params, grads, state, **hyper)`` changes ``params`` in
 # place; ``state`` is a dict the rule owns (empty on the first call).
@@ -187,13 +190,20 @@ def _norm(tensors: list[Tensor]) -> float:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))).item()
 
 
+def _reads_metric(schedule) -> bool:
+    """A ``t -> multiplier`` schedule that also reads a metric (``ReduceOnPlateau``)."""
+    return hasattr(schedule, "step") and not isinstance(
+        schedule, torch.optim.lr_scheduler.LRScheduler)
+
+
 def _checkpoint(t: int, model: nn.Module, optimizer) -> Checkpoint:
     state = {} if optimizer is None else copy.deepcopy(optimizer.state_dict())
     return Checkpoint(t, copy.deepcopy(model.state_dict()), state)
 
 
 def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cross_entropy,
-        schedule=None, clip: float | None = None, evaluate: Callable[[], float] | None = None,
+        schedule=None, momentum: Callable[[int], float] | None = None,
+        clip: float | None = None, evaluate: Callable[[], float] | None = None,
         eval_every: int = 50, hooks: Sequence[Callable[[Step], None]] = (),
         start: Checkpoint | None = None, save_at: Iterable[int] = (),
         hyper: dict | None = None, loss_scale: float = 1.0, validate: bool = True,
@@ -214,7 +224,13 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         loss_fn: ``loss_fn(outputs, targets)``, a scalar.
         schedule: a ``t -> multiplier`` callable: step ``t`` uses every group's base lr
             (a rule: ``hyper["lr"]``) times ``schedule(t)``, as ``LambdaLR`` does; or a
-            torch scheduler, stepped after every step.
+            torch scheduler, stepped after every step. A schedule with a ``step(metric)``
+            method (:class:`~optlib.schedules.ReduceOnPlateau`) is also stepped with the
+            value of every evaluation after a step, so it needs ``evaluate``.
+        momentum: a ``t -> momentum`` callable (``one_cycle(T).momentum()``): step ``t``
+            uses it as every group's momentum, or β₁ for an optimizer with ``betas``,
+            written by :class:`~optlib.schedules.LambdaMomentum`, as torch's
+            ``OneCycleLR`` cycles it against the rate.
         clip: the largest global gradient norm (``optlib.clipping.clip_grad_norm_``).
         evaluate: a float metric, computed in eval mode without gradients before training,
             every ``eval_every`` steps and after the last step.
@@ -256,6 +272,13 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         raise ValueError(
             f"schedule must be a step -> multiplier callable or a torch scheduler, got {schedule!r}"
         )
+    plateau = schedule if _reads_metric(schedule) else None
+    if plateau is not None and evaluate is None:
+        raise ValueError("a schedule with step(metric), such as ReduceOnPlateau, needs "
+                         "evaluate: the metric it reads")
+    if momentum is not None and (is_rule or not callable(momentum)):
+        raise ValueError("momentum must be a step -> momentum callable, with a torch "
+                         f"optimizer; got {momentum!r} with {optimizer!r}")
     hyper = dict(hyper or {})
     if is_rule and schedule is not None and "lr" not in hyper:
         raise ValueError("a rule with a schedule needs its base lr in hyper['lr']")
@@ -288,7 +311,12 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         model.train(was_training)
         history.eval_steps.append(step)
         history.eval.append(value)
+        if plateau is not None and step > first:
+            plateau.step(value)
 
+    # writes momentum(first) now and the next step's value after every step
+    cycler = None if momentum is None else LambdaMomentum(optimizer,
+                                                          lambda t: momentum(first + t))
     if hasattr(optimizer, "train"):     # schedule-free: gradients are taken at y
         optimizer.train()
     model.train()
@@ -338,6 +366,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         history.update_rms.append(rms / lr_now if lr_now > 0 else math.nan)
         if scheduler is not None:
             scheduler.step()
+        if cycler is not None:
+            cycler.step()
         if hooks:
             info = Step(t, model, None if is_rule else optimizer, x, y, value, lr_now)
             for h in hooks:
@@ -353,9 +383,6 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
     history.model, history.optimizer = model, None if is_rule else optimizer
     return history
 
-
-#: The former name of :func:`fit`, kept while chapters move to the new name.
-train = fit
 
 
 def epochs(x: Tensor, y: Tensor, batch_size: int, seed: int = 0):
@@ -428,6 +455,38 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
     return history
 
 
+def lm_run(task, lr: float, steps: int, *, optimizer: Callable | None = None,
+           schedule=None, **kwargs) -> History:
+    """The tiny transformer (:func:`~optlib.book.models.tiny_transformer`, seed 0) trained
+    on a language-model task with ``optlib.Adam``: the chapters' standard small language
+    model, as :func:`digits_run` is their standard small classifier.
+
+    A :class:`~optlib.schedules.ReduceOnPlateau` schedule is copied, so that one object
+    can start several runs fresh, and reads ``task.val_loss`` every ``eval_every`` steps
+    (:func:`fit`'s argument, 50 unless given).
+
+    Args:
+        task: an :class:`~optlib.book.data.LMTask` (its ``seed`` orders the batches).
+        lr: the (peak) learning rate.
+        steps: the number of steps.
+        optimizer: ``optimizer(params, lr=lr)``, the optimizer to train with (default
+            ``optlib.Adam``).
+        schedule: the schedule of :func:`fit`.
+        **kwargs: more arguments of :func:`fit` (``momentum``, ``eval_every``,
+            ``save_at``, ``start``, ``clip``, ...).
+    """
+    import optlib
+
+    from . import models
+
+    model = models.tiny_transformer(task.vocab_size)
+    opt = (optimizer or optlib.Adam)(model.parameters(), lr=lr)
+    if _reads_metric(schedule):
+        schedule = copy.deepcopy(schedule)
+        kwargs.setdefault("evaluate", lambda: task.val_loss(model))
+    return fit(model, opt, task, steps, schedule=schedule, **kwargs)
+
+
 def fit_split(model: nn.Module, optimizer, split, steps: int, *, batch_size: int = 32,
               seed: int = 0, **kwargs) -> History:
     """:func:`fit` on minibatches of a split's training set, then the test set's loss and
@@ -442,10 +501,7 @@ def fit_split(model: nn.Module, optimizer, split, steps: int, *, batch_size: int
         seed: the seed of the batch order.
         **kwargs: more arguments of :func:`fit`.
     """
-    from .data import batches
-
-    stream = batches(split.x_train, split.y_train, batch_size, seed=seed)
-    history = fit(model, optimizer, stream, steps, **kwargs)
+    history = fit(model, optimizer, split.batches(batch_size, seed=seed), steps, **kwargs)
     history.test_loss = evaluate_loss(model, split.x_test, split.y_test)
     history.test_accuracy = accuracy(model, split.x_test, split.y_test)
     return history
