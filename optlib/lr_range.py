@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,8 @@ import torch
 
 from ._progress import progress as _progress
 
-__all__ = ["LRRangeResult", "lr_range_test", "moving_average_delay", "steepest_lr"]
+__all__ = ["LRRangeResult", "lr_range_test", "moving_average", "moving_average_delay",
+           "steepest_lr"]
 
 
 @dataclass
@@ -61,6 +62,28 @@ class LRRangeResult:
                        label=f"steepest descent: {self.suggested_lr:.2g}")
             ax.legend()
         return ax
+
+
+def moving_average(values: Iterable[float], smooth: float) -> Iterator[float]:
+    r"""The bias-corrected exponential moving average of fastai, value by value:
+
+    .. math:: a_i = \beta a_{i-1} + (1-\beta)\ell_i, \quad a_{-1} = 0, \qquad
+        \bar\ell_i = a_i / (1-\beta^{i+1})
+
+    (``smooth`` = β; 0 gives the values back). It yields :math:`\bar\ell_i` as soon as
+    :math:`\ell_i` is there, so it can follow a list that grows (the range test's own
+    losses), or re-smooth a finished sweep's ``raw_losses`` with another β.
+
+    Args:
+        values: the raw values :math:`\ell_0, \ell_1, \ldots`.
+        smooth: β, the average's decay.
+    """
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"smooth must be in [0, 1), got {smooth!r}")
+    average = 0.0
+    for i, value in enumerate(values):
+        average = smooth * average + (1.0 - smooth) * value
+        yield average / (1.0 - smooth ** (i + 1))
 
 
 def moving_average_delay(i: int, smooth: float) -> float:
@@ -196,7 +219,8 @@ def lr_range_test(model: torch.nn.Module, loss_fn: Callable, batches: Iterable,
 
     ratio = end_lr / start_lr
     lrs, raw, smoothed = [], [], []
-    avg, best, diverged = 0.0, math.inf, False
+    averages = moving_average(raw, smooth)      # reads raw as the sweep appends to it
+    best, diverged = math.inf, False
     try:
         model.train()
         stream = _batch_stream(batches)
@@ -213,11 +237,9 @@ def lr_range_test(model: torch.nn.Module, loss_fn: Callable, batches: Iterable,
             loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
-            value = loss.item()
-            avg = smooth * avg + (1.0 - smooth) * value
-            s = avg / (1.0 - smooth ** (i + 1))
             lrs.append(lr)
-            raw.append(value)
+            raw.append(loss.item())
+            s = next(averages)
             smoothed.append(s)
             if not math.isfinite(s) or s > diverge_factor * best:
                 diverged = True

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import optlib
-from optlib.lr_range import moving_average_delay, steepest_lr
+from optlib.lr_range import moving_average, moving_average_delay, steepest_lr
 
 
 def _data(n=256, d=10, seed=0):
@@ -90,6 +90,7 @@ def test_bias_corrected_smoothing_and_early_stop():
     assert r.diverged and len(r.losses) == len(expected) < len(raw)
     np.testing.assert_allclose(r.losses, expected, rtol=1e-12)
     assert r.raw_losses == raw[: len(expected)]
+    assert list(moving_average(r.raw_losses, beta)) == r.losses    # the sweep's own average
     assert r.min_loss_lr_over_10 == r.lrs[int(np.argmin(expected))] / 10
 
 
@@ -226,6 +227,18 @@ def test_moving_average_delay():
     assert math.isclose(moving_average_delay(4, 0.5), (k * 0.5**k).sum() / (0.5**k).sum())
     with pytest.raises(ValueError, match="smooth"):
         moving_average_delay(3, 1.0)
+
+
+def test_moving_average_by_hand():
+    assert list(moving_average([1.0, 3.0], 0.5)) == [1.0, (0.25 + 1.5) / 0.75]
+    assert list(moving_average([2.0, 7.0, -1.0], 0.0)) == [2.0, 7.0, -1.0]   # β = 0: raw
+    grows = [4.0]
+    averages = moving_average(grows, 0.9)
+    assert next(averages) == 4.0
+    grows.append(4.0)                   # it follows a list that grows
+    assert math.isclose(next(averages), 4.0, rel_tol=1e-15)
+    with pytest.raises(ValueError, match=r"smooth must be in \[0, 1\), got 1.0"):
+        list(moving_average([1.0], 1.0))
 
 
 def test_smoothed_linear_curve_lags_by_the_delay():
