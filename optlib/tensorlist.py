@@ -302,7 +302,9 @@ class TensorList(list):
         return TensorList(torch._foreach_addcdiv(_plain(self), _plain(tensor1), _plain(tensor2), value))
 
     def lerp(self, end: list, weight) -> TensorList:
-        return TensorList(torch._foreach_lerp(_plain(self), _plain(end), _scalars(weight)))
+        # A copy stepped in place: the same kernel and numbers as the out-of-place
+        # _foreach_lerp, which torch 2.10's DTensor (FSDP2's shards) refuses
+        return self.clone().lerp_(end, weight)
 
     def sqrt(self) -> TensorList:
         return TensorList(torch._foreach_sqrt(_plain(self)))

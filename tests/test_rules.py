@@ -112,3 +112,17 @@ def test_shared_helpers():
     torch.testing.assert_close(p[0], torch.ones(2))
     decoupled_decay_(p, 0.1, 2.0)
     torch.testing.assert_close(p[0], torch.full((2,), 0.8))
+
+
+def test_out_of_place_lerp_is_foreachs_bit_for_bit_and_leaves_its_operand():
+    # TensorList.lerp copies and steps in place (torch 2.10's DTensor refuses the
+    # out-of-place _foreach_lerp): Muon's Nesterov step must keep torch's numbers
+    gen = torch.Generator().manual_seed(0)
+    a = [torch.randn(5, 3, generator=gen, dtype=torch.float64).t(),
+         torch.randn(7, generator=gen)]
+    b = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in a]
+    before = [t.clone() for t in a]
+    out = optlib.TensorList(a).lerp(b, 0.95)
+    for got, want, t, t0 in zip(out, torch._foreach_lerp(a, b, 0.95), a, before, strict=True):
+        assert got.dtype == want.dtype and got.stride() == want.stride()
+        assert torch.equal(got, want) and torch.equal(t, t0)
