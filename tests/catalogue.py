@@ -145,19 +145,20 @@ def _sophia_reference(params, **kwargs):
     return sophia_opt.SophiaG(params, **kwargs)
 
 
-def _in_train_mode(opt):
+def in_train_mode(opt):
+    """A schedule-free optimizer in train mode: its gradients are taken at y."""
     opt.train()
     return opt
 
 
 def _schedule_free(params, **kwargs):
-    return _in_train_mode(optlib.AdamWScheduleFree(params, **kwargs))
+    return in_train_mode(optlib.AdamWScheduleFree(params, **kwargs))
 
 
 def _schedule_free_reference(params, **kwargs):
     import schedulefree
 
-    return _in_train_mode(schedulefree.AdamWScheduleFree(params, **kwargs))
+    return in_train_mode(schedulefree.AdamWScheduleFree(params, **kwargs))
 
 
 def _muon_with_adamw(params, muon_lr=0.02, lr=1e-2):

@@ -7,18 +7,15 @@ nowhere. These tests check the classification without building the book.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-from pathlib import Path
 
+import repository
 import torch
 
 import optlib
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("optlib_api", ROOT / "_ext" / "optlib_api.py")
-api = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(api)
+ROOT = repository.ROOT
+api = repository.load("_ext/optlib_api.py", "optlib_api")
 
 
 def test_every_exported_name_is_in_one_section_or_an_automodule():

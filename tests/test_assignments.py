@@ -6,7 +6,6 @@ Slow for a unit test (each `otter run` starts a kernel that imports torch; about
 CPU per submission): it is the check that the real tool grades what the course guide
 says it grades."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import repository
 
 ROOT = Path(__file__).resolve().parent.parent
 OTTER = Path(sys.executable).with_name("otter")
@@ -37,11 +37,7 @@ CASES = {
 
 
 def load_builder():
-    spec = importlib.util.spec_from_file_location("build_assignments",
-                                                  ROOT / "scripts" / "build_assignments.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return repository.load("scripts/build_assignments.py", "build_assignments")
 
 
 def wrong_copy(solution: Path, edits, dest: Path) -> Path:

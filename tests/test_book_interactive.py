@@ -9,7 +9,6 @@ The browser test (tests/test_book_site.py) moves the sliders on the built site.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import repository
 
 import optlib
 import optlib.book as book
@@ -177,10 +177,7 @@ def test_each_committed_page_is_the_one_its_chapter_shows():
 
 
 def test_the_book_serves_plotly_itself():
-    spec = importlib.util.spec_from_file_location("interactive_figures",
-                                                  ROOT / "_ext" / "interactive_figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = repository.load("_ext/interactive_figures.py", "interactive_figures")
     path = module.plotly_js()
     assert path is not None and path.stat().st_size > 1_000_000
     assert module.SOURCE / Path(module.FOLDER) == I.FOLDER

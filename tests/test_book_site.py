@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import pytest
+import repository
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -352,12 +353,7 @@ def test_interactive_figure_moves_with_its_slider(site, browser, page, figure):
 def _pending_chapters() -> set[str]:
     """Chapters whose code or printed output is not yet wrapped to 88 columns
     (tests/test_notebook_line_length.py): the browser sees both in the same blocks."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "line_length", ROOT / "tests" / "test_notebook_line_length.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = repository.load("tests/test_notebook_line_length.py", "line_length")
     pending = module.CODE_NOT_YET_WRAPPED | module.OUTPUT_NOT_YET_WRAPPED
     return {f"chapters/{stem}" for stem in pending}
 
@@ -447,12 +443,7 @@ def test_course_guide_grader_gives_what_the_guide_says(tmp_path, monkeypatch):
 # --------------------------------------------------- the student edition's notebooks
 
 def _student_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("build_student", ROOT / "scripts" / "build_student.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return repository.load("scripts/build_student.py", "build_student")
 
 
 def test_student_notebooks_lose_every_solution_and_nothing_else():

@@ -16,17 +16,14 @@ import numpy as np
 import pytest
 import torch
 from catalogue import ENTRIES, MATRICES, SHAPES, TORCH_FAMILY
-from pairs import assert_unchanged, make_params, snapshot
+from pairs import assert_unchanged, drive, make_params, snapshot
 
 import optlib
 
 
 def train(opt, params, steps, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        for p in params:
-            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-        opt.step()
+    """``steps`` steps on pairs.gradient's varied gradients, every tensor given one."""
+    drive(opt, params, steps, seed, no_grad=-1)
 
 
 # ---- 1-4: checkpoints and state_dict ------------------------------------------------------

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import repository
 import torch
 from on_device import MOVED, on_device
 
-_spec = importlib.util.spec_from_file_location(
-    "gpu_check", Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py")
-gpu_check = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = gpu_check
-_spec.loader.exec_module(gpu_check)
+gpu_check = repository.load("benchmarks/gpu_check.py", "gpu_check")
 
 
 def test_skips_cleanly_without_cuda(monkeypatch, tmp_path, capsys):

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-from pathlib import Path
 
 import pytest
+import repository
 import torch
 from catalogue import ENTRIES
 
 import optlib
 
-_spec = importlib.util.spec_from_file_location(
-    "memory_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py")
-memory = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(memory)
+memory = repository.load("benchmarks/memory.py", "memory_benchmark")
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+import repository
 
-_spec = importlib.util.spec_from_file_location(
-    "peers_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py")
-peers = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = peers            # dataclasses look their module up
-_spec.loader.exec_module(peers)
+peers = repository.load("benchmarks/peers.py", "peers_benchmark")
 
 
 def _row(family, impl, kind, runs, ours=False, note="", shape="2x3x4"):

@@ -137,7 +137,11 @@ def test_constant():
 
 ALL = [S.constant(), S.step_decay(10, 0.5), S.exponential(0.99), S.cosine(100, 0.1),
        S.linear_decay(100), S.inverse_sqrt(10), S.noam(64, 10), S.warmup_cosine(10, 100),
-       S.warmup_linear(10, 100), S.wsd(10, 50, 40, 0.1, "1-sqrt")]
+       S.warmup_linear(10, 100), S.wsd(10, 50, 40, 0.1, "1-sqrt"),
+       S.one_cycle(100), S.one_cycle(50, 0.25, "linear", 10.0, 100.0, True),
+       S.one_cycle_momentum(100), S.cyclic(5, 0.1), S.cyclic(3, 0.0, 2, "exp_range", 0.9),
+       S.cyclic_momentum(4), S.cosine_restarts(10, 2, 0.1), S.polynomial(100, 0.9),
+       S.polynomial(100, 1.0, 10), S.warmup_polynomial(10, 100, 2.0, 0.01)]
 
 
 @pytest.mark.parametrize("schedule", ALL, ids=lambda s: type(s).__name__)
@@ -146,16 +150,15 @@ def test_picklable_readable_and_lambdalr_state_dict(schedule):
     assert clone == schedule and repr(clone) == repr(schedule)
     assert repr(schedule).startswith(type(schedule).__name__ + "(")
     assert eval(repr(schedule), vars(S)) == schedule  # the repr is the constructor call
+    assert type(schedule)(**vars(schedule)) == schedule
     opt = _opt(0.1)
     sched = LR.LambdaLR(opt, schedule)
     for _ in range(15):
         opt.step()
         sched.step()
-    state = sched.state_dict()
-    opt2 = _opt(0.1)
-    sched2 = LR.LambdaLR(opt2, type(schedule)(**vars(schedule)))
-    sched2.load_state_dict(state)
-    assert sched2.last_epoch == 15 and vars(sched2.lr_lambdas[0]) == vars(schedule)
+    sched2 = LR.LambdaLR(_opt(0.1), type(schedule)(**vars(schedule)))
+    sched2.load_state_dict(sched.state_dict())
+    assert sched2.last_epoch == 15 and sched2.lr_lambdas[0] == schedule
 
 
 @pytest.mark.parametrize("call,match", [

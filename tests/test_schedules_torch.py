@@ -349,30 +349,6 @@ def test_lambda_momentum_writes_momentum_or_beta1_per_group():
         S.LambdaMomentum(sgd, [one])
 
 
-# ------------------------------------------------------ repr, pickling, LambdaLR state
-
-NEW = [S.one_cycle(100), S.one_cycle(50, 0.25, "linear", 10.0, 100.0, True),
-       S.one_cycle_momentum(100), S.cyclic(5, 0.1), S.cyclic(3, 0.0, 2, "exp_range", 0.9),
-       S.cyclic_momentum(4), S.cosine_restarts(10, 2, 0.1), S.polynomial(100, 0.9),
-       S.polynomial(100, 1.0, 10), S.warmup_polynomial(10, 100, 2.0, 0.01)]
-
-
-@pytest.mark.parametrize("schedule", NEW, ids=lambda s: type(s).__name__)
-def test_picklable_readable_and_lambdalr_state_dict(schedule):
-    clone = pickle.loads(pickle.dumps(schedule))
-    assert clone == schedule and repr(clone) == repr(schedule)
-    assert eval(repr(schedule), vars(S)) == schedule  # the repr is the constructor call
-    assert type(schedule)(**vars(schedule)) == schedule
-    opt = _opt(0.1)
-    sched = LR.LambdaLR(opt, schedule)
-    for _ in range(15):
-        opt.step()
-        sched.step()
-    sched2 = LR.LambdaLR(_opt(0.1), type(schedule)(**vars(schedule)))
-    sched2.load_state_dict(sched.state_dict())
-    assert sched2.last_epoch == 15 and sched2.lr_lambdas[0] == schedule
-
-
 @pytest.mark.parametrize("call,match", [
     (lambda: S.one_cycle(0), "Expected positive integer total_steps, but got 0"),
     (lambda: S.one_cycle(2.5), "Expected positive integer total_steps, but got 2.5"),

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from catalogue import in_train_mode
 from pairs import assert_close, make_params, run_pair
 from test_quantized import _final, _run_with_one_bad_element, _spanning_gradients, _train
 
@@ -110,11 +111,6 @@ SF_SETTINGS = [
 ]
 
 
-def _in_train_mode(opt):
-    opt.train()
-    return opt
-
-
 def _eval_now_and_then(step, ours, theirs):
     """Switch both to eval and back every few steps, as a training loop that evaluates does."""
     if step % 6 == 5:
@@ -132,8 +128,8 @@ def _eval_now_and_then(step, ours, theirs):
 def test_schedule_free_float64_parity(kwargs, foreach, float64):
     schedulefree = pytest.importorskip("schedulefree")
     a, b, ours, theirs = run_pair(
-        lambda ps: _in_train_mode(optlib.AdamWScheduleFree(ps, **kwargs)),
-        lambda ps: _in_train_mode(schedulefree.AdamWScheduleFree(ps, foreach=foreach, **kwargs)),
+        lambda ps: in_train_mode(optlib.AdamWScheduleFree(ps, **kwargs)),
+        lambda ps: in_train_mode(schedulefree.AdamWScheduleFree(ps, foreach=foreach, **kwargs)),
         steps=25, between=_eval_now_and_then)
     assert_close(a, b, rtol=1e-13, atol=1e-15)
     ours.eval()
@@ -147,9 +143,9 @@ def test_schedule_free_group_without_grads_advances_like_the_reference(float64):
     schedulefree = pytest.importorskip("schedulefree")
     shapes = ((3, 2), (4,))
     a, b = make_params(shapes), make_params(shapes)
-    ours = _in_train_mode(optlib.AdamWScheduleFree([dict(params=[a[0]]), dict(params=[a[1]])],
+    ours = in_train_mode(optlib.AdamWScheduleFree([dict(params=[a[0]]), dict(params=[a[1]])],
                                            warmup_steps=4))
-    theirs = _in_train_mode(schedulefree.AdamWScheduleFree([dict(params=[b[0]]), dict(params=[b[1]])],
+    theirs = in_train_mode(schedulefree.AdamWScheduleFree([dict(params=[b[0]]), dict(params=[b[1]])],
                                                    warmup_steps=4))
     for step in range(6):
         for x, y in zip(a, b, strict=True):
