@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from .optimizer import (
@@ -18,7 +17,7 @@ from .optimizer import (
     step_counter,
     zeros_like_state,
 )
-from .tensorlist import TensorList, is_traced, per_tensor, pick
+from .tensorlist import TensorList, choose
 
 _FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
@@ -333,26 +332,17 @@ class RAdam(_AdamFamily):
         g = self.decay_or_l2(group, p, g)
         m, v = self.moments(group, g, m, v)
         bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-        m_hat = m.div(bc1)
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * t * (beta2**t) / bc2         # length of the approximated SMA
-        step = m_hat.mul(lr)                                # η m̂ (all a momentum-SGD step ...)
 
         def rectification(rho):                             # r_t
             return ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5
 
-        if is_traced(rho_t):
-            # Under optlib.compile ρ_t is a tensor: the same choice per tensor, without a
-            # Python branch on it (torch.where; multiplying by 1 changes no bit)
-            for x, vx, rho, c2 in zip(step, v, per_tensor(rho_t, len(p)), per_tensor(bc2, len(p)),
-                                      strict=True):
-                on = rho > 5.0
-                x.mul_(torch.where(on, vx.sqrt().add_(eps).reciprocal_().mul_(c2**0.5), 1.0))
-                x.mul_(torch.where(on, rectification(rho), 1.0))
-        elif any(rectified := per_tensor(rho_t > 5.0, len(p))):  # ... unless v̂ is trustworthy
-            rho, c2 = pick(rho_t, rectified), pick(bc2, rectified)
-            adaptive = v.select(rectified).sqrt().add_(eps).reciprocal().mul_(c2**0.5)
-            step.select(rectified).mul_(adaptive).mul_(rectification(rho))  # η m̂ √(1−β₂ᵗ)/(√v+ε) r_t
+        step = m.div(bc1).mul(lr)                           # η m̂: momentum SGD ...
+        adaptive = v.sqrt().add_(eps).reciprocal().mul_(bc2**0.5)      # √(1−β₂ᵗ)/(√v + ε)
+        rectified = rho_t > 5.0                             # ... until v̂ is trustworthy,
+        step.mul_where_(rectified, adaptive)                # then η m̂ √(1−β₂ᵗ)/(√v + ε) r_t
+        step.mul_(choose(rectified, rectification, rho_t, 1.0))   # (per tensor: see choose)
         p.add_(step, alpha=-1.0)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from .optimizer import Optimizer, State, decoupled_decay_, require, step_counter
 from .sharded import reduced
-from .tensorlist import TensorList, is_traced, per_tensor
+from .tensorlist import TensorList, is_traced, maximum, minimum, per_tensor, sub_scaled_
 
 
 class Adafactor(Optimizer):
@@ -104,27 +104,24 @@ class Adafactor(Optimizer):
             full = [x.numel() > 0 for x in p]
             p, g, s = p.select(full), g.select(full), s.select(full)
             t = [ti for ti, k in zip(t, full, strict=True) if k]
-        # Under optlib.compile step counts and lr are 0-dim tensors: the same numbers as
-        # tensors (torch.clamp for max and min), never read into Python with .item()
-        traced = is_traced(t)
         # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
-        if traced:
-            alpha = [torch.clamp(reduced(x.norm(2)).double() / x.numel() ** 0.5, min=eps2)
-                     * torch.clamp(1 / ti**0.5, max=li)
-                     for x, ti, li in zip(p, t, per_tensor(lr, len(p)), strict=True)]
-        else:
-            alpha = [max(eps2, reduced(x.norm(2)).item() / x.numel() ** 0.5) * min(lr, 1 / ti**0.5)
-                     for x, ti in zip(p, t, strict=True)]
+        alpha = [maximum(eps2, _norm(x) / x.numel() ** 0.5) * minimum(li, 1 / ti**0.5)
+                 for x, ti, li in zip(p, t, per_tensor(lr, len(p)), strict=True)]
         decoupled_decay_(p, lr, group["weight_decay"])               # θ ← θ(1 − ηλ)
         # The second-moment estimate depends on each tensor's shape: one tensor at a time.
         for st, x, gx, ti, a in s.each(p, g, t, alpha):
             u = _scaled_gradient(gx, st, ti ** group["beta2_decay"], eps1)
-            if traced:
-                clip = torch.clamp(reduced(u.norm(2)).double() / (u.numel() ** 0.5 * d), min=1.0)
-                x.sub_(u.mul(a / clip))
-                continue
-            clip = max(1.0, reduced(u.norm(2)).item() / (u.numel() ** 0.5 * d))   # max(1, RMS(U)/d)
-            x.add_(u, alpha=-a / clip)                               # θ ← θ − α U / clip
+            clip = maximum(1.0, _norm(u) / (u.numel() ** 0.5 * d))     # max(1, RMS(U)/d)
+            sub_scaled_(x, u, a / clip)                              # θ ← θ − α U / clip
+
+
+def _norm(x: torch.Tensor):
+    """‖x‖ over the whole tensor (for a DTensor, every process's shard) as a value of the
+    step: a Python float eagerly, read with ``.item()`` as torch's Adafactor reads it; a
+    float64 0-dim tensor while optlib.compile traces the rule (see
+    :func:`optlib.tensorlist.is_traced`)."""
+    norm = reduced(x.norm(2))
+    return norm.double() if torch.compiler.is_compiling() else norm.item()
 
 
 def _scaled_gradient(g: torch.Tensor, state: dict, one_minus_beta2: float, eps1):

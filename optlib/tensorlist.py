@@ -125,15 +125,87 @@ def is_traced(x) -> bool:
     (``Optimizer.step`` reads a tensor lr with ``as_float``), so for the values of a rule
     this is true exactly while optlib.compile traces it. A traced value may not be read in
     Python (branched on, passed to Python's ``max``, or where torch takes only a number,
-    such as ``alpha=``): where the eager rule reads one, the traced rule takes a tensor
-    operation instead (``torch.where``, ``torch.clamp``, a separate multiplication).
+    such as ``alpha=``): the rule is written once with the functions that do either, for
+    a value of either kind (:func:`choose`, :func:`maximum`, :func:`minimum`,
+    :meth:`TensorList.mul_where_`, and ``alpha`` of :class:`TensorList`'s methods, which
+    multiplies separately when traced).
 
     Args:
         x: a number, a 0-dim tensor, or a PerTensor or list of either.
     """
-    if isinstance(x, tuple | list):          # a PerTensor, or foreach's list of scalars
-        return bool(x) and isinstance(x[0], Tensor)
-    return isinstance(x, Tensor)
+    if isinstance(x, Tensor):
+        return True
+    return isinstance(x, _SEQUENCES) and bool(x) and isinstance(x[0], Tensor)
+
+
+_SEQUENCES = (tuple, list)   # a PerTensor, or foreach's list of scalars
+
+
+def choose(condition, fn: Callable, x, otherwise):
+    """``fn(x)`` where ``condition`` holds and ``otherwise`` elsewhere, for values of the
+    step: numbers, 0-dim tensors, or PerTensor values of either (one per tensor).
+
+    Eagerly (numbers) ``fn`` is called only where the condition holds, as an ``if`` calls
+    it (the formula may be undefined elsewhere). Traced (see :func:`is_traced`) it is
+    computed for every value and ``torch.where`` picks, without reading the condition.
+
+    Args:
+        condition: a bool, a 0-dim bool tensor, or a PerTensor of them.
+        fn: the formula, of one value.
+        x: its argument: a value of the step, or a PerTensor of them.
+        otherwise: the value where the condition does not hold.
+    """
+    if isinstance(condition, PerTensor):
+        return PerTensor([choose(c, fn, xi, otherwise)
+                          for c, xi in zip(condition, per_tensor(x, len(condition)), strict=True)])
+    if is_traced(condition):
+        return torch.where(condition, fn(x), otherwise)
+    return fn(x) if condition else otherwise
+
+
+def maximum(a, b):
+    """max(a, b) of two values of the step: Python's ``max`` for numbers (as the eager
+    rule computes it: ``max(a, nan)`` is ``a``), ``torch.clamp`` where one is traced (see
+    :func:`is_traced`).
+
+    Args:
+        a: a number or a 0-dim tensor.
+        b: a number or a 0-dim tensor.
+    """
+    if is_traced(b):
+        return torch.clamp(b, min=a)
+    if is_traced(a):
+        return torch.clamp(a, min=b)
+    return max(a, b)
+
+
+def minimum(a, b):
+    """min(a, b) of two values of the step: Python's ``min`` for numbers, ``torch.clamp``
+    where one is traced (see :func:`is_traced`).
+
+    Args:
+        a: a number or a 0-dim tensor.
+        b: a number or a 0-dim tensor.
+    """
+    if is_traced(b):
+        return torch.clamp(b, max=a)
+    if is_traced(a):
+        return torch.clamp(a, max=b)
+    return min(a, b)
+
+
+def sub_scaled_(x: Tensor, u: Tensor, c) -> Tensor:
+    """x ← x − c·u for one tensor, with ``c`` a value of the step: ``x.sub_(u, alpha=c)``
+    for a number (one rounding, as torch computes it), ``x.sub_(u * c)`` for a traced one
+    (see :func:`is_traced`: ``alpha=`` takes numbers only). :class:`TensorList`'s ``sub_``
+    does the same for a whole group.
+
+    Args:
+        x: the tensor, changed in place.
+        u: the tensor whose multiple is subtracted.
+        c: the factor: a number or a 0-dim tensor.
+    """
+    return x.sub_(u.mul(c)) if is_traced(c) else x.sub_(u, alpha=c)
 
 
 def _scalars(x):
@@ -215,6 +287,29 @@ class TensorList(list):
 
     def div_(self, other) -> TensorList:
         torch._foreach_div_(_plain(self), _scalars(other))
+        return self
+
+    def mul_where_(self, condition, other: list) -> TensorList:
+        """``self · other`` for the tensors where ``condition`` holds, unchanged elsewhere.
+
+        Eagerly (bools) one foreach multiplication of the tensors chosen; traced (0-dim
+        bool tensors, see :func:`is_traced`) ``torch.where(condition, other, 1)`` per
+        tensor, which chooses without reading the condition (multiplying by 1 changes
+        no bit).
+
+        Args:
+            condition: one for all tensors or a PerTensor of one per tensor: bools, or
+                0-dim bool tensors.
+            other: the factors, a TensorList.
+        """
+        conditions = per_tensor(condition, len(self))
+        if is_traced(conditions):
+            for x, c, o in zip(self, conditions, other, strict=True):
+                x.mul_(torch.where(c, o, 1.0))
+        elif all(conditions):
+            self.mul_(other)
+        elif any(conditions):
+            self.select(conditions).mul_(TensorList(other).select(conditions))
         return self
 
     def addcmul_(self, tensor1: list, tensor2: list, value=1) -> TensorList:
