@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 import optlib
-from optlib.book import numerics
+from optlib.book import models, numerics
 
 #: Size of the toy regression problem every process builds identically.
 IN_FEATURES, HIDDEN, LOCAL_BATCH = 8, 16, 16
@@ -75,13 +75,10 @@ class Result:
 
 
 def build_model(seed: int = 0, widths: Sequence[int] = WIDTHS) -> nn.Sequential:
-    """A small float64 MLP (tanh between the layers), the same on every process (DDP also
+    """The book's MLP (:func:`optlib.book.models.mlp`) of these widths in float64, tanh
+    between the layers, initialized with ``seed``: the same on every process (DDP also
     broadcasts rank 0's weights)."""
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        layers += [nn.Tanh(), nn.Linear(n_in, n_out)] if i else [nn.Linear(n_in, n_out)]
-    return nn.Sequential(*layers).double()
+    return models.mlp(widths, nn.Tanh, seed=seed, dtype=torch.float64)
 
 
 def global_batch(step: int, world_size: int, seed: int = 0,
