@@ -95,6 +95,22 @@ def test_divergence_stops_and_is_recorded():
     assert h.final() == math.inf
 
 
+def test_stop_ends_training_at_the_first_accepted_evaluation():
+    _, full = _digits_run(steps=30)        # accuracies after 0, 10, 20 and 30 steps
+    target = full.eval[2]
+    k = next(i for i, acc in enumerate(full.eval) if acc >= target)
+    _, h = _digits_run(steps=30, save_at=[30], stop=lambda acc: acc >= target)
+    assert h.stopped and h.steps == 10 * k and h.loss == full.loss[:10 * k]
+    assert h.eval == full.eval[:k + 1] and not h.checkpoints      # no checkpoint at 30
+    _, at_once = _digits_run(steps=30, stop=lambda acc: acc >= 0.0)
+    assert at_once.stopped and at_once.steps == 0 and at_once.eval == full.eval[:1]
+    assert not full.stopped
+    model = M.mlp(seed=0)
+    with pytest.raises(ValueError, match="stop needs evaluate"):
+        T.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), iter([]), 1,
+              stop=lambda v: True)
+
+
 def test_transformer_trains_on_the_corpus():
     ds = D.CharDataset(D.text(), block_size=32)
     model = M.TinyTransformer(ds.vocab_size, block_size=32, d_model=32, n_layers=1, seed=0)

@@ -16,7 +16,6 @@ products) is ``optlib.book.noise.sharpness``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -32,41 +31,25 @@ def train_to_loss(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor,
                   loss_fn: Callable = F.cross_entropy) -> int | None:
     """Train on shuffled epochs until the full-batch loss is at most ``target``.
 
-    The loss on all of ``(x, y)`` is evaluated every ``check_every`` steps (and before
-    the first); training stops at the first evaluation at or below ``target``.
+    :func:`optlib.book.train.fit` on :func:`optlib.book.train.epochs` (each epoch a fresh
+    shuffle, the last batch smaller): the loss on all of ``(x, y)`` is evaluated every
+    ``check_every`` steps (and before the first), and its ``stop`` ends training at the
+    first evaluation at or below ``target``.
 
     Returns:
         the number of optimizer steps taken, or ``None`` when ``max_steps`` steps did
-        not reach the target or the loss stopped being finite (diverged).
+        not reach the target or the minibatch loss stopped being finite (diverged).
     """
+    from .train import epochs, fit
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
-    gen = torch.Generator().manual_seed(seed)
-    n = len(x)
-    steps = 0
-
-    def full_loss() -> float:
-        with torch.no_grad():
-            return loss_fn(model(x), y).item()
-
-    loss = full_loss()
-    while steps < max_steps:
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            if loss <= target:
-                return steps
-            if not math.isfinite(loss) or steps >= max_steps:
-                return None
-            idx = perm[i:i + batch_size]
-            optimizer.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            optimizer.step()
-            steps += 1
-            if steps % check_every == 0:
-                loss = full_loss()
-    return steps if loss <= target else None
+    history = fit(model, optimizer, epochs(x, y, batch_size, seed=seed), max_steps,
+                  loss_fn=loss_fn, evaluate=lambda: loss_fn(model(x), y).item(),
+                  eval_every=check_every, stop=lambda loss: loss <= target, progress=False)
+    return history.steps if history.stopped else None
 
 
 def hessian(f: Callable[[Tensor], Tensor], theta: Tensor) -> Tensor:

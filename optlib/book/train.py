@@ -17,7 +17,7 @@ Every chapter trains through :func:`fit`, whatever it trains:
   :class:`SophiaHessian` is such a hook;
 * one divergence rule: a minibatch loss that is not finite (or above ``diverge_above``,
   when given) stops training and is recorded as the last loss, with ``History.diverged``
-  set.
+  set; ``stop`` ends a run early at an evaluation (train until a target loss).
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ class History:
         eval: the ``evaluate()`` values there.
         val_loss: a task's validation loss after training (nan otherwise).
         diverged: the loss stopped being finite (training stopped there).
+        stopped: ``stop`` accepted an evaluation (training stopped there).
         checkpoints: the :class:`Checkpoint` of each ``save_at`` step.
         model: the trained model.
         optimizer: the optimizer (``None`` for a rule).
@@ -127,6 +128,7 @@ class History:
     eval: list = field(default_factory=list)
     val_loss: float = math.nan
     diverged: bool = False
+    stopped: bool = False
     checkpoints: dict = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
@@ -207,7 +209,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         eval_every: int = 50, hooks: Sequence[Callable[[Step], None]] = (),
         start: Checkpoint | None = None, save_at: Iterable[int] = (),
         hyper: dict | None = None, loss_scale: float = 1.0, validate: bool = True,
-        diverge_above: float | None = None, progress: bool | None = None) -> History:
+        diverge_above: float | None = None, stop: Callable[[float], bool] | None = None,
+        progress: bool | None = None) -> History:
     """Train ``model`` until ``steps`` steps are done; return the :class:`History`.
 
     The loss of step ``t`` is ``loss_fn(model(x), y)`` on the step's batch. Deterministic
@@ -246,6 +249,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         validate: record a task's ``val_loss(model)`` after training.
         diverge_above: a finite loss above this also counts as diverged (a run whose loss
             has grown by orders of magnitude is not coming back).
+        stop: ``stop(value)`` on each value of ``evaluate`` (the one before training
+            included): true ends training there (``History.stopped``).
         progress: show a bar (default: yes, except under pytest/nbval or with
             ``OPTLIB_PROGRESS=0``).
 
@@ -273,6 +278,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
             f"schedule must be a step -> multiplier callable or a torch scheduler, got {schedule!r}"
         )
     plateau = schedule if _reads_metric(schedule) else None
+    if stop is not None and evaluate is None:
+        raise ValueError("stop needs evaluate: the values it reads")
     if plateau is not None and evaluate is None:
         raise ValueError("a schedule with step(metric), such as ReduceOnPlateau, needs "
                          "evaluate: the metric it reads")
@@ -313,6 +320,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         history.eval.append(value)
         if plateau is not None and step > first:
             plateau.step(value)
+        if stop is not None and stop(value):
+            history.stopped = True
 
     # writes momentum(first) now and the next step's value after every step
     cycler = None if momentum is None else LambdaMomentum(optimizer,
@@ -323,6 +332,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
     run_eval(first)
     for t in _progress(range(first, steps), total=steps - first, desc="train",
                        enabled=progress):
+        if history.stopped:
+            break
         if t in save_at:
             history.checkpoints[t] = _checkpoint(t, model, None if is_rule else optimizer)
         if schedule is not None:
@@ -374,7 +385,7 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
                 h(info)
         if (t + 1) % eval_every == 0 or t + 1 == steps:
             run_eval(t + 1)
-    if steps in save_at and not history.diverged:
+    if steps in save_at and not (history.diverged or history.stopped):
         history.checkpoints[steps] = _checkpoint(steps, model, None if is_rule else optimizer)
     if hasattr(optimizer, "eval"):      # schedule-free: evaluate at the averaged weights x
         optimizer.eval()
