@@ -27,7 +27,14 @@ computed in each run, and the report gives its median over the runs and its rang
 For each eager implementation the report also gives what one step runs, counted by
 ``optlib.book.performance.count_traffic``: ATen operator calls and bytes read and written
 per parameter, the usual reasons for a slower step (more passes over memory, or more
-calls).
+calls). For every implementation it gives the time per step spent inside ATen operators
+and compiled graphs, measured with ``torch.profiler`` (:func:`time_in_operators`): the
+rest of a step is host time (Python, gathering lists, guards), a reason no byte count
+shows. On shapes of at most 32 tensors, a diagnostic row (not a contestant) times optlib's
+eager rule with each tensor in a parameter group of its own, so that its foreach
+operations run tensor by tensor, as a for-loop does: whether a for-loop's lead comes from
+its order of work (each tensor's arrays still in cache for its next operation) rather than
+from its operations.
 
 Only ``step()`` is timed: SophiaG's Hessian estimate and schedule-free's train/eval
 switches are outside it. Compiling takes minutes (``--no-compile`` leaves it out); parts
@@ -79,6 +86,10 @@ class Impl:
     make: Callable
     ours: bool = False
     step: Callable | None = None      # optional: how to call a step, given the optimizer
+
+
+#: The kind of a row that is timed beside the contestants but compared with nothing.
+DIAGNOSTIC = "diagnostic"
 
 
 # ---- the contestants --------------------------------------------------------------------
@@ -220,13 +231,17 @@ def families() -> dict[str, Callable[[], tuple[Callable, list[Impl]]]]:
     }
 
 
-def contestants(name: str, compile: bool = True, skip=()) -> list[Impl]:
+def contestants(name: str, compile: bool = True, skip=(), per_tensor: bool = False) -> list[Impl]:
     """optlib's eager optimizer, ``optlib.compile`` of it (with ``compile``), and the peers
-    (compiled ones only with ``compile``), less the implementations labelled in ``skip``."""
+    (compiled ones only with ``compile``), less the implementations labelled in ``skip``;
+    with ``per_tensor``, also the diagnostic row of optlib with a group per tensor."""
     import optlib
 
     ours, peers = families()[name]()
     impls = [Impl("optlib", "eager", ours, ours=True)]
+    if per_tensor:
+        impls.append(Impl("optlib, a group per tensor", DIAGNOSTIC,
+                          lambda p: ours([dict(params=[t]) for t in p])))
     if compile:
         impls.append(Impl("optlib compiled", "compiled",
                           lambda p: optlib.compile(ours(p)), ours=True))
@@ -262,18 +277,45 @@ def _step_fn(impl: Impl, opt) -> Callable[[], object]:
     return opt.step
 
 
+def time_in_operators(step: Callable[[], object], steps: int = 3) -> float:
+    """Seconds per step that ``step()`` spends inside ATen operators and compiled graphs
+    (Inductor's ``## Call CompiledFxGraph`` calls), from ``torch.profiler``: the events
+    at the top of the step (directly under the optimizer's ``Optimizer.step#...`` record,
+    or top-level where there is none), each counted with what runs inside it. What a step
+    takes beyond this is host time: Python, building the lists, dynamo's and Inductor's
+    wrappers and guards."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+
+    def work(event) -> bool:
+        return event.name.startswith(("aten::", "## Call CompiledFxGraph"))
+
+    inside = 0.0
+    for event in prof.events():
+        parent = event.cpu_parent
+        top = parent is None or parent.name.startswith("Optimizer.step#")
+        if top and work(event):
+            inside += event.cpu_time_total       # microseconds, children included
+    return inside / 1e6 / steps
+
+
 def measure(name: str, shape: str, repeats: int = 5, reps: int = 5, block: int = 1,
             compile: bool = True, device="cpu", log=print, skip=()) -> list[dict]:
     """Time every contestant of ``name`` on ``shape``: one result per implementation with
     ``runs_ms`` (its median ms per step in each of the ``repeats`` runs), ``first_s``,
-    ``ops`` and ``bytes_per_param`` (eager ones), and ``note`` (why one is missing, or
-    ``optlib.compile``'s fallback warning)."""
+    ``ops`` and ``bytes_per_param`` (eager ones), ``in_ops_ms`` (time per step inside
+    operators and compiled graphs, :func:`time_in_operators`) and ``note`` (why one is
+    missing, or ``optlib.compile``'s fallback warning)."""
     count, matrix = parse_shape(shape)
     n_params = count * matrix[0] * matrix[1]
-    results, steps = [], {}
-    for impl in contestants(name, compile, skip):
+    results, steps, optimizers = [], {}, {}
+    for impl in contestants(name, compile, skip, per_tensor=count <= 32):
         row = dict(family=name, shape=shape, impl=impl.label, kind=impl.kind, ours=impl.ours,
-                   runs_ms=[], first_s=None, ops=None, bytes_per_param=None, note="")
+                   runs_ms=[], first_s=None, ops=None, bytes_per_param=None, in_ops_ms=None,
+                   note="")
         results.append(row)
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -296,13 +338,21 @@ def measure(name: str, shape: str, repeats: int = 5, reps: int = 5, block: int =
             log(f"  {name} {shape} {impl.label}: {row['note']}")
             continue
         steps[impl.label] = step
+        optimizers[impl.label] = opt
     for run in range(repeats):
         medians = time_interleaved(steps, reps=reps, block=block, device=device, seed=run)
         for row in results:
             if row["impl"] in medians:
                 row["runs_ms"].append(1e3 * medians[row["impl"]])
     for row in results:      # counted after the timed steps: the steady state (RAdam rectified)
-        if row["kind"] == "eager" and row["impl"] in steps:
+        if row["impl"] not in steps:
+            continue
+        failure = getattr(getattr(optimizers[row["impl"]], "update", None), "failure", None)
+        if row["ours"] and row["kind"] == "compiled" and failure and not row["note"]:
+            row["note"] = ("falls back to eager: "
+                           f"{type(failure).__name__}: {str(failure).splitlines()[0][:160]}")
+        row["in_ops_ms"] = 1e3 * time_in_operators(steps[row["impl"]])
+        if row["kind"] != "compiled":
             counted = count_traffic(steps[row["impl"]])
             row["ops"] = counted["ops"]
             row["bytes_per_param"] = (counted["read"] + counted["written"]) / n_params
@@ -332,7 +382,8 @@ def summarize(results: list[dict]) -> list[dict]:
             peers = [r for r in rows if not r["ours"] and r["kind"] == ours["kind"]]
             against = ours["kind"]
             if not peers and ours["kind"] == "compiled":
-                peers, against = [r for r in rows if not r["ours"]], "any kind"
+                peers = [r for r in rows if not r["ours"] and r["kind"] != DIAGNOSTIC]
+                against = "any kind"
             entry = dict(family=family, shape=shape, impl=ours["impl"], ms=_med(ours),
                          note=ours["note"], peer=None, peer_ms=None, against=against,
                          ratio=None, lo=None, hi=None)
@@ -413,12 +464,13 @@ def format_report(meta: dict, results: list[dict], causes: dict[str, str] | None
         ratio = "–" if s["ratio"] is None else f"{s['ratio']:.2f} [{s['lo']:.2f}–{s['hi']:.2f}]"
         lines.append(f"| {s['family']} | {s['shape']} | {impl} | {_fmt(s['ms'])} | {peer} | "
                      f"{_fmt(s['peer_ms'])} | {ratio} | {verdict(s['ratio'], s['lo'])} |")
-    slower = sorted({s["family"] for s in summary if verdict(s["ratio"], s["lo"]) == "slower"})
+    slower = [s for s in summary if verdict(s["ratio"], s["lo"]) == "slower"]
     if slower:
         lines += ["", "## Where optlib is slower, and why", ""]
-        for family in slower:
-            cause = (causes or {}).get(family, "not yet measured.")
-            lines.append(f"- **{family}**: {cause}")
+        for s in slower:
+            what = f"{s['family']}, {s['impl']}, {s['shape']}"
+            lines.append(f"- **{what}** ({s['ratio']:.2f}x {s['peer']}): "
+                         f"{cause_of(causes, s['family'], s['shape'], s['impl'])}")
     fallbacks = [(r["family"], r["note"]) for r in results
                  if r["ours"] and r["note"].startswith("falls back")]
     if fallbacks:
@@ -427,18 +479,30 @@ def format_report(meta: dict, results: list[dict], causes: dict[str, str] | None
             lines.append(f"- {family}: {note}")
     lines += ["", "## All timings", "",
               "Median ms per step over the runs; first step in seconds (state creation, or the "
-              "compile); ATen operator calls and bytes read + written per parameter in one "
-              "eager step.", "",
-              "| optimizer | shapes | implementation | kind | ms | runs (ms) | first step s | ops | "
-              "bytes/param | note |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "compile); ms per step inside ATen operators and compiled graphs (torch.profiler; "
+              "the rest is host time); ATen operator calls and bytes read + written per "
+              "parameter in one eager step. A diagnostic row is compared with nothing.", "",
+              "| optimizer | shapes | implementation | kind | ms | runs (ms) | first step s | "
+              "in ops ms | ops | bytes/param | note |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         runs = " ".join(f"{x:.3g}" for x in r["runs_ms"])
         ms = _med(r) if r["runs_ms"] else None
         lines.append(f"| {r['family']} | {r['shape']} | {r['impl']} | {r['kind']} | {_fmt(ms)} | "
-                     f"{runs} | {_fmt(r['first_s'], '.2f')} | {_fmt(r['ops'], 'd')} | "
-                     f"{_fmt(r['bytes_per_param'], '.0f')} | {r['note'].replace('|', '/')} |")
+                     f"{runs} | {_fmt(r['first_s'], '.2f')} | {_fmt(r.get('in_ops_ms'))} | "
+                     f"{_fmt(r['ops'], 'd')} | {_fmt(r['bytes_per_param'], '.0f')} | "
+                     f"{r['note'].replace('|', '/')} |")
     return "\n".join(lines) + "\n"
+
+
+def cause_of(causes: dict | None, family: str, shape: str, impl: str) -> str:
+    """The written reason for a slower row: ``causes`` keyed by ``(family, shape, impl)``,
+    ``(family, impl)`` or ``family``, the most specific first."""
+    causes = causes or {}
+    for key in ((family, shape, impl), (family, impl), family):
+        if key in causes:
+            return causes[key]
+    return "not yet measured."
 
 
 def merge(parts: list[dict]) -> dict:
@@ -567,6 +631,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         record = merge([json.loads(p.read_text()) for p in args.merge])
+        if args.load:
+            record["meta"]["load"] = args.load
     else:
         torch.set_num_threads(args.threads)
         names = args.optimizers or list(families())

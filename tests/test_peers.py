@@ -26,6 +26,7 @@ RESULTS = [
     _row("Adam", "torch foreach", "eager", [1.0, 1.0, 1.0]),
     _row("Adam", "torch fused", "compiled", [0.4, 0.5, 0.6]),
     _row("Adam", "torch for-loop", "eager", [], note="did not run: RuntimeError: x"),
+    _row("Adam", "optlib, a group per tensor", peers.DIAGNOSTIC, [0.1, 0.1, 0.1]),
 ]
 
 
@@ -50,6 +51,9 @@ def test_summarize_picks_the_fastest_peer_of_the_same_kind():
     assert adam["peer"] == "torch fused" and adam["ratio"] == pytest.approx(1.0)
     assert adam["note"].startswith("falls back")
     assert summary[("Adam", "optlib")]["peer"] == "torch foreach"     # the failed peer is out
+    # a diagnostic row is compared with nothing, even where there is no compiled peer
+    assert not any(s["peer"] == "optlib, a group per tensor" for s in summary.values())
+    assert ("Adam", "optlib, a group per tensor") not in summary
     assert [peers.verdict(x) for x in (None, 1.0, 1.05, 1.06)] == ["no peer", "ok", "ok", "slower"]
     assert peers.verdict(1.2, 1.04) == "within spread" and peers.verdict(1.2, 1.06) == "slower"
 
@@ -65,11 +69,39 @@ def test_report_names_date_machine_versions_and_causes():
     for needle in ("- Date: 2026-01-02 03:04 UTC", "Test CPU, 2 logical CPUs",
                    "shared with other jobs", "torch 2.x", "lion-pytorch 0.2.5",
                    "missing: heavyball", "## Summary", "## All timings",
-                   "**Lion**: three passes instead of one.",
+                   "**Lion, optlib, 2x3x4** (1.33x pytorch-optimizer foreach): three passes "
+                   "instead of one.",
                    "pytorch-optimizer foreach (no compiled peer)",
                    "optlib compiled (falls back to eager)", "1.33 [1.29–1.38] | slower",
                    "Adam: falls back to eager: cannot trace", "did not run: RuntimeError: x"):
         assert needle in text, needle
+
+
+def test_causes_are_found_by_shape_and_implementation_first():
+    causes = {"Lion": "any", ("Lion", "optlib compiled"): "compiled",
+              ("Lion", "2x3x4", "optlib"): "eager here"}
+    assert peers.cause_of(causes, "Lion", "2x3x4", "optlib") == "eager here"
+    assert peers.cause_of(causes, "Lion", "9x9x9", "optlib") == "any"
+    assert peers.cause_of(causes, "Lion", "2x3x4", "optlib compiled") == "compiled"
+    assert peers.cause_of(causes, "Adam", "2x3x4", "optlib") == "not yet measured."
+
+
+def test_time_in_operators_is_part_of_the_step():
+    """The operators of a step account for at most its time; Python around them for none."""
+    import time
+
+    import torch
+
+    x = torch.ones(1000)
+
+    def step():
+        x.mul_(1.0)
+        time.sleep(0.01)        # host time: not inside an operator
+
+    start = time.perf_counter()
+    inside = peers.time_in_operators(step, steps=3)
+    total = (time.perf_counter() - start) / 3
+    assert 0 < inside < 0.005 < total
 
 
 def test_merge_keeps_every_part_and_says_so():
@@ -117,6 +149,9 @@ def test_smoke_run_writes_a_report(tmp_path):
     assert "optlib compiled" not in impls
     assert all(len(r["runs_ms"]) == 2 for r in impls.values())
     assert impls["optlib"]["ops"] > 0 and impls["optlib"]["bytes_per_param"] > 0
+    assert 0 < impls["optlib"]["in_ops_ms"] and 0 < impls["torch fused"]["in_ops_ms"]
+    # 3 tensors: the diagnostic row of optlib with a group per tensor is timed too
+    assert impls["optlib, a group per tensor"]["kind"] == peers.DIAGNOSTIC
     assert impls["torch fused"]["ops"] is None                  # counted for eager steps only
     text = report.read_text()
     assert "| Adam | 3x8x6 | optlib |" in text and "torch 2." in text
