@@ -88,6 +88,50 @@ def test_recorded_reports_and_their_summary(tmp_path):
     committed = perf.recorded_reports() + perf.recorded_reports("gpu-check-", "notes")
     for path in committed:                                        # the committed ones read
         assert perf.summarize_report(path).startswith("# optlib ")
+        narrow = perf.summarize_report(path, width=88)            # ... and fit the page
+        assert max(len(line) for line in narrow.splitlines()) <= 88, path.name
+
+
+LONG = """# optlib against its peers: optimizer step time
+
+- Date: 2026-01-02 03:04 UTC
+- Peers: bitsandbytes 0.50.2, lion-pytorch 0.2.5, schedulefree 1.4.1, sophia-opt 0.2.2, pytorch-optimizer 4.1.0
+  and more
+
+## Summary
+
+| optimizer | shapes | optlib | ms | fastest peer | ms | optlib / peer | |
+|---|---|---|---|---|---|---|---|
+| AdamWScheduleFree | 20x1000x500 | optlib | 103 | pytorch-optimizer for-loop | 62.7 | 1.64 [1.60–1.69] | slower |
+| AdamWScheduleFree | 20x1000x500 | optlib compiled | 15.5 | pytorch-optimizer for-loop (no compiled peer) | 62.7 | 0.25 [0.24–0.28] | ok |
+| Adam8bit | 20x1000x500 | optlib compiled (falls back to eager) | 204 | bitsandbytes (no compiled peer) | 350 | 0.58 [0.53–0.62] | ok |
+
+## Where optlib is slower, and why
+
+- **AdamWScheduleFree, optlib, 20x1000x500** (1.64x pytorch-optimizer for-loop): a reason that is much longer than one line of the page, so that it must be wrapped.
+
+```
+a code line that is longer than the page is wide, so it is wrapped with an indent, keeping every word
+```
+"""
+
+
+def test_summarize_report_fits_a_width(tmp_path):
+    path = tmp_path / "peers-2026-01-02.md"
+    path.write_text(LONG)
+    text = perf.summarize_report(path, width=88)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 88
+    assert "  pytorch-optimizer 4.1.0 and more" in text                # a bullet, rewrapped
+    assert "20 matrices of 1000 x 500, eager (ms per step):" in lines
+    assert "20 matrices of 1000 x 500, compiled (ms per step):" in lines
+    eager = lines[lines.index("20 matrices of 1000 x 500, eager (ms per step):") + 2]
+    assert eager.split() == ["AdamWScheduleFree", "103", "pytorch-opt", "for-loop", "62.7",
+                             "1.64", "[1.60–1.69]", "slower"]
+    assert any(line.startswith("Adam8bit†") and "bitsandbytes*" in line for line in lines)
+    assert "- **AdamWScheduleFree, optlib, 20x1000x500** (1.64x pytorch-optimizer" in text
+    assert "    keeping every word" in text.replace("\n    ", "\n    ")
+    assert perf.summarize_report(path).count("pytorch-optimizer for-loop") == 3   # unchanged
 
 
 def test_traffic_table():

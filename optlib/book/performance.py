@@ -372,11 +372,93 @@ def _align_tables(lines: list[str]) -> list[str]:
     return out
 
 
+#: Shorter names of the peers in :func:`peer_table` (a printed page is 88 columns wide).
+PEER_ABBREVIATIONS = {"pytorch-optimizer": "pytorch-opt"}
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def peer_table(rows: list[list[str]]) -> list[str]:
+    """The rows of a peers report's Summary table (``optimizer | shapes | optlib | ms |
+    fastest peer | ms | optlib / peer | verdict``) as narrow text tables, one per shape and
+    kind of optlib's step (eager, compiled): ``†`` marks an optimizer whose
+    ``optlib.compile`` falls back to the eager rule, ``*`` a peer of another kind (no
+    compiled peer), and long package names are shortened (:data:`PEER_ABBREVIATIONS`)."""
+    out: list[str] = []
+    for shape in dict.fromkeys(r[1] for r in rows):
+        count, rows_, cols = shape.split("x")
+        for kind in ("eager", "compiled"):
+            table = [["optimizer", "optlib", "fastest peer", "peer", "optlib/peer", ""]]
+            for family, row_shape, impl, ms, peer, peer_ms, ratio, verdict in rows:
+                if row_shape != shape or impl.startswith("optlib compiled") != (kind == "compiled"):
+                    continue
+                family += "†" if "falls back" in impl else ""
+                peer = peer.replace(" (no compiled peer)", "*")
+                for long, short in PEER_ABBREVIATIONS.items():
+                    peer = peer.replace(long, short)
+                table.append([family, ms, peer, peer_ms, ratio, verdict])
+            if len(table) == 1:
+                continue
+            widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+            out += ["", f"{count} matrices of {rows_} x {cols}, {kind} (ms per step):"]
+            out += ["  ".join(c.rjust(w) if i in (1, 3) else c.ljust(w)
+                              for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+                    for r in table]
+    out += ["", "* no compiled peer: against the fastest peer of any kind",
+            "† optlib.compile falls back to the eager rule"]
+    return out
+
+
+def _wrap(lines: list[str], width: int, fixed: frozenset = frozenset()) -> list[str]:
+    """Prose rewrapped to ``width`` columns: a paragraph or a bullet (``- ``, its
+    continuation lines indented) becomes one logical line, then wrapped; code blocks,
+    tables and the lines whose indices are in ``fixed`` keep their lines, wrapped only
+    where longer than ``width``."""
+    import textwrap
+
+    out: list[str] = []
+    paragraph: list[str] = []
+    code = False
+
+    def flush():
+        if paragraph:
+            text = " ".join(p.strip() for p in paragraph)
+            bullet = paragraph[0].startswith("- ")
+            out.extend(textwrap.wrap(text, width, subsequent_indent="  " if bullet else "",
+                                     break_on_hyphens=False, break_long_words=False) or [""])
+            paragraph.clear()
+
+    for i, line in enumerate(lines):
+        if line.startswith("```"):
+            flush()
+            code = not code
+            out.append(line)
+        elif code or i in fixed or line.startswith(("|", "#")) or not line.strip():
+            flush()
+            if len(line) > width:
+                out.extend(textwrap.wrap(line, width, subsequent_indent="    ",
+                                         break_on_hyphens=False))
+            else:
+                out.append(line)
+        elif line.startswith("- ") or not paragraph:
+            flush()
+            paragraph.append(line)
+        else:
+            paragraph.append(line)
+    flush()
+    return out
+
+
 def summarize_report(path, sections=("Summary", "Where optlib is slower, and why",
-                                     "optlib.compile's fallbacks"), align: bool = True) -> str:
+                                     "optlib.compile's fallbacks"), align: bool = True,
+                     width: int | None = None) -> str:
     """A recorded report's header (date, machine, versions, settings) and the named
     ``sections`` (``## ...`` headings; the long table of all timings left out by default),
-    with its tables as aligned text columns (``align``)."""
+    with its tables as aligned text columns (``align``). With ``width``, every line fits
+    in ``width`` columns: prose is rewrapped, and a peers report's Summary table is
+    printed as narrow tables, one per shape (:func:`peer_table`)."""
     from pathlib import Path
 
     lines = Path(path).read_text().splitlines()
@@ -388,4 +470,21 @@ def summarize_report(path, sections=("Summary", "Where optlib is slower, and why
             keep.append(line)
     while keep and not keep[-1].strip():
         keep.pop()
-    return "\n".join(_align_tables(keep) if align else keep)
+    if width is None:
+        return "\n".join(_align_tables(keep) if align else keep)
+    narrow, fixed, table = [], set(), []
+    for line in [*keep, ""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            rows = [_cells(t) for t in table if not set(t.replace("|", "").strip()) <= set("-: ")]
+            if rows[0][:3] == ["optimizer", "shapes", "optlib"] and len(rows[0]) == 8:
+                block = peer_table(rows[1:])[1:]
+            else:
+                block = _align_tables(table) if align else table
+            fixed.update(range(len(narrow), len(narrow) + len(block)))
+            narrow += block
+            table = []
+        narrow.append(line)
+    return "\n".join(_wrap(narrow[:-1], width, frozenset(fixed)))
