@@ -130,6 +130,52 @@ def test_notebook_output_is_the_iframe_when_recording(monkeypatch):
     assert "Plotly.newPlot" in reader["text/html"] and "_static/interactive" not in reader["text/html"]
 
 
+def test_show_writes_a_measured_figure_only_for_the_record(monkeypatch):
+    """A figure of timings is written by scripts/run_notebook.py (RECORDING set), not by the
+    nbval run of another machine; any other figure is written whenever a profile is on."""
+    from optlib.book import numerics
+
+    written = []
+    monkeypatch.setattr(I, "write", lambda figure, folder=None: written.append(figure.name))
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    monkeypatch.setenv(numerics.MARKER, "timing")
+    monkeypatch.delenv(numerics.RECORDING, raising=False)
+    I.show(_figure(name="00-measured"), measured=True)
+    I.show(_figure(name="00-exact"))
+    assert written == ["00-exact"]
+    monkeypatch.setenv(numerics.RECORDING, "1")
+    I.show(_figure(name="00-measured"), measured=True)
+    assert written == ["00-exact", "00-measured"]
+    monkeypatch.delenv(numerics.MARKER)  # a reader's Jupyter: nothing is written
+    I.show(_figure(name="00-reader"), measured=True)
+    I.show(_figure(name="00-reader"))
+    assert written == ["00-exact", "00-measured"]
+
+
+def test_run_notebook_marks_its_kernels_as_recording():
+    text = (ROOT / "scripts" / "run_notebook.py").read_text(encoding="utf-8")
+    assert "os.environ[numerics.RECORDING] = \"1\"" in text
+
+
+def test_measured_figures_are_exactly_the_ignored_ones():
+    """A figure shown with measured=True sits in a cell whose output nbval ignores (its
+    frames are timings), and a figure in such a cell is shown with measured=True (else the
+    nbval run would rewrite its committed page)."""
+    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            ignored = "nbval-ignore-output" in cell.metadata.get("tags", [])
+            measured = "measured=True" in cell.source
+            shows = any(IFRAME.search("".join(out.get("data", {}).get("text/html", "")))
+                        for out in cell.get("outputs", []))
+            if measured:
+                assert ignored, f"{path.name} cell {i}: a measured figure in a compared cell"
+            if shows and ignored:
+                assert measured, f"{path.name} cell {i}: a figure in an ignored cell, not measured"
+
+
 def test_write_is_byte_identical_and_only_rewrites_a_changed_page(tmp_path):
     path = I.write(_figure(), tmp_path)
     first = path.read_bytes()

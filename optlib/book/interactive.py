@@ -16,7 +16,10 @@ the frames: fixed element ids, and every number rounded to :data:`DIGITS` signif
 digits (a figure's precision, which the last bits of a float do not move). The iframe
 carries the SHA-256 of the file, so nbval, which compares ``text/html`` outputs, fails
 when a re-run computes different frames, and ``tests/test_book_interactive.py`` checks
-that each committed file is the one its chapter's output names.
+that each committed file is the one its chapter's output names. A figure of timings (the
+performance appendix: ``show(fig, measured=True)`` in a cell tagged
+``nbval-ignore-output``) differs on every machine: its page is written only by
+``scripts/run_notebook.py``, so that the nbval run elsewhere leaves the recorded page alone.
 
 Elsewhere (Colab, a reader's own Jupyter) :func:`show` writes nothing and displays the
 figure with plotly's own notebook renderer.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import html
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -383,12 +387,23 @@ def write(figure: SliderFigure, folder: Path | None = None) -> Path:
     return path
 
 
-def show(figure: SliderFigure) -> None:
+def show(figure: SliderFigure, *, measured: bool = False) -> None:
     """Display the figure; when the chapter executes for the record, first write its page
-    into the book's source (:func:`write`), which the output's iframe shows."""
+    into the book's source (:func:`write`), which the output's iframe shows.
+
+    Args:
+        figure: the figure (:func:`slider_figure`).
+        measured: the frames are timings of this machine (the performance appendix), so
+            the cell is tagged ``nbval-ignore-output``, and another machine's re-run
+            computes other frames. Its page is then written only by a run for the record
+            (``scripts/run_notebook.py``, which sets ``optlib.book.numerics.RECORDING``), never by
+            the nbval run, so that the committed page stays the one the committed output
+            names.
+    """
     from IPython.display import display
 
-    if numerics.active_profile() is not None:
+    if numerics.active_profile() is not None and (
+            not measured or os.environ.get(numerics.RECORDING)):
         write(figure)
     display(figure)
 
