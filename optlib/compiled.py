@@ -92,8 +92,12 @@ the same shapes as one compiled before is the same graph, so 200 tensors of one 
 compile one graph of 25 tensors and are then 8 calls of it (AdamW, first step, CPU time
 with the C++ compiler's, measured while the machine was shared with other jobs at a load
 of 15-17, which inflates it: 18.5-28.6 s, where one graph over all 200 took 180 s and
-two graphs of 28 and 29 tensors 51.8 s). A group of at most 32 tensors whose layouts all
-differ stays one graph, as before (a small model: one compile). Rules compute per tensor
+two graphs of 28 and 29 tensors 51.8 s). On the same machine when quiet, with 2 threads
+(benchmarks/results/step-time-compiled-2026-11-27.md), the first step of Adam on 200
+tensors of 5,000 took 20.9 s of wall time from an empty Inductor cache (the process's
+first compile, Inductor's start-up included) and 13.5 s from a warm one; AdamW's, right
+after it, 7.3-7.6 s; on 20 tensors of 500,000, 4.9-5.8 s. A group of at most 32
+tensors whose layouts all differ stays one graph, as before (a small model: one compile). Rules compute per tensor
 (norms, trust ratios and moments are each tensor's own), so a chunk's step is the
 group's step restricted to it. Each parameter group, and each change of the tensors with
 a gradient, plans its chunks anew and compiles what it has not compiled yet; Inductor
