@@ -433,9 +433,11 @@ def _fmt(x, spec=".3g"):
     return "–" if x is None else format(x, spec)
 
 
-def format_report(meta: dict, results: list[dict], causes: dict[str, str] | None = None) -> str:
+def format_report(meta: dict, results: list[dict], causes: dict | None = None,
+                  overhead: list[dict] | None = None) -> str:
     """The markdown report: header (date, machine, versions, settings), the summary of
-    optlib against its fastest peers, the causes where optlib is slower, all timings."""
+    optlib against its fastest peers, the causes where optlib is slower (with what the run
+    measured, and the fixed costs in ``overhead`` where given), all timings."""
     m = meta["machine"]
     peers = ", ".join(f"{k} {v}" for k, v in m["peers"].items() if v) or "none"
     missing = ", ".join(k for k, v in m["peers"].items() if not v) or "none"
@@ -467,10 +469,16 @@ def format_report(meta: dict, results: list[dict], causes: dict[str, str] | None
     slower = [s for s in summary if verdict(s["ratio"], s["lo"]) == "slower"]
     if slower:
         lines += ["", "## Where optlib is slower, and why", ""]
+        groups: dict[str, list[dict]] = {}      # one reason, the rows it explains
         for s in slower:
-            what = f"{s['family']}, {s['impl']}, {s['shape']}"
-            lines.append(f"- **{what}** ({s['ratio']:.2f}x {s['peer']}): "
-                         f"{cause_of(causes, s['family'], s['shape'], s['impl'])}")
+            groups.setdefault(cause_of(causes, s["family"], s["shape"], s["impl"]), []).append(s)
+        for cause, rows in groups.items():
+            names = ", ".join(dict.fromkeys(s["family"] for s in rows))
+            where = "; ".join(dict.fromkeys(f"{s['impl']}, {s['shape']}" for s in rows))
+            lines.append(f"- **{names}** ({where}): {cause}")
+            for s in rows:
+                lines.append(f"  - {s['family']}, {s['impl']}, {s['shape']}: {s['ratio']:.2f}x "
+                             f"{s['peer']}. {facts(results, s, overhead)}".rstrip())
     fallbacks = [(r["family"], r["note"]) for r in results
                  if r["ours"] and r["note"].startswith("falls back")]
     if fallbacks:
@@ -493,6 +501,51 @@ def format_report(meta: dict, results: list[dict], causes: dict[str, str] | None
                      f"{_fmt(r['ops'], 'd')} | {_fmt(r['bytes_per_param'], '.0f')} | "
                      f"{r['note'].replace('|', '/')} |")
     return "\n".join(lines) + "\n"
+
+
+def facts(results: list[dict], entry: dict, overhead: list[dict] | None = None) -> str:
+    """What this run measured about a slower row of the summary (``entry``), for its
+    reason: time inside operators or compiled graphs against the whole step, operator
+    calls and bytes per parameter (optlib's and the peer's), optlib against a foreach
+    peer (the same order of work), the diagnostic row of a group per tensor, and, from
+    ``overhead`` (results on one-element matrices, where a step's arithmetic is
+    negligible), the two implementations' fixed cost per step."""
+    rows = {r["impl"]: r for r in results
+            if (r["family"], r["shape"]) == (entry["family"], entry["shape"]) and r["runs_ms"]}
+    ours, peer = rows.get(entry["impl"]), rows.get(entry["peer"])
+    if ours is None or peer is None:
+        return ""
+
+    def split(r):
+        if r.get("in_ops_ms") is None:
+            return None
+        where = "graphs" if r["impl"] == "optlib compiled" else "operators"
+        return f"{r['impl']} {_fmt(_med(r))} ms, {_fmt(r['in_ops_ms'])} in {where}"
+
+    out = []
+    timed = [x for x in (split(ours), split(peer)) if x]
+    if len(timed) == 2:
+        out.append("; ".join(timed))
+    if ours["ops"] is not None and peer["ops"] is not None:
+        out.append(f"operator calls {ours['ops']} against {peer['ops']}, bytes per parameter "
+                   f"{ours['bytes_per_param']:.0f} against {peer['bytes_per_param']:.0f}")
+    if ours["kind"] == "eager":
+        foreach = [r for name, r in rows.items() if name.endswith("foreach") and r is not peer]
+        for r in foreach:
+            stats = ratio_stats(ours["runs_ms"], r["runs_ms"])
+            out.append(f"optlib / {r['impl']} {stats['median']:.2f}")
+        diagnostic = [r for r in rows.values() if r["kind"] == DIAGNOSTIC]
+        for r in diagnostic:
+            out.append(f"{r['impl']} {_fmt(_med(r))} ms")
+    fixed = {r["impl"]: r for r in overhead or ()
+             if r["family"] == entry["family"] and r["runs_ms"]}
+    same_count = [parse_shape(r["shape"])[0] for r in fixed.values()] == [
+        parse_shape(entry["shape"])[0]] * len(fixed)
+    if same_count and ours["impl"] in fixed and peer["impl"] in fixed:
+        a, b = fixed[ours["impl"]], fixed[peer["impl"]]
+        out.append(f"fixed cost on {a['shape']} (one-element matrices): {a['impl']} "
+                   f"{_fmt(_med(a))} ms, {b['impl']} {_fmt(_med(b))} ms")
+    return "Measured: " + "; ".join(out) + "." if out else ""
 
 
 def cause_of(causes: dict | None, family: str, shape: str, impl: str) -> str:
@@ -530,63 +583,113 @@ def merge(parts: list[dict]) -> dict:
     return dict(meta=meta, results=list(results.values()))
 
 
-_CACHE = ("on 20 matrices of 1000 x 500 (2 MB per array) the fastest peer is a per-tensor "
-          "loop, which runs all of a tensor's operations while its arrays are still in the "
-          "processor's cache; optlib's rule, like torch's foreach path, runs each operation "
-          "over the whole list, streaming every array from main memory once per operation. "
-          "torch's own for-loop beats its foreach path on this shape in the same run (see All "
-          "timings), with the same bytes counted; optlib.compile, one fused pass, is as fast "
-          "as torch's fused step. A core choice (foreach rules), left to the core's owners")
+SMALL, LARGE = "200x100x50", "20x1000x500"
 
-#: Measured reasons where optlib's eager step is slower than the fastest peer beyond the
-#: run-to-run spread (the operator and byte counts are the report's own).
-CAUSES: dict[str, str] = {
-    "SGD momentum": "on the large matrices optlib runs the same 5 operator calls over the same 32 "
-                    "bytes per parameter as torch's foreach step, its fastest peer there; the "
-                    "gap (1.06-1.28 over the runs) is not explained by operators or bytes, and "
-                    "is within what this shared machine scatters elsewhere (up to 1.35 on the "
-                    "small matrices); not profiled further.",
-    "RMSprop": _CACHE + ".",
-    "Adadelta": _CACHE + ".",
-    "Adamax": _CACHE + ".",
-    "AdamWScheduleFree": _CACHE + ".",
-    "Adam": _CACHE + ".",
-    "Adagrad": _CACHE + ".",
-    "SophiaG": _CACHE + " (sophia-opt loops over tensors: 222 operator calls for 20 "
-               "tensors, the same 96 bytes per parameter as optlib's 14 calls).",
-    "Lion": "two causes. (1) optlib forms β₁m + (1−β₁)g and β₂m + (1−β₂)g with a multiply and "
-            "an add (17 arrays, 68 bytes per parameter) where pytorch-optimizer uses lerp (13 "
-            "arrays, 52 bytes): optlib keeps the multiply-add because its numbers then equal "
-            "lion-pytorch's bit for bit (lion-pytorch does the same, 84 bytes); a lerp would "
-            "change them at round-off, a decision for the core's owners. (2) On the large "
-            "matrices, " + _CACHE.split("; ", 1)[0].replace("on 20 matrices of 1000 x 500 "
-                                                           "(2 MB per array) ", "") + ".",
+_ORDER = ("the fastest peer loops over the tensors and runs all of one tensor's operations "
+          "while its arrays (2 MB each) are still in the processor's cache; optlib's foreach "
+          "rule, like torch's foreach path, runs each operation over all 20 tensors before "
+          "the next one, so every array comes back from main memory once per operation. The "
+          "diagnostic row runs optlib's same rule tensor by tensor (a parameter group per "
+          "tensor) and shows how much of the gap is this order of work; optlib against the "
+          "foreach peer that runs the same rule shows the rest. Foreach rules over whole "
+          "groups are a core choice, left to the core's owners; optlib.compile, one pass "
+          "per tensor, removes the gap")
+
+_HOST = ("about the same operator calls and bytes as its peer (row by row), so the time goes "
+         "elsewhere. Part of it is the fixed cost of a step: on 200 one-element matrices, "
+         "where the arithmetic is negligible, optlib's step costs more than its peer's or "
+         "about as much. The rest, which grows with the tensors, was not profiled")
+
+_COMPILED_HOST = ("the arithmetic inside optlib.compile's graphs takes about what torch's fused "
+                  "kernel takes, or less (their times row by row, from the profiler at other "
+                  "moments of the shared machine), so the step loses outside them, on the "
+                  "host: gathering the 200 tensors and their state, checking each graph's "
+                  "guards and calling it once per chunk of 25 tensors, where torch's fused "
+                  "step is one call. The fixed cost of a step (on one-element matrices) "
+                  "is part of the gap; the rest, which grows with the tensors, was not "
+                  "profiled")
+
+OVERHEAD = "200x1x1"
+_FIXED = ("on one-element matrices a step's arithmetic is negligible: the ratio compares "
+          "fixed costs per step, Python and the dispatch of each operator call or graph")
+
+#: Measured reasons where optlib is slower than the fastest peer beyond the run-to-run
+#: spread, keyed by (optimizer, shape, implementation), (optimizer, implementation) or
+#: optimizer. The report appends what the run measured for each row (:func:`facts`).
+CAUSES: dict = {
+    **{(family, LARGE, "optlib"): _ORDER + "."
+       for family in ("SGD momentum", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
+                      "Adamax", "NAdam", "AdamWScheduleFree")},
+    **{(family, SMALL, "optlib compiled"): _COMPILED_HOST + "."
+       for family in ("SGD momentum", "Adam", "AdamW", "Adagrad")},
+    **{(family, SMALL, "optlib"): _HOST + "."
+       for family in ("RMSprop", "Adadelta", "Adamax", "AdamWScheduleFree", "LAMB", "LARS",
+                      "SGD momentum", "Adam", "AdamW", "Adagrad", "NAdam", "SophiaG")},
+    **{(family, OVERHEAD, impl): _FIXED + "."
+       for family in families() for impl in ("optlib", "optlib compiled")},
+    ("Lion", "optlib"): "optlib forms β₁m + (1−β₁)g and β₂m + (1−β₂)g with a multiply and an "
+                        "add (68 bytes per parameter) where pytorch-optimizer uses lerp (52): "
+                        "optlib keeps the multiply-add because its numbers then equal "
+                        "lion-pytorch's bit for bit (lion-pytorch does the same, 84 bytes); a "
+                        "lerp would change them at round-off, a decision for the core's "
+                        "owners.",
+    ("Lion", LARGE, "optlib"): "two causes: the bytes (optlib's multiply-add, 68 bytes per "
+                               "parameter, against pytorch-optimizer's lerp, 52, kept because "
+                               "optlib's numbers then equal lion-pytorch's bit for bit) and "
+                               "the order of work of the other rules on these matrices (a "
+                               "loop over tensors keeps each tensor in cache; see the "
+                               "diagnostic row).",
+    ("RAdam", "optlib"): "optlib's eager RAdam forms m̂, η m̂ and the adaptive factor "
+                         "1/(√v̂ + ε) as new lists before multiplying them in: 16 operator "
+                         "calls and 116 bytes per parameter, against 92 for torch's foreach "
+                         "RAdam (the same rule, also faster than optlib) and 68 for the "
+                         "fastest peer, pytorch-optimizer's RAdam, another variant "
+                         "(decoupled weight decay, no momentum step before the variance is "
+                         "tractable). What the bytes leave unexplained was not profiled.",
+    ("Adafactor", SMALL, "optlib"): "on 200 small matrices optlib's eager rule makes 4,004 "
+                                    "operator calls per step, pytorch-optimizer's foreach "
+                                    "Adafactor 1,217 (torch's foreach 2,217), for about the same "
+                                    "bytes: optlib's factored statistics are computed tensor "
+                                    "by tensor, and at 5,000 elements a tensor the cost per "
+                                    "call dominates. optlib.compile removes it.",
+    ("Adafactor", LARGE, "optlib"): "optlib's step takes what torch.optim.Adafactor's (the same "
+                                    "rule; its for-loop and foreach rows) takes; pytorch-"
+                                    "optimizer's Adafactor, faster with more bytes counted, "
+                                    "runs other operations (462 calls to optlib's 404); not "
+                                    "profiled further.",
+    ("Adafactor", LARGE, "optlib compiled"): "the time is inside the compiled graphs, not on "
+                                             "the host: the kernels Inductor makes for "
+                                             "the factored rule take longer than "
+                                             "pytorch-optimizer's eager loop; not profiled "
+                                             "further.",
+    ("LAMB", LARGE, "optlib"): "the order of work of the other rules on these matrices (a "
+                               "loop over tensors keeps each tensor in cache; see the "
+                               "diagnostic row), and more bytes than pytorch-optimizer's loop "
+                               "(120 against 104 per parameter).",
+    ("LAMB", LARGE, "optlib compiled"): "the time is inside the compiled graphs. LAMB "
+                                        "needs each tensor's norms of θ and of the update "
+                                        "before θ moves, so even fused it passes over every "
+                                        "tensor twice; in one graph over 20 tensors of 2 MB "
+                                        "the second pass reads from main memory what a "
+                                        "loop over tensors still finds in cache (the order "
+                                        "of work of the eager rows); not profiled further.",
+    ("LARS", LARGE, "optlib"): "the order of work of the other rules on these matrices (a "
+                               "loop over tensors keeps each tensor in cache; see the "
+                               "diagnostic row). optlib counts fewer bytes "
+                               "than pytorch-optimizer (60 against 72 per parameter) and still "
+                               "takes longer inside its operators even against the foreach "
+                               "peer; what its operators spend beyond the bytes was not "
+                               "profiled.",
     "Muon": "pytorch-optimizer's foreach Muon stacks same-shaped matrices and runs each "
             "Newton-Schulz product for all of them as one batched product (835 operator calls "
-            "per step on 200 matrices); optlib, like torch.optim.Muon (6,002), runs them matrix "
-            "by matrix (5,404 calls), and on 100 x 50 matrices the per-call cost dominates. "
-            "Batching the orthogonalization by shape is a core change, left to its owners. "
-            "(The 20 large matrices were not timed: the five implementations' products took "
-            "over half an hour on the shared machine.)",
-    "RAdam": "the fastest peer, pytorch-optimizer's RAdam, is another variant (decoupled weight "
-             "decay; no momentum step before the variance is tractable) and moves 36 bytes per "
-             "parameter in 5 operator calls; torch's foreach RAdam, the same rule as optlib's, "
-             "is also faster than optlib (optlib's counts come from an early, unrectified step "
-             "in this run and understate its steady state; not profiled further).",
-    "Adafactor": "on 200 small matrices optlib runs 4,004 operator calls per step, torch's "
-                 "foreach Adafactor 2,217 and pytorch-optimizer's foreach 1,217, for about the "
-                 "same bytes (69-77 per parameter): optlib's factored statistics are computed "
-                 "tensor by tensor, and at 5,000 elements per tensor the per-call cost "
-                 "dominates. optlib.compile removes it (see the compiled rows where measured).",
-    "LAMB": "on the large matrices, " + _CACHE.split("; ", 1)[0].replace(
-        "on 20 matrices of 1000 x 500 (2 MB per array) ", "") + " (pytorch-optimizer's for-loop). "
-            "On the small ones, the same operator calls as pytorch-optimizer's foreach LAMB "
-            "(28) and about the same bytes (120 against 116 per parameter): the gap is host time outside the "
-            "operators, where optlib's rule reads every tensor's trust ratio into Python "
-            "(the reason optlib.compile falls back for LAMB and LARS).",
-    "LARS": "23-24 operator calls on both sides and fewer bytes for optlib (60 against 72 per "
-            "parameter): as for LAMB, host time outside the operators (trust ratios read into "
-            "Python).",
+            "per step on 200 matrices); optlib, like torch.optim.Muon, runs them matrix by "
+            "matrix (5,404 calls), and on 100 x 50 matrices the cost per call dominates. "
+            "optlib.compile fuses the arithmetic but keeps the products matrix by matrix. "
+            "Batching the orthogonalization by shape is a core change, left to its owners.",
+    "Shampoo": "about the same operator calls and bytes as pytorch-optimizer's Shampoo (6,804 "
+               "against 6,402; 302 against 305 per parameter), and the time is inside the "
+               "operators: which of them take longer was not profiled. optlib.compile falls "
+               "back to the eager rule (its fallbacks below).",
 }
 
 
@@ -628,6 +731,9 @@ def main(argv=None) -> int:
                         help="a line for the report's header (repeatable)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="merge these JSON results into one report (no timing)")
+    parser.add_argument("--overhead", type=Path, default=None,
+                        help="JSON results on one-element matrices (e.g. --shapes 200x1x1): "
+                             "the fixed cost per step, quoted in the reasons")
     args = parser.parse_args(argv)
     if args.merge:
         record = merge([json.loads(p.read_text()) for p in args.merge])
@@ -653,7 +759,8 @@ def main(argv=None) -> int:
                     _record(args, names, now, results, args.json)
         record = _record(args, names, now, results, args.json)
     record["meta"]["notes"] = list(record["meta"].get("notes", [])) + args.note
-    text = format_report(record["meta"], record["results"], CAUSES)
+    overhead = json.loads(args.overhead.read_text())["results"] if args.overhead else None
+    text = format_report(record["meta"], record["results"], CAUSES, overhead)
     report = args.report
     if report is None and (args.merge or args.optimizers is None):
         report = ROOT / "benchmarks" / "results" / f"peers-{record['meta']['date'][:10]}.md"

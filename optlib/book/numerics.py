@@ -54,9 +54,9 @@ from collections.abc import Mapping
 #: the profile, ``record`` (pinned) or ``timing`` (the machine as it is, for timings).
 MARKER = "OPTLIB_NUMERICS"
 PROFILES = ("record", "timing")
-#: Set by ``scripts/run_notebook.py`` (in the kernels it starts), not by the nbval run:
-#: the chapter is executed to make its record, not re-checked. A figure made from this
-#: machine's timings is written only then (``optlib.book.interactive.show``).
+#: Set by ``scripts/run_notebook.py`` in the kernels it starts, and not by the nbval run,
+#: when a chapter is executed to make its record rather than re-checked; a figure made from
+#: this machine's timings is written only then (``optlib.book.interactive.show``).
 RECORDING = "OPTLIB_RECORDING"
 
 #: Variables of both profiles: one thread (a reduction split over threads adds in another

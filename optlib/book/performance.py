@@ -424,9 +424,12 @@ def _wrap(lines: list[str], width: int, fixed: frozenset = frozenset()) -> list[
 
     def flush():
         if paragraph:
-            text = " ".join(p.strip() for p in paragraph)
-            bullet = paragraph[0].startswith("- ")
-            out.extend(textwrap.wrap(text, width, subsequent_indent="  " if bullet else "",
+            first = paragraph[0]
+            indent = first[:len(first) - len(first.lstrip())]
+            text = indent + " ".join(p.strip() for p in paragraph)
+            bullet = first.lstrip().startswith("- ")
+            out.extend(textwrap.wrap(text, width,
+                                     subsequent_indent=indent + ("  " if bullet else ""),
                                      break_on_hyphens=False, break_long_words=False) or [""])
             paragraph.clear()
 
@@ -442,7 +445,7 @@ def _wrap(lines: list[str], width: int, fixed: frozenset = frozenset()) -> list[
                                          break_on_hyphens=False))
             else:
                 out.append(line)
-        elif line.startswith("- ") or not paragraph:
+        elif line.lstrip().startswith("- ") or not paragraph:
             flush()
             paragraph.append(line)
         else:
@@ -453,12 +456,13 @@ def _wrap(lines: list[str], width: int, fixed: frozenset = frozenset()) -> list[
 
 def summarize_report(path, sections=("Summary", "Where optlib is slower, and why",
                                      "optlib.compile's fallbacks"), align: bool = True,
-                     width: int | None = None) -> str:
+                     width: int | None = None, details: bool = True) -> str:
     """A recorded report's header (date, machine, versions, settings) and the named
     ``sections`` (``## ...`` headings; the long table of all timings left out by default),
     with its tables as aligned text columns (``align``). With ``width``, every line fits
     in ``width`` columns: prose is rewrapped, and a peers report's Summary table is
-    printed as narrow tables, one per shape (:func:`peer_table`)."""
+    printed as narrow tables, one per shape (:func:`peer_table`). Without ``details``,
+    nested bullets (a reason's measurements, row by row) are left out."""
     from pathlib import Path
 
     lines = Path(path).read_text().splitlines()
@@ -466,6 +470,8 @@ def summarize_report(path, sections=("Summary", "Where optlib is slower, and why
     for line in lines:
         if line.startswith("## "):
             current = line[3:].strip()
+        if not details and line.startswith("  - "):
+            continue
         if current is None or current in sections:
             keep.append(line)
     while keep and not keep[-1].strip():
