@@ -96,14 +96,14 @@ two graphs of 28 and 29 tensors 51.8 s). On the same machine when quiet, with 2 
 (benchmarks/results/step-time-compiled-2026-11-27.md), the first step of Adam on 200
 tensors of 5,000 took 20.9 s of wall time from an empty Inductor cache (the process's
 first compile, Inductor's start-up included) and 13.5 s from a warm one; AdamW's, right
-after it, 7.3-7.6 s; on 20 tensors of 500,000, 4.9-5.8 s. A group of at most 32
-tensors whose layouts all differ stays one graph, as before (a small model: one compile). Rules compute per tensor
-(norms, trust ratios and moments are each tensor's own), so a chunk's step is the
-group's step restricted to it. Each parameter group, and each change of the tensors with
-a gradient, plans its chunks anew and compiles what it has not compiled yet; Inductor
-also caches compiled code on disk, so a second run of the same program compiles faster.
-The steady step pays one direct call per chunk (``benchmarks/step_time.py --compiled``
-compares it with torch's fused step).
+after it, 7.3-7.6 s; on 20 tensors of 500,000, 4.9-5.8 s. A group of at most 32 tensors
+whose layouts all differ stays one graph, as before (a small model: one compile). Rules
+compute per tensor (norms, trust ratios and moments are each tensor's own), so a chunk's
+step is the group's step restricted to it. Each parameter group, and each change of the
+tensors with a gradient, plans its chunks anew and compiles what it has not compiled
+yet; Inductor also caches compiled code on disk, so a second run of the same program
+compiles faster. The steady step pays one direct call per chunk
+(``benchmarks/step_time.py --compiled`` compares it with torch's fused step).
 
 Where compiling fails (no C++ compiler for Inductor's CPU code, a platform or Python
 without ``torch.compile`` support, a rule the compiler cannot trace in one graph), the

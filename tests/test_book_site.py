@@ -278,7 +278,6 @@ PENDING_INTERACTIVE = {
     "chapters/09_comparison",
     "chapters/11_scaling_rules",
     "chapters/12_stability",
-    "chapters/appendix_performance",
 }
 
 

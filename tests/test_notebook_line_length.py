@@ -23,11 +23,8 @@ MAX_COLUMNS = 88
 
 # Chapters whose code cells still have longer lines (to wrap: no re-run needed).
 CODE_NOT_YET_WRAPPED: set[str] = set()
-# Chapters that still print longer lines (to shorten and re-run). The appendix's are
-# timing tables, re-run only under its timing profile on a quiet machine.
-OUTPUT_NOT_YET_WRAPPED = {
-    "appendix_performance",
-}
+# Chapters that still print longer lines (to shorten and re-run).
+OUTPUT_NOT_YET_WRAPPED: set[str] = set()
 
 
 def long_lines(path: Path) -> tuple[list[str], list[str]]:

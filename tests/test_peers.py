@@ -69,8 +69,8 @@ def test_report_names_date_machine_versions_and_causes():
     for needle in ("- Date: 2026-01-02 03:04 UTC", "Test CPU, 2 logical CPUs",
                    "shared with other jobs", "torch 2.x", "lion-pytorch 0.2.5",
                    "missing: heavyball", "## Summary", "## All timings",
-                   "**Lion, optlib, 2x3x4** (1.33x pytorch-optimizer foreach): three passes "
-                   "instead of one.",
+                   "- **Lion** (optlib, 2x3x4): three passes instead of one.",
+                   "  - Lion, optlib, 2x3x4: 1.33x pytorch-optimizer foreach.",
                    "pytorch-optimizer foreach (no compiled peer)",
                    "optlib compiled (falls back to eager)", "1.33 [1.29–1.38] | slower",
                    "Adam: falls back to eager: cannot trace", "did not run: RuntimeError: x"):
@@ -158,3 +158,34 @@ def test_smoke_run_writes_a_report(tmp_path):
     merged = tmp_path / "merged.md"
     assert peers.main(["--merge", str(out), str(out), "--report", str(merged)]) == 0
     assert "merged from 2 runs" in merged.read_text()
+
+
+def test_facts_name_what_the_run_measured():
+    """A slower row's measurements: the split inside operators, calls and bytes, the same
+    rule's foreach peer, the group-per-tensor diagnostic and the fixed cost per step."""
+    def row(impl, kind, runs, ours=False, shape="20x10x10", **extra):
+        r = _row("Lion", impl, kind, runs, ours=ours, shape=shape)
+        r.update(in_ops_ms=None, ops=None, bytes_per_param=None)
+        r.update(extra)
+        return r
+
+    results = [
+        row("optlib", "eager", [2.0, 2.0], ours=True, in_ops_ms=1.5, ops=9, bytes_per_param=68),
+        row("pytorch-optimizer for-loop", "eager", [1.0, 1.0], in_ops_ms=0.9, ops=102,
+            bytes_per_param=52),
+        row("pytorch-optimizer foreach", "eager", [1.6, 1.6]),
+        row("optlib, a group per tensor", peers.DIAGNOSTIC, [1.2, 1.2]),
+    ]
+    entry = next(s for s in peers.summarize(results) if s["impl"] == "optlib")
+    overhead = [row("optlib", "eager", [0.5], ours=True, shape="20x1x1"),
+                row("pytorch-optimizer for-loop", "eager", [0.4], shape="20x1x1")]
+    text = peers.facts(results, entry, overhead)
+    for needle in ("optlib 2 ms, 1.5 in operators", "pytorch-optimizer for-loop 1 ms, 0.9 in",
+                   "operator calls 9 against 102, bytes per parameter 68 against 52",
+                   "optlib / pytorch-optimizer foreach 1.25", "optlib, a group per tensor 1.2 ms",
+                   "fixed cost on 20x1x1 (one-element matrices): optlib 0.5 ms, "
+                   "pytorch-optimizer for-loop 0.4 ms"):
+        assert needle in text, needle
+    # the fixed cost of 200 tensors says nothing about a shape of 20
+    assert "fixed cost" not in peers.facts(
+        results, entry, [dict(r, shape="200x1x1") for r in overhead])
