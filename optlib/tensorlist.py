@@ -346,6 +346,10 @@ class TensorList(list):
         return self
 
     def sign_(self) -> TensorList:
+        if any(is_sharded(t) for t in self):   # DTensor: no _foreach_sign_ rule in torch 2.10-2.12
+            for t in self:
+                t.sign_()
+            return self
         torch._foreach_sign_(_plain(self))
         return self
 
@@ -398,7 +402,7 @@ class TensorList(list):
 
     def lerp(self, end: list, weight) -> TensorList:
         # A copy stepped in place: the same kernel and numbers as the out-of-place
-        # _foreach_lerp, which torch 2.10's DTensor (FSDP2's shards) refuses
+        # _foreach_lerp, which DTensor (FSDP2's shards) refuses in torch 2.10 to 2.12
         return self.clone().lerp_(end, weight)
 
     def sqrt(self) -> TensorList:
@@ -411,6 +415,8 @@ class TensorList(list):
         return TensorList(torch._foreach_abs(_plain(self)))
 
     def sign(self) -> TensorList:
+        if any(is_sharded(t) for t in self):   # DTensor: no _foreach_sign rule in torch 2.10-2.12
+            return TensorList([t.sign() for t in self])
         return TensorList(torch._foreach_sign(_plain(self)))
 
     def neg(self) -> TensorList:
