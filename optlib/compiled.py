@@ -230,8 +230,12 @@ class CompiledUpdate:
         self.failure: BaseException | None = None
         self.compile_seconds = 0.0
         self.fast = FastPath()         # direct calls of the compiled graphs (optlib._fastpath)
-        self._known: dict[tuple, tuple] = {}     # per chunk: its shared 0-dim state
-        self._plans: dict[int, tuple] = {}       # per group: its chunks (see _chunks)
+        self._optimizer = optimizer
+        # Per group, keyed by its place in ``param_groups`` (see _place): its chunks (see
+        # _chunks); per chunk, keyed by that place and the chunk's number: its shared
+        # 0-dim state (see _shared) and, in ``self.fast``, its direct call.
+        self._plans: dict[object, tuple] = {}
+        self._known: dict[tuple, tuple] = {}
 
     @property
     def direct_steps(self) -> int:
@@ -245,6 +249,17 @@ class CompiledUpdate:
         name = f"_rule_{next(_copies)}"
         rule = types.FunctionType(_rule.__code__.replace(co_name=name), _rule.__globals__, name)
         return torch.compile(rule, **self.fast.backend(self.options))
+
+    def _place(self, group: dict) -> object:
+        """What identifies ``group`` from step to step: its index in the optimizer's
+        ``param_groups``. Not the dict's id: ``load_state_dict`` replaces every group's
+        dict, and a cache keyed by ids would keep an entry per group at every load (each
+        holding the old state's tensors alive). A group that the optimizer does not hold
+        (a rule's ``update`` called with a dict of its own) goes by its id."""
+        for index, held in enumerate(self._optimizer.param_groups):
+            if held is group:
+                return index
+        return ("id", id(group))
 
     def _shared(self, slot: tuple, columns: dict, zero_dim: list) -> frozenset:
         """The 0-dim state keys (step counts, NAdam's product of momenta) that hold the same
@@ -262,7 +277,7 @@ class CompiledUpdate:
         self._known[slot] = (scalars, shared)
         return shared
 
-    def _chunks(self, group: dict, p: TensorList, s: State) -> list[list[int] | None]:
+    def _chunks(self, place: object, p: TensorList, s: State) -> list[list[int] | None]:
         """The group's tensors in the chunks that are compiled and called one by one:
         ``[None]`` (all at once) where no tensor layout occurs more than once and the group
         has at most ``CHUNK`` tensors, the usual case for a small model.
@@ -274,7 +289,7 @@ class CompiledUpdate:
         for matrices, a full one for vectors). The plan is remembered while the group
         steps the very same parameters and state dicts."""
         states = s._states
-        plan = self._plans.get(id(group))
+        plan = self._plans.get(place)
         if (plan is not None and plan[2] == s.new and len(plan[0]) == len(p)
                 and all(map(operator.is_, plan[0], p)) and all(map(operator.is_, plan[1], states))):
             return plan[3]
@@ -298,7 +313,7 @@ class CompiledUpdate:
                 chunks += _split(sorted(where))
             if chunks == [list(range(len(p)))]:
                 chunks = [None]
-        self._plans[id(group)] = (list(p), list(states), list(s.new), chunks)
+        self._plans[place] = (list(p), list(states), list(s.new), chunks)
         return chunks
 
     def __call__(self, group: Hyper, p: TensorList, g: TensorList, s: State) -> None:
@@ -306,8 +321,7 @@ class CompiledUpdate:
             return self.eager(group, p, g, s)
         if self.refusal is not None:
             return self._fall_back(group, p, g, s, RuntimeError(self.refusal))
-        # the group's own dict: what identifies it from step to step
-        where = group._group if isinstance(group, Hyper) else group
+        place = self._place(group._group if isinstance(group, Hyper) else group)
         # The values of this step (the learning rate, schedule-free's averaging weight: the
         # numbers of ``Hyper``'s overlay) go in as 0-dim float64 tensors, so that a scheduler
         # changing them does not recompile.
@@ -316,7 +330,7 @@ class CompiledUpdate:
                   if isinstance(v, int | float) and not isinstance(v, bool)}
         others = {k: v for k, v in group.items()
                   if k != "params" and k not in traced and k not in self.bookkeeping}
-        for number, chunk in enumerate(self._chunks(where, p, s)):
+        for number, chunk in enumerate(self._chunks(place, p, s)):
             if chunk is not None:
                 p_, g_ = TensorList(p[i] for i in chunk), TensorList(g[i] for i in chunk)
                 s_ = State([s._states[i] for i in chunk], [s.new[i] for i in chunk])
@@ -325,7 +339,7 @@ class CompiledUpdate:
             if self.failure is not None:       # an earlier chunk fell back
                 self.eager(group, p_, g_, s_)
             else:
-                self._call((id(where), number), group, p_, g_, s_, traced, others)
+                self._call((place, number), group, p_, g_, s_, traced, others)
         return None
 
     def _call(self, slot: tuple, group: Hyper, p: TensorList, g: TensorList, s: State,
