@@ -127,8 +127,8 @@ def is_traced(x) -> bool:
     Python (branched on, passed to Python's ``max``, or where torch takes only a number,
     such as ``alpha=``): the rule is written once with the functions that do either, for
     a value of either kind (:func:`choose`, :func:`maximum`, :func:`minimum`,
-    :meth:`TensorList.mul_where_`, and ``alpha`` of :class:`TensorList`'s methods, which
-    multiplies separately when traced).
+    :func:`sub_scaled_`, :meth:`TensorList.mul_where_`, and ``alpha`` of
+    :class:`TensorList`'s methods, which multiplies separately when traced).
 
     Args:
         x: a number, a 0-dim tensor, or a PerTensor or list of either.
