@@ -409,6 +409,8 @@ class TensorList(list):
         return TensorList(torch._foreach_sqrt(_plain(self)))
 
     def reciprocal(self) -> TensorList:
+        if any(is_sharded(t) for t in self):   # DTensor: no _foreach_reciprocal rule, 2.10-2.12
+            return TensorList([t.reciprocal() for t in self])
         return TensorList(torch._foreach_reciprocal(_plain(self)))
 
     def abs(self) -> TensorList:
