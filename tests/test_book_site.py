@@ -275,7 +275,6 @@ INTERACTIVE = _interactive_figures()
 # Chapters that do not show an interactive figure yet (issue 21: every chapter gets one).
 # A chapter leaves this set in the commit that adds its figure.
 PENDING_INTERACTIVE = {
-    "chapters/09_comparison",
     "chapters/12_stability",
 }
 
