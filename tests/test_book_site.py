@@ -274,9 +274,7 @@ INTERACTIVE = _interactive_figures()
 
 # Chapters that do not show an interactive figure yet (issue 21: every chapter gets one).
 # A chapter leaves this set in the commit that adds its figure.
-PENDING_INTERACTIVE = {
-    "chapters/12_stability",
-}
+PENDING_INTERACTIVE: set[str] = set()
 
 
 def test_every_chapter_shows_an_interactive_figure():
