@@ -121,6 +121,31 @@ def test_epochs_cover_the_data(digits):
         book.train.digits_run(digits, 0.1)
 
 
+def _sgd_rule(params, grads, state, lr, weight_decay=0.0):
+    for p, g in zip(params, grads, strict=True):
+        p.sub_(lr * (g + weight_decay * p))
+
+
+def test_digits_run_with_another_optimizer_or_a_rule(digits):
+    model = book.models.mlp((64, 128, 10), seed=2)
+    same = book.train.fit(model, optlib.Adam(model.parameters(), lr=3e-3, eps=1e-6),
+                          book.data.batches(digits.x_train, digits.y_train, 32, seed=2), 5)
+    h = book.train.digits_run(digits, 3e-3, steps=5, seed=2,
+                              optimizer=lambda p, lr: optlib.Adam(p, lr=lr, eps=1e-6))
+    assert h.loss == same.loss
+    assert book.train.digits_run(digits, 3e-3, optimizer=optlib.Adam, steps=5,
+                                 seed=2).loss != same.loss       # eps changes the run
+    rule = book.train.digits_run(digits, 0.1, optimizer=_sgd_rule, steps=5,
+                                 hyper={"weight_decay": 0.01})
+    sgd = book.train.digits_run(digits, 0.1, steps=5, optimizer=lambda p, lr: optlib.SGD(
+        p, lr=lr, weight_decay=0.01))
+    assert rule.loss == pytest.approx(sgd.loss, rel=1e-6) and rule.loss[0] == sgd.loss[0]
+    with pytest.raises(ValueError, match="SGD's"):
+        book.train.digits_run(digits, 0.1, optimizer=optlib.Adam, momentum=0.9, steps=1)
+    with pytest.raises(ValueError, match="hyper"):
+        book.train.digits_run(digits, 0.1, optimizer=optlib.Adam, hyper={}, steps=1)
+
+
 def test_side_by_side_equal_rules_and_a_different_one(digits):
     gaps = book.compare.side_by_side(
         lambda: book.models.mlp((64, 8, 10)), digits.x_train, digits.y_train,
@@ -201,8 +226,19 @@ def test_smooth_and_step_lengths():
     with pytest.raises(ValueError, match="k"):
         book.plots.smooth([1.0], k=0)
     ell = book.rates.step_lengths(lambda p: optlib.SGD(p, lr=0.01, momentum=0.9), 200)
-    assert ell[0].item() == pytest.approx(0.01, rel=1e-5)
-    assert ell[-1].item() == pytest.approx(0.1, rel=1e-5)
+    assert ell.dtype == torch.float64
+    assert ell[0].item() == pytest.approx(0.01, rel=1e-12)
+    assert ell[-1].item() == pytest.approx(0.1 * (1 - 0.9**200), rel=1e-12)
+    drop = lambda t: 1.0 if t < 3 else 0.1                              # noqa: E731
+    by_rule = book.rates.step_lengths(_sgd_rule, 6, drop, hyper={"lr": 0.5})
+    assert by_rule.tolist() == pytest.approx([0.5, 0.5, 0.5, 0.05, 0.05, 0.05], rel=1e-12)
+    assert torch.equal(by_rule, book.rates.step_lengths(
+        lambda p: optlib.SGD(p, lr=0.5), 6, drop))
+    with pytest.raises(ValueError, match="lr"):
+        book.rates.step_lengths(_sgd_rule, 6, drop)
+    with pytest.raises(ValueError, match="rule"):
+        book.rates.step_lengths(optlib.SGD, 6, hyper={"lr": 0.5})
+    assert not book.compare.is_rule(optlib.Adam) and book.compare.is_rule(_sgd_rule)
 
 
 def test_fit_split_reports_the_test_set(digits):

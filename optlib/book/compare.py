@@ -21,11 +21,14 @@ __all__ = ["side_by_side", "is_rule"]
 
 def is_rule(contender) -> bool:
     """Whether ``contender`` is a from-scratch rule ``rule(params, grads, state, ...)``
-    (three or more parameters) rather than an optimizer factory ``params -> optimizer``.
+    (three or more parameters) rather than an optimizer factory ``params -> optimizer``
+    (an optimizer class, such as ``optlib.Adam``, is a factory).
 
     Args:
         contender: a rule or a factory.
     """
+    if isinstance(contender, type):
+        return False
     try:
         return len(inspect.signature(contender).parameters) >= 3
     except (TypeError, ValueError):

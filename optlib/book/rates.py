@@ -143,23 +143,43 @@ def heavy_ball_path(lr: float, beta: float, curvature: float, start: float, step
 
 
 def step_lengths(make_optimizer: Callable, steps: int,
-                 schedule: Callable[[int], float] | None = None) -> Tensor:
-    """Run an optimizer on f(θ) = θ (gradient 1, float64) and return ``|θ_t − θ_{t−1}|`` for
-    t = 1..steps: how a method's step grows under a constant gradient.
+                 schedule: Callable[[int], float] | None = None, *,
+                 hyper: dict | None = None) -> Tensor:
+    """Run an optimizer or a from-scratch rule on f(θ) = θ (gradient 1, float64) and
+    return ``|θ_t − θ_{t−1}|`` for t = 1..steps (float64): how a method's step grows under
+    a constant gradient.
 
     Args:
-        make_optimizer: ``params -> optimizer``.
+        make_optimizer: ``params -> optimizer``, or a from-scratch rule
+            ``rule(params, grads, state, **hyper)`` (:func:`optlib.book.compare.is_rule`).
         steps: the number of steps.
-        schedule: ``t -> multiplier`` of the learning rate of step t (with ``LambdaLR``).
+        schedule: ``t -> multiplier`` of the learning rate of step t (with ``LambdaLR``;
+            a rule gets ``hyper["lr"]`` times it).
+        hyper: keyword arguments of a rule.
     """
+    from .compare import is_rule
+
     theta = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    path = [0.0]
+    if is_rule(make_optimizer):
+        hyper = dict(hyper or {})
+        if schedule is not None and "lr" not in hyper:
+            raise ValueError("a rule with a schedule needs its base lr in hyper['lr']")
+        state: dict = {}
+        for t in range(steps):
+            kw = hyper if schedule is None else {**hyper, "lr": hyper["lr"] * schedule(t)}
+            with torch.no_grad():
+                make_optimizer([theta], [torch.ones_like(theta)], state, **kw)
+            path.append(theta.item())
+        return torch.tensor(path, dtype=torch.float64).diff().abs()
+    if hyper is not None:
+        raise ValueError("hyper is for a rule; an optimizer factory sets its own")
     opt = make_optimizer([theta])
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule) if schedule else None
-    path = [0.0]
     for _ in range(steps):
         theta.grad = torch.ones_like(theta)
         opt.step()
         if scheduler:
             scheduler.step()
         path.append(theta.item())
-    return torch.tensor(path).diff().abs()
+    return torch.tensor(path, dtype=torch.float64).diff().abs()

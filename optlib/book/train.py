@@ -417,11 +417,12 @@ def epochs(x: Tensor, y: Tensor, batch_size: int, seed: int = 0):
 
 
 def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False,
+               optimizer: Callable | None = None, hyper: dict | None = None,
                batch_size: int | None = 32, steps: int | None = None,
                n_epochs: int | None = None, seed: int = 0,
                diverge_above: float | None = None) -> History:
     """The 64-128-10 MLP (initialized with ``seed``) trained on the digits with
-    ``optlib.SGD``: the chapters' standard small network.
+    ``optlib.SGD`` or the given optimizer: the chapters' standard small network.
 
     Give ``steps`` (minibatches from :func:`optlib.book.data.batches`, every batch full)
     or ``n_epochs`` (whole epochs from :func:`epochs`, the last batch of each smaller;
@@ -434,6 +435,10 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
         lr: the learning rate.
         momentum: SGD's momentum.
         nesterov: Nesterov's momentum.
+        optimizer: ``optimizer(params, lr=lr)``, the optimizer to train with instead of
+            SGD; or a from-scratch rule (:func:`optlib.book.compare.is_rule`), called
+            with ``lr=lr`` and ``hyper``.
+        hyper: more keyword arguments of a rule.
         batch_size: examples per batch; ``None``: the full batch at every step.
         steps: the number of steps.
         n_epochs: the number of epochs (instead of ``steps``).
@@ -446,13 +451,23 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
 
     from . import data as _data
     from . import models
+    from .compare import is_rule
 
     if (steps is None) == (n_epochs is None):
         raise ValueError("give steps or n_epochs, not both or neither")
+    if optimizer is not None and (momentum or nesterov):
+        raise ValueError("momentum and nesterov are SGD's; give them to the optimizer")
     x, y = data.x_train, data.y_train
     model = models.mlp((64, 128, 10), seed=seed)
-    opt = optlib.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
     kw = {}
+    if optimizer is not None and is_rule(optimizer):
+        opt, kw["hyper"] = optimizer, {**(hyper or {}), "lr": lr}
+    elif hyper is not None:
+        raise ValueError("hyper is for a rule; give an optimizer its arguments")
+    elif optimizer is not None:
+        opt = optimizer(model.parameters(), lr=lr)
+    else:
+        opt = optlib.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
     if batch_size is None:
         stream = itertools.repeat((x, y))
     elif steps is not None:
@@ -460,7 +475,7 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
     else:
         per_epoch = math.ceil(len(x) / batch_size)
         stream, steps = epochs(x, y, batch_size, seed=seed), n_epochs * per_epoch
-        kw = dict(eval_every=per_epoch, evaluate=lambda: evaluate_loss(model, x, y))
+        kw.update(eval_every=per_epoch, evaluate=lambda: evaluate_loss(model, x, y))
     history = fit(model, opt, stream, steps, diverge_above=diverge_above, **kw)
     history.test_accuracy = accuracy(model, data.x_test, data.y_test)
     return history
