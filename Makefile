@@ -25,6 +25,7 @@ test: lint unit notebooks
 WORKFLOWS := $(wildcard .github/workflows/*.yml)
 lint: install
 	$(BIN)/ruff check optlib tests benchmarks scripts _ext
+	$(BIN)/ruff check chapters          # their own rules: chapters/ruff.toml (88 columns)
 	$(BIN)/check-jsonschema --builtin-schema vendor.citation-file-format CITATION.cff
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	$(BIN)/check-jsonschema --builtin-schema custom.github-workflows-require-timeout $(WORKFLOWS)

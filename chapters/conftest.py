@@ -10,14 +10,14 @@ The whole book must run in at most 25 minutes on the 2-core CPU that CI uses, an
 chapter in at most 3, under the pins. MKL's portable code path (``MKL_CBWR=COMPATIBLE``)
 makes matrix products several times slower than the machine's own kernels, and bfloat16
 products (Muon's Newton-Schulz iteration) run without oneDNN, so the chapters that train
-the tiny transformer keep their runs short (notes/numerics.md has the measured cost). The
-time of a chapter is the sum of its cells' run times (as nbval reports them, kernel start
-included): wall time, which a busy runner inflates (two chapters share the two cores, and
-anything else running on the machine takes its share). So a chapter over its 3 minutes is
-reported, and fails the run only beyond a third more (4 minutes; the book beyond 25
-minutes): the measured times on a quiet machine are in notes/numerics.md, and a chapter
-that needs the tolerance there is over budget. Run on its own, a single chapter is only
-checked against its own budget.
+the tiny transformer keep their runs short (notes/numerics.md has the measured cost).
+The time of a chapter is the sum of its cells' run times (as nbval reports them, kernel
+start included): wall time, which a busy runner inflates (two chapters share the two
+cores, and anything else running on the machine takes its share). So a chapter over its
+3 minutes is reported, and fails the run only beyond a third more (4 minutes; the book
+beyond 25 minutes): the measured times on a quiet machine are in notes/numerics.md, and
+a chapter that needs the tolerance there is over budget. Run on its own, a single
+chapter is only checked against its own budget.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from optlib.book import numerics
 
 CHAPTER_BUDGET_S = float(os.environ.get("OPTLIB_CHAPTER_BUDGET_S", 180))
 BOOK_BUDGET_S = float(os.environ.get("OPTLIB_BOOK_BUDGET_S", 1500))
-# A chapter fails the run beyond this multiple of its budget (wall time on a shared runner).
+# A chapter fails the run beyond this multiple of its budget (wall time on a shared
+# runner).
 RUNNER_TOLERANCE = 4 / 3
 
 _seconds: dict[str, float] = defaultdict(float)
@@ -47,7 +48,8 @@ def pytest_runtest_setup(item):
         profile = numerics.profile_for(path)
         if os.environ.get(numerics.MARKER) != profile:
             os.environ.clear()
-            os.environ.update(numerics.kernel_environment(profile, _ORIGINAL_ENVIRONMENT))
+            os.environ.update(
+                numerics.kernel_environment(profile, _ORIGINAL_ENVIRONMENT))
 
 
 def pytest_runtest_logreport(report):
@@ -72,15 +74,17 @@ def _failing() -> list[str]:
 def pytest_terminal_summary(terminalreporter):
     if not _seconds:
         return
-    terminalreporter.section(f"chapter run times (budget: {CHAPTER_BUDGET_S / 60:g} min each, "
-                                 f"{BOOK_BUDGET_S / 60:g} min in all)")
+    terminalreporter.section(
+        f"chapter run times (budget: {CHAPTER_BUDGET_S / 60:g} min each, "
+        f"{BOOK_BUDGET_S / 60:g} min in all)")
     for name, s in sorted(_seconds.items()):
         terminalreporter.write_line(f"{s:7.1f} s  {name}")
     terminalreporter.write_line(f"{sum(_seconds.values()):7.1f} s  total")
     for name, s in sorted(_seconds.items()):
         if CHAPTER_BUDGET_S < s <= RUNNER_TOLERANCE * CHAPTER_BUDGET_S:
-            terminalreporter.write_line(f"over budget, within the runner tolerance: {name}: "
-                                        f"{s:.0f} s > {CHAPTER_BUDGET_S:.0f} s", yellow=True)
+            terminalreporter.write_line(
+                f"over budget, within the runner tolerance: {name}: "
+                f"{s:.0f} s > {CHAPTER_BUDGET_S:.0f} s", yellow=True)
     for problem in _failing():
         terminalreporter.write_line(f"OVER BUDGET: {problem}", red=True)
 

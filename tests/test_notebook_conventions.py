@@ -36,6 +36,7 @@ DISTRIBUTION = re.search(r'^name = "(.+)"$', (ROOT / "pyproject.toml").read_text
 COLAB_CELL = f'''\
 # In Colab, install optlib (the book's library) from the book's repository.
 import sys
+
 if "google.colab" in sys.modules:
     REPOSITORY = "{REPOSITORY}"
     %pip install -q "{DISTRIBUTION}[book] @ git+{{REPOSITORY}}"'''
