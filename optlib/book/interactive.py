@@ -231,7 +231,7 @@ class SliderFigure:
 def _axes(panels: Sequence[Panel]) -> dict:
     layout: dict = {}
     n = len(panels)
-    gap = 0.1
+    gap = 0.14  # room for the next panel's tick labels and title
     width = (1 - gap * (n - 1)) / n
     for i, panel in enumerate(panels):
         suffix = "" if i == 0 else str(i + 1)
@@ -239,7 +239,10 @@ def _axes(panels: Sequence[Panel]) -> dict:
         x: dict = {"title": {"text": panel.xlabel}, "domain": [round(start, 4), round(start + width, 4)],
                    "anchor": f"y{suffix}", "showline": True, "linecolor": "#444", "ticks": "outside",
                    "zeroline": False, "showgrid": True, "gridcolor": "#eee"}
-        y: dict = {"title": {"text": panel.ylabel}, "anchor": f"x{suffix}", "showline": True,
+        # automargin: plotly widens the margin to fit the tick labels, and standoff keeps
+        # the title clear of them (without both, a title overlaps labels such as 10⁻¹)
+        y: dict = {"title": {"text": panel.ylabel, "standoff": 6}, "automargin": True,
+                   "anchor": f"x{suffix}", "showline": True,
                    "linecolor": "#444", "ticks": "outside", "zeroline": False,
                    "showgrid": True, "gridcolor": "#eee"}
         for axis, log, limits in ((x, panel.logx, panel.xrange), (y, panel.logy, panel.yrange)):
@@ -339,7 +342,7 @@ def slider_figure(name: str, frames: Sequence[tuple[str, Sequence[Trace]]], *, s
         "margin": {"l": 60, "r": 20, "t": 40 if title else 20, "b": 40},
         "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         "hovermode": "closest",
-        "sliders": [{"active": active, "steps": steps, "pad": {"t": 50}, "len": 1.0, "x": 0,
+        "sliders": [{"active": active, "steps": steps, "pad": {"t": 72}, "len": 1.0, "x": 0,
                      "currentvalue": {"prefix": f"{slider_label} = ", "font": {"size": 14}}}],
         **_axes(panels),
     }
