@@ -27,6 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .sweeps import grid_edge
+
 __all__ = ["MatrixQuadratic", "matrix_quadratic", "aligned_twin", "MatrixRun", "run", "best_lr",
            "Tuned", "tuned", "preconditioner", "condition_number", "matrix_power"]
 
@@ -176,8 +178,7 @@ def tuned(family: Callable[[float], Callable], lrs: Sequence[float], rotated: bo
     problem = matrix_quadratic(rotated=rotated, seed=seeds[0])
     lr, first = best_lr(problem, family, lrs, steps)
     others = [run(matrix_quadratic(rotated=rotated, seed=s), family(lr), steps) for s in seeds[1:]]
-    edge = "<" if lr == lrs[0] else ">" if lr == lrs[-1] else " "
-    return Tuned(lr, edge, [first, *others])
+    return Tuned(lr, grid_edge(lr, lrs), [first, *others])
 
 
 def preconditioner(optimizer: torch.optim.Optimizer, p: Tensor) -> Tensor:

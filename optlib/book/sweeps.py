@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .data import batches
 from .train import fit
 
-__all__ = ["lr_wd_grid", "mark_best_per_column", "steps_to", "best_lr_table"]
+__all__ = ["lr_wd_grid", "mark_best_per_column", "steps_to", "grid_edge", "best_lr_table"]
 
 
 def lr_wd_grid(make_optimizer: Callable, lrs: Sequence[float], wds: Sequence[float], data,
@@ -68,6 +68,17 @@ def steps_to(losses, target: float, window: int = 25) -> int | None:
     return int(hit[0]) + window if hit.size else None
 
 
+def grid_edge(lr: float, lrs: Sequence[float]) -> str:
+    """``"<"`` when ``lr`` is the lowest rate of the grid ``lrs``, ``">"`` the highest,
+    ``" "`` inside it: a best rate at an edge may hide a better one outside the grid.
+
+    Args:
+        lr: the chosen learning rate.
+        lrs: the grid, lowest first.
+    """
+    return "<" if lr == lrs[0] else ">" if lr == lrs[-1] else " "
+
+
 def best_lr_table(runs: dict, grids: dict, target: float) -> list[tuple]:
     """Each optimizer at the learning rate of its grid with the lowest validation loss:
     rows ``(name, "lr" with "<"/">" when at the grid's low/high edge, final training loss,
@@ -83,6 +94,5 @@ def best_lr_table(runs: dict, grids: dict, target: float) -> list[tuple]:
         lr = min(lrs, key=lambda lr: runs[name, lr].val_loss)
         r = runs[name, lr]
         hit = steps_to(r.loss, target)
-        edge = "<" if lr == lrs[0] else ">" if lr == lrs[-1] else " "
-        rows.append((name, f"{lr:.0e}{edge}", r.final(), r.val_loss, hit))
+        rows.append((name, f"{lr:.0e}{grid_edge(lr, lrs)}", r.final(), r.val_loss, hit))
     return sorted(rows, key=lambda row: row[3])
