@@ -349,17 +349,23 @@ def recorded_reports(prefix: str = "peers-", where: str = "benchmarks/results",
     return sorted(directory.glob(f"{prefix}*.md"))
 
 
+def _align(rows: list[list[str]], right: tuple[int, ...] = ()) -> list[str]:
+    """Rows of cells as text columns two spaces apart, each as wide as its widest cell:
+    left-aligned, or right-aligned for the column indices in ``right`` (numbers)."""
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(rows[0]))]
+    return ["  ".join(c.rjust(w) if i in right else c.ljust(w)
+                      for i, (c, w) in enumerate(zip(r, widths, strict=False))).rstrip()
+            for r in rows]
+
+
 def _align_tables(lines: list[str]) -> list[str]:
     """Markdown pipe tables as aligned text columns (the separator row dropped)."""
     out, table = [], []
 
     def flush():
         if table:
-            rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table
-                    if not set(line.replace("|", "").strip()) <= set("-: ")]
-            widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(rows[0]))]
-            out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
-                       for r in rows)
+            out.extend(_align([_cells(line) for line in table
+                               if not set(line.replace("|", "").strip()) <= set("-: ")]))
             table.clear()
 
     for line in lines:
@@ -401,11 +407,8 @@ def peer_table(rows: list[list[str]]) -> list[str]:
                 table.append([family, ms, peer, peer_ms, ratio, verdict])
             if len(table) == 1:
                 continue
-            widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
             out += ["", f"{count} matrices of {rows_} x {cols}, {kind} (ms per step):"]
-            out += ["  ".join(c.rjust(w) if i in (1, 3) else c.ljust(w)
-                              for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
-                    for r in table]
+            out += _align(table, right=(1, 3))
     out += ["", "* no compiled peer: against the fastest peer of any kind",
             "† optlib.compile falls back to the eager rule"]
     return out
