@@ -26,6 +26,7 @@ WORKFLOWS := $(wildcard .github/workflows/*.yml)
 lint: install
 	$(BIN)/ruff check optlib tests benchmarks scripts _ext
 	$(BIN)/ruff check chapters          # their own rules: chapters/ruff.toml (88 columns)
+	$(BIN)/ruff check --config chapters/ruff.toml assignments   # the same rules
 	$(BIN)/check-jsonschema --builtin-schema vendor.citation-file-format CITATION.cff
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	$(BIN)/check-jsonschema --builtin-schema custom.github-workflows-require-timeout $(WORKFLOWS)

@@ -481,6 +481,10 @@ def test_api_reference_documents_every_public_name():
     introduced = re.findall(r":mod:`~optlib\.book\.(\w+)`", optlib.book.__doc__)
     assert "interactive" in introduced and "checking" in documented
     assert not [m for m in introduced if m not in documented], "api.md lacks them"
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(optlib.book.__path__)}
+    assert not modules - set(introduced), "optlib.book's docstring does not name them"
 
 
 # ------------------------------------------------------------------ the bibliography

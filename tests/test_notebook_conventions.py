@@ -112,6 +112,21 @@ def test_first_code_cell_installs_optlib_in_colab_only(path):
         f"{path.name}: tag the Colab install cell remove-cell (it only distracts on the web page)")
 
 
+ASSIGNMENTS = sorted((ROOT / "assignments").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", ASSIGNMENTS, ids=[p.stem for p in ASSIGNMENTS])
+def test_assignment_installs_the_distribution_by_its_name(path):
+    # otter's requirements and the Colab cell: pip refuses "optlib[book] @ git+..." since
+    # the project's metadata names it optlib-torch (a wrong name once sat in both)
+    nb = _read(path)
+    wanted = f"{DISTRIBUTION}[book] @ git+"
+    config, first = nb.cells[0].source, _code_cells(nb)[0].source
+    assert f"  - {wanted}{REPOSITORY}" in config.splitlines(), f"{path.name}: {config}"
+    assert "google.colab" in first and f"{wanted}{{REPOSITORY}}" in first, first
+    assert f'REPOSITORY = "{REPOSITORY}"' in first, first
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=ids)
 def test_at_least_three_exercises_each_with_a_solution(path):
     exercises, solutions = _exercises_and_solutions(_read(path))

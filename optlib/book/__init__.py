@@ -6,12 +6,16 @@
 * :mod:`~optlib.book.inspect`: looking inside optimizers and training;
 * :mod:`~optlib.book.noise`, :mod:`~optlib.book.rates`, :mod:`~optlib.book.surfaces`:
   gradient noise, momentum on quadratics, toy surfaces;
+* :mod:`~optlib.book.curvature`, :mod:`~optlib.book.preconditioning`: the curvature
+  where training ends, diagonal against Kronecker-factored preconditioning;
 * :mod:`~optlib.book.sweeps`, :mod:`~optlib.book.optimizers`: hyperparameter sweeps and
   the table of optimizers the chapters compare;
 * :mod:`~optlib.book.scale`, :mod:`~optlib.book.mup`, :mod:`~optlib.book.finetune`:
   training at scale (accumulation, the z-loss, rollback), μP, LoRA and fine-tuning;
-* :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`;
-* :mod:`~optlib.book.checking` (exercise checkers) and :mod:`~optlib.book.grading`;
+* :mod:`~optlib.book.plots`, :mod:`~optlib.book.report`, :mod:`~optlib.book.progress`;
+* :mod:`~optlib.book.checking` (exercise checkers) and :mod:`~optlib.book.grading`, both
+  running a reader's code through :mod:`~optlib.book.sandbox`;
+* :mod:`~optlib.book.numerics`: the pinned numerical environment of recorded runs;
 * :mod:`~optlib.book.performance`: memory traffic and timing of a step;
 * :mod:`~optlib.book.distributed`: DDP, ZeRO and FSDP2 runs on CPU processes;
 * :mod:`~optlib.book.interactive`: figures with a slider over precomputed frames (plotly).

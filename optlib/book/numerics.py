@@ -59,8 +59,8 @@ PROFILES = ("record", "timing")
 #: this machine's timings is written only then (``optlib.book.interactive.show``).
 RECORDING = "OPTLIB_RECORDING"
 
-#: Variables of both profiles: one thread (a reduction split over threads adds in another
-#: order), and the iteration order of sets of strings.
+#: The variables both profiles set, for one thread (a reduction split over threads adds
+#: in another order) and a fixed iteration order of sets of strings.
 COMMON: dict[str, str] = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 #: The pinned variables of the ``record`` profile (before torch is imported).
 PINNED: dict[str, str] = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", **COMMON}
