@@ -160,6 +160,17 @@ def test_side_by_side_equal_rules_and_a_different_one(digits):
                                   {"a": lambda p: optlib.SGD(p, lr=0.1)}, steps=0)
 
 
+def test_max_difference_of_models_or_tensors():
+    a, b = book.models.mlp((4, 3, 2), seed=0), book.models.mlp((4, 3, 2), seed=0)
+    assert book.compare.max_difference(a, b) == 0.0
+    with torch.no_grad():
+        b[2].bias[1] += 0.25                       # one entry of the last tensor moves
+    assert book.compare.max_difference(a, b) == 0.25
+    assert book.compare.max_difference(list(a.parameters()), b.parameters()) == 0.25
+    with pytest.raises(ValueError, match="hold 4 and 3 tensors"):
+        book.compare.max_difference(a, list(b.parameters())[:3])
+
+
 def test_mlp_options():
     ln = book.models.mlp((4, 8, 8, 3), seed=1, layernorm=True)
     assert sum(isinstance(m, torch.nn.LayerNorm) for m in ln) == 2

@@ -130,6 +130,18 @@ def test_digits_task_and_steps_to():
     assert book.sweeps.steps_to([3.0] * 30, 1.0) is None
 
 
+def test_digits_task_evaluates_a_float64_model_in_float64():
+    t = book.data.DigitsTask(batch_size=8)
+    model = book.models.mlp((64, 16, 10), seed=0)
+    wide = book.models.mlp((64, 16, 10), seed=0).double()
+    x, y = t.split.x_train.double(), t.split.y_train
+    with torch.no_grad():
+        assert t.train_loss(wide) == t.loss(wide, x, y).item()
+    assert t.train_loss(wide) == pytest.approx(t.train_loss(model), rel=1e-6)
+    assert t.val_loss(wide) == pytest.approx(t.val_loss(model), rel=1e-6)
+    assert t.accuracy(wide) == t.accuracy(model)
+
+
 def test_adafactor_update_rms_matches_the_step():
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(6, 5, dtype=torch.float64))

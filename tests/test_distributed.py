@@ -10,6 +10,7 @@ import torch
 
 import optlib
 from optlib.book import distributed as D
+from optlib.book.compare import max_difference
 
 WORLD_SIZE = 2
 HYPER = {
@@ -39,9 +40,9 @@ def test_ddp_equals_one_process_on_the_combined_batch(name, runs):
     needs(name)
     r = runs[name, False]
     single = D.train_single(r.job, WORLD_SIZE)
-    assert D.max_difference(r.params, single) < 1e-12
+    assert max_difference(r.params, single) < 1e-12
     assert r.replica_gap == 0.0                       # the replicas never drift apart
-    moved = D.max_difference(r.params, [p.detach() for p in D.build_model().parameters()])
+    moved = max_difference(r.params, [p.detach() for p in D.build_model().parameters()])
     assert moved > 1e-3                               # and training did move them
 
 
@@ -50,7 +51,7 @@ def test_zero_shards_state_without_changing_the_result(name, runs):
     needs(name)
     r = runs[name, True]
     single_model = D.build_model()
-    assert D.max_difference(r.params, D.train_single(r.job, WORLD_SIZE)) < 1e-12
+    assert max_difference(r.params, D.train_single(r.job, WORLD_SIZE)) < 1e-12
     assert r.replica_gap == 0.0
     # Each rank keeps state for its own share of the tensors; together, all of them.
     n_tensors = len(list(single_model.parameters()))

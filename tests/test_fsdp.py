@@ -17,6 +17,7 @@ from catalogue import ENTRIES
 import optlib
 from optlib import _torch_version, sharded
 from optlib.book import distributed as D
+from optlib.book.compare import max_difference
 
 if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
     pytest.skip("this torch build has no torch.distributed with the gloo backend",
@@ -94,9 +95,9 @@ def test_fsdp2_equals_one_process_on_the_combined_batch(name, runs):
     r = runs[0][name]
     assert r.error is None, r.error
     single = D.train_single(r.job, WORLD_SIZE)
-    assert D.max_difference(r.params, single) < TOLERANCE
+    assert max_difference(r.params, single) < TOLERANCE
     start = [p.detach() for p in D.build_model(0, r.job.widths).parameters()]
-    assert D.max_difference(r.params, start) > 1e-3          # and training did move them
+    assert max_difference(r.params, start) > 1e-3          # and training did move them
 
 
 @pytest.mark.parametrize("name", list(HYPER))
@@ -220,10 +221,10 @@ def test_adam8bit_row_blocks_on_shards_equal_one_process_with_the_same_blocks(ru
     1.2e-3 after 4 steps at lr 1e-2, an eighth of one step; bounded here by half a step."""
     r = runs[0]["row blocks"]
     assert r.error is None, r.error
-    assert D.max_difference(r.params, D.train_single(r.job, WORLD_SIZE)) < TOLERANCE
+    assert max_difference(r.params, D.train_single(r.job, WORLD_SIZE)) < TOLERANCE
     flat = D.train_single(D.Job("Adam8bit", {**r.job.hyper, "row_blocks": False}, steps=4,
                                 widths=D.FSDP_WIDTHS), WORLD_SIZE)
-    assert 0 < D.max_difference(r.params, flat) < 0.5 * r.job.hyper["lr"]
+    assert 0 < max_difference(r.params, flat) < 0.5 * r.job.hyper["lr"]
     assert r.resumed_exact and r.one_process_state_exact and r.back_state_exact
     assert r.back_params_exact
 
@@ -265,8 +266,8 @@ def test_soap_with_a_singular_factor_is_sensitive_to_round_off_in_one_process():
     gradient (the size of the difference between two processes' averaged gradient and one
     process's) moves the weights by 2e-2 at lr 1e-2; with nonsingular factors by round-off."""
     def moved(hyper):
-        return D.max_difference(_soap_after_two_steps(hyper, 0.0),
-                                _soap_after_two_steps(hyper, 1e-15))
+        return max_difference(_soap_after_two_steps(hyper, 0.0),
+                              _soap_after_two_steps(hyper, 1e-15))
     assert moved({}) > 1e-3
     assert moved(dict(max_precond_dim=16)) < TOLERANCE
 

@@ -1,5 +1,6 @@
 """One side-by-side runner: identical float64 copies of a model trained on the same
-minibatches, one per contender, and how far apart they end up.
+minibatches, one per contender, and how far apart they end up (:func:`max_difference`,
+also the measure of the chapters' other "the same weights?" comparisons).
 
 It backs the chapters' "equal to torch" cells: a from-scratch rule beside ``optlib`` and
 ``torch.optim``, where a gap at round-off level says that they compute the same thing.
@@ -8,7 +9,7 @@ It backs the chapters' "equal to torch" cells: a from-scratch rule beside ``optl
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from .data import batches
 
-__all__ = ["side_by_side", "is_rule"]
+__all__ = ["side_by_side", "is_rule", "max_difference"]
 
 
 def is_rule(contender) -> bool:
@@ -33,6 +34,21 @@ def is_rule(contender) -> bool:
         return len(inspect.signature(contender).parameters) >= 3
     except (TypeError, ValueError):
         return False
+
+
+def max_difference(a: nn.Module | Sequence[Tensor], b: nn.Module | Sequence[Tensor]) -> float:
+    """The largest absolute difference between the parameters of two models, or between
+    two sequences of tensors of the same shapes, taken in order.
+
+    Args:
+        a: a model or a sequence of tensors.
+        b: a model or a sequence of tensors, with ``a``'s shapes.
+    """
+    a, b = (list(m.parameters()) if isinstance(m, nn.Module) else list(m) for m in (a, b))
+    if len(a) != len(b):
+        raise ValueError(f"a and b hold {len(a)} and {len(b)} tensors")
+    with torch.no_grad():
+        return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
 
 
 def side_by_side(make_model: Callable[[], nn.Module], x: Tensor, y: Tensor, contenders: dict,
@@ -85,6 +101,4 @@ def side_by_side(make_model: Callable[[], nn.Module], x: Tensor, y: Tensor, cont
                         g["lr"] = lr_at(t)
                 opts[name].step()
     first = next(iter(models.values()))
-    return {name: max((a - b).abs().max().item()
-                      for a, b in zip(first.parameters(), m.parameters(), strict=True))
-            for name, m in models.items()}
+    return {name: max_difference(first, m) for name, m in models.items()}

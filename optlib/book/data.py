@@ -300,17 +300,39 @@ class DigitsTask:
 
     loss = staticmethod(LMTask.loss)
 
+    @staticmethod
+    def _inputs(model: nn.Module, x: Tensor) -> Tensor:
+        """``x`` in the dtype of the model's parameters (float64 for a ``.double()`` copy)."""
+        return x.to(next(model.parameters()).dtype)
+
     @torch.no_grad()
     def val_loss(self, model: nn.Module) -> float:
-        return self.loss(model, self.split.x_test, self.split.y_test).item()
+        """The loss on the test set, in the model's dtype.
+
+        Args:
+            model: the classifier.
+        """
+        return self.loss(model, self._inputs(model, self.split.x_test), self.split.y_test).item()
 
     @torch.no_grad()
     def train_loss(self, model: nn.Module) -> float:
-        return self.loss(model, self.split.x_train, self.split.y_train).item()
+        """The loss on the whole training set, in the model's dtype.
+
+        Args:
+            model: the classifier.
+        """
+        return self.loss(model, self._inputs(model, self.split.x_train),
+                         self.split.y_train).item()
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module) -> float:
-        return (model(self.split.x_test).argmax(-1) == self.split.y_test).float().mean().item()
+        """The test accuracy, in the model's dtype.
+
+        Args:
+            model: the classifier.
+        """
+        logits = model(self._inputs(model, self.split.x_test))
+        return (logits.argmax(-1) == self.split.y_test).float().mean().item()
 
 
 def noisy_labels(y: Tensor, fraction: float, num_classes: int = 10, seed: int = 0) -> Tensor:

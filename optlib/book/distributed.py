@@ -39,6 +39,7 @@ from torch import nn
 
 import optlib
 from optlib.book import models, numerics
+from optlib.book.compare import max_difference
 
 #: Size of the toy regression problem every process builds identically.
 IN_FEATURES, HIDDEN, LOCAL_BATCH = 8, 16, 16
@@ -222,11 +223,6 @@ def _spawn(worker, args: tuple, world_size: int) -> list:
     finally:
         if set_ifname:
             del os.environ["GLOO_SOCKET_IFNAME"]
-
-
-def max_difference(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
-    """Largest absolute difference between two lists of parameters."""
-    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
 
 
 # ---- FSDP2: sharded parameters, distributed checkpoints ------------------------------------
