@@ -30,11 +30,10 @@ per parameter, the usual reasons for a slower step (more passes over memory, or 
 calls). For every implementation it gives the time per step spent inside ATen operators
 and compiled graphs, measured with ``torch.profiler`` (:func:`time_in_operators`): the
 rest of a step is host time (Python, gathering lists, guards), a reason no byte count
-shows. On shapes of at most 32 tensors, a diagnostic row (not a contestant) times optlib's
-eager rule with each tensor in a parameter group of its own, so that its foreach
-operations run tensor by tensor, as a for-loop does: whether a for-loop's lead comes from
-its order of work (each tensor's arrays still in cache for its next operation) rather than
-from its operations.
+shows. A diagnostic row (not a contestant), "optlib, one call per group", times optlib's
+eager rule called once over each whole group, as optlib's step did before it called the
+rule over cache-sized chunks of the group (``optlib.optimizer.eager_chunks``): what the
+chunks gain, in the same run.
 
 Only ``step()`` is timed: SophiaG's Hessian estimate and schedule-free's train/eval
 switches are outside it. Compiling takes minutes (``--no-compile`` leaves it out); parts
@@ -90,6 +89,8 @@ class Impl:
 
 #: The kind of a row that is timed beside the contestants but compared with nothing.
 DIAGNOSTIC = "diagnostic"
+#: The diagnostic row: optlib's eager rule once over each whole group (no chunks).
+ONE_CALL = "optlib, one call per group"
 
 
 # ---- the contestants --------------------------------------------------------------------
@@ -231,17 +232,25 @@ def families() -> dict[str, Callable[[], tuple[Callable, list[Impl]]]]:
     }
 
 
+def _one_call(opt):
+    """``opt`` with its eager rule called once per group, not over chunks of it
+    (``optlib.optimizer.eager_chunks``): optlib's step before the chunks."""
+    opt.eager_chunk_bytes = None
+    return opt
+
+
 def contestants(name: str, compile: bool = True, skip=(), per_tensor: bool = False) -> list[Impl]:
     """optlib's eager optimizer, ``optlib.compile`` of it (with ``compile``), and the peers
     (compiled ones only with ``compile``), less the implementations labelled in ``skip``;
-    with ``per_tensor``, also the diagnostic row of optlib with a group per tensor."""
+    with ``per_tensor``, also the diagnostic row of optlib's rule called once per group
+    rather than over cache-sized chunks of it."""
     import optlib
 
     ours, peers = families()[name]()
     impls = [Impl("optlib", "eager", ours, ours=True)]
-    if per_tensor:
-        impls.append(Impl("optlib, a group per tensor", DIAGNOSTIC,
-                          lambda p: ours([dict(params=[t]) for t in p])))
+    # (not for a class that calls its rule once per group anyway: Adam8bit)
+    if per_tensor and ours(make_matrices(1, (2, 2))).eager_chunk_bytes is not None:
+        impls.append(Impl(ONE_CALL, DIAGNOSTIC, lambda p: _one_call(ours(p))))
     if compile:
         impls.append(Impl("optlib compiled", "compiled",
                           lambda p: optlib.compile(ours(p)), ours=True))
@@ -312,7 +321,7 @@ def measure(name: str, shape: str, repeats: int = 5, reps: int = 5, block: int =
     count, matrix = parse_shape(shape)
     n_params = count * matrix[0] * matrix[1]
     results, steps, optimizers = [], {}, {}
-    for impl in contestants(name, compile, skip, per_tensor=count <= 32):
+    for impl in contestants(name, compile, skip, per_tensor=True):
         row = dict(family=name, shape=shape, impl=impl.label, kind=impl.kind, ours=impl.ours,
                    runs_ms=[], first_s=None, ops=None, bytes_per_param=None, in_ops_ms=None,
                    note="")
@@ -507,7 +516,7 @@ def facts(results: list[dict], entry: dict, overhead: list[dict] | None = None) 
     """What this run measured about a slower row of the summary (``entry``), for its
     reason: time inside operators or compiled graphs against the whole step, operator
     calls and bytes per parameter (optlib's and the peer's), optlib against a foreach
-    peer (the same order of work), the diagnostic row of a group per tensor, and, from
+    peer (the same order of work), the diagnostic row of one call per group, and, from
     ``overhead`` (results on one-element matrices, where a step's arithmetic is
     negligible), the two implementations' fixed cost per step."""
     rows = {r["impl"]: r for r in results

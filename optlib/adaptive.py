@@ -183,7 +183,7 @@ class RMSprop(Optimizer):
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
         lr, alpha, eps, beta = group["lr"], group["alpha"], group["eps"], group["momentum"]
-        s.advance("step")
+        s.count("step")
         g = l2_decay(p, g, group["weight_decay"])                    # g ← g + λθ
         v = s.square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)     # v ← αv + (1−α)g²
         if group["centered"]:
@@ -252,7 +252,7 @@ class Adadelta(Optimizer):
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
         lr, rho, eps = group["lr"], group["rho"], group["eps"]
-        s.advance("step")
+        s.count("step")
         g = l2_decay(p, g, group["weight_decay"])                        # g ← g + λθ
         v = s.square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)         # v ← ρv + (1−ρ)g²
         a = s.acc_delta

@@ -153,8 +153,12 @@ class _TracedState(State):
         return TensorList(self._columns[key])
 
     def advance(self, key: str = "step"):
-        torch._foreach_add_(self._columns[key], 1)
+        self.count(key)
         return self.values(key)
+
+    def count(self, key: str = "step"):
+        torch._foreach_add_(self._columns[key], 1)
+        return TensorList(self._columns[key])
 
     def values(self, key: str):
         # float64, like the Python floats of the eager path (1 - 0.999**t loses digits in float32)

@@ -394,6 +394,8 @@ class Adam8bit(Adam):
     """
 
     supports_complex = False
+    #: One call per group: the rule packs its tensors into buffers of ``CHUNK`` values itself.
+    eager_chunk_bytes = None
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
                  maximize=False, decoupled_weight_decay=False, block_size=256,

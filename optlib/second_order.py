@@ -87,7 +87,7 @@ class SophiaG(Optimizer):
 
     def update(self, group, p: TensorList, g: TensorList, s: State):
         lr, (beta1, _), rho, bs = group["lr"], group["betas"], group["rho"], group["bs"]
-        s.advance("step")
+        s.count("step")
         decoupled_decay_(p, lr, group["weight_decay"])               # θ ← θ(1 − ηλ)
         m = s.exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)           # m ← β₁m + (1−β₁)g
         ratio = m.abs().div_(s.hessian.mul(rho * bs).add_(1e-15)).clamp_max_(1)

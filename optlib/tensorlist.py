@@ -345,6 +345,14 @@ class TensorList(list):
         torch._foreach_sqrt_(_plain(self))
         return self
 
+    def reciprocal_(self) -> TensorList:
+        if any(is_sharded(t) for t in self):   # DTensor: as reciprocal (torch 2.10-2.12)
+            for t in self:
+                t.reciprocal_()
+            return self
+        torch._foreach_reciprocal_(_plain(self))
+        return self
+
     def sign_(self) -> TensorList:
         if any(is_sharded(t) for t in self):   # DTensor: no _foreach_sign_ rule in torch 2.10-2.12
             for t in self:

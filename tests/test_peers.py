@@ -26,7 +26,7 @@ RESULTS = [
     _row("Adam", "torch foreach", "eager", [1.0, 1.0, 1.0]),
     _row("Adam", "torch fused", "compiled", [0.4, 0.5, 0.6]),
     _row("Adam", "torch for-loop", "eager", [], note="did not run: RuntimeError: x"),
-    _row("Adam", "optlib, a group per tensor", peers.DIAGNOSTIC, [0.1, 0.1, 0.1]),
+    _row("Adam", "optlib, one call per group", peers.DIAGNOSTIC, [0.1, 0.1, 0.1]),
 ]
 
 
@@ -52,8 +52,8 @@ def test_summarize_picks_the_fastest_peer_of_the_same_kind():
     assert adam["note"].startswith("falls back")
     assert summary[("Adam", "optlib")]["peer"] == "torch foreach"     # the failed peer is out
     # a diagnostic row is compared with nothing, even where there is no compiled peer
-    assert not any(s["peer"] == "optlib, a group per tensor" for s in summary.values())
-    assert ("Adam", "optlib, a group per tensor") not in summary
+    assert not any(s["peer"] == "optlib, one call per group" for s in summary.values())
+    assert ("Adam", "optlib, one call per group") not in summary
     assert [peers.verdict(x) for x in (None, 1.0, 1.05, 1.06)] == ["no peer", "ok", "ok", "slower"]
     assert peers.verdict(1.2, 1.04) == "within spread" and peers.verdict(1.2, 1.06) == "slower"
 
@@ -150,8 +150,8 @@ def test_smoke_run_writes_a_report(tmp_path):
     assert all(len(r["runs_ms"]) == 2 for r in impls.values())
     assert impls["optlib"]["ops"] > 0 and impls["optlib"]["bytes_per_param"] > 0
     assert 0 < impls["optlib"]["in_ops_ms"] and 0 < impls["torch fused"]["in_ops_ms"]
-    # 3 tensors: the diagnostic row of optlib with a group per tensor is timed too
-    assert impls["optlib, a group per tensor"]["kind"] == peers.DIAGNOSTIC
+    # the diagnostic row of optlib's rule once per group is timed too
+    assert impls["optlib, one call per group"]["kind"] == peers.DIAGNOSTIC
     assert impls["torch fused"]["ops"] is None                  # counted for eager steps only
     text = report.read_text()
     assert "| Adam | 3x8x6 | optlib |" in text and "torch 2." in text
@@ -162,7 +162,7 @@ def test_smoke_run_writes_a_report(tmp_path):
 
 def test_facts_name_what_the_run_measured():
     """A slower row's measurements: the split inside operators, calls and bytes, the same
-    rule's foreach peer, the group-per-tensor diagnostic and the fixed cost per step."""
+    rule's foreach peer, the one-call-per-group diagnostic and the fixed cost per step."""
     def row(impl, kind, runs, ours=False, shape="20x10x10", **extra):
         r = _row("Lion", impl, kind, runs, ours=ours, shape=shape)
         r.update(in_ops_ms=None, ops=None, bytes_per_param=None)
@@ -174,7 +174,7 @@ def test_facts_name_what_the_run_measured():
         row("pytorch-optimizer for-loop", "eager", [1.0, 1.0], in_ops_ms=0.9, ops=102,
             bytes_per_param=52),
         row("pytorch-optimizer foreach", "eager", [1.6, 1.6]),
-        row("optlib, a group per tensor", peers.DIAGNOSTIC, [1.2, 1.2]),
+        row("optlib, one call per group", peers.DIAGNOSTIC, [1.2, 1.2]),
     ]
     entry = next(s for s in peers.summarize(results) if s["impl"] == "optlib")
     overhead = [row("optlib", "eager", [0.5], ours=True, shape="20x1x1"),
@@ -182,7 +182,7 @@ def test_facts_name_what_the_run_measured():
     text = peers.facts(results, entry, overhead)
     for needle in ("optlib 2 ms, 1.5 in operators", "pytorch-optimizer for-loop 1 ms, 0.9 in",
                    "operator calls 9 against 102, bytes per parameter 68 against 52",
-                   "optlib / pytorch-optimizer foreach 1.25", "optlib, a group per tensor 1.2 ms",
+                   "optlib / pytorch-optimizer foreach 1.25", "optlib, one call per group 1.2 ms",
                    "fixed cost on 20x1x1 (one-element matrices): optlib 0.5 ms, "
                    "pytorch-optimizer for-loop 0.4 ms"):
         assert needle in text, needle
