@@ -92,6 +92,48 @@ def test_recorded_reports_and_their_summary(tmp_path):
         assert max(len(line) for line in narrow.splitlines()) <= 88, path.name
 
 
+def test_recorded_reports_newest_last(tmp_path):
+    """The newest report is the last, whatever the names sort like: a second report of a
+    day (a suffix after the date) comes after the day's first, and a file with no date
+    after the prefix is not a report."""
+    folder = tmp_path / "benchmarks" / "results"
+    folder.mkdir(parents=True)
+    names = ["peers-2026-11-27-1130.md", "peers-2026-11-27.md", "peers-2026-11-26.md",
+             "peers-notes.md", "peers-2026-11-28.json"]
+    for name in names:
+        (folder / name).write_text(REPORT)
+    assert [p.name for p in perf.recorded_reports(root=tmp_path)] == [
+        "peers-2026-11-26.md", "peers-2026-11-27.md", "peers-2026-11-27-1130.md"]
+    (folder / "peers-2026-12-01.md").write_text(REPORT)
+    assert perf.recorded_reports(root=tmp_path)[-1].name == "peers-2026-12-01.md"
+
+
+def test_plot_step_times():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [10, 100, 1000]
+    times = {"foreach": [1e-3, 2e-3, 2e-2], "fused": [5e-4, 1e-3, 1e-2]}
+    ax = perf.plot_step_times(xs, times, "parameters", bound=[1e-5, 1e-4, 1e-3],
+                              bound_label="roofline")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["foreach", "fused", "roofline"]
+    assert list(lines["fused"].get_ydata()) == pytest.approx([0.5, 1.0, 10.0])   # in ms
+    assert list(lines["roofline"].get_xdata()) == xs
+    assert lines["roofline"].get_linestyle() == "--" and lines["foreach"].get_marker() == "o"
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("parameters", "ms per Adam step")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(lines)
+    plt.close(ax.figure)
+    ax = perf.plot_step_times([1, 8], {"for-loop": [1e-3, 2e-3]}, "tensors")
+    assert [line.get_label() for line in ax.get_lines()] == ["for-loop"]         # no bound
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="2 times for 3 xs"):
+        perf.plot_step_times(xs, {"fused": [1e-3, 2e-3]}, "parameters")
+
+
 LONG = "\n".join([
     "# optlib against its peers: optimizer step time",
     "",
@@ -148,6 +190,28 @@ def test_summarize_report_fits_a_width(tmp_path):
                                              "every word ```")
     assert "Measured:" not in perf.summarize_report(path, width=88, details=False)
     assert perf.summarize_report(path).count("pytorch-optimizer for-loop") == 3   # unchanged
+
+
+def test_summarize_report_wraps_a_wide_header(tmp_path):
+    """A table too wide for the page keeps its rows and wraps its header cells instead."""
+    path = tmp_path / "step-time-compiled-2026-01-02.md"
+    path.write_text("\n".join([
+        "# optlib.compile on a quiet machine", "", "## Summary", "",
+        "| shape | optimizer | first step, warm cache | first step, cold cache | "
+        "compiled / torch fused |",
+        "|---|---|---|---|---|",
+        "| 200 x 5k | Adam | 13.5 s | 20.9 s | 1.12, 1.13 |",
+        "| 20 x 500k | AdamW | 5.8 s | 5.7 s | 1.05, 1.01 |", ""]))
+    lines = perf.summarize_report(path, sections=("Summary",), width=70).splitlines()
+    assert max(len(line) for line in lines) <= 70
+    i = lines.index("## Summary") + 2
+    assert lines[i:i + 2] == ["shape      optimizer  first step,  first step,  compiled / torch",
+                              "                      warm cache   cold cache   fused"]
+    assert lines[i + 2].split() == ["200", "x", "5k", "Adam", "13.5", "s", "20.9", "s",
+                                    "1.12,", "1.13"]
+    assert lines[i + 3].split()[:3] == ["20", "x", "500k"]
+    wide = perf.summarize_report(path, sections=("Summary",), width=120).splitlines()
+    assert any("first step, warm cache" in line for line in wide)     # fits: one header row
 
 
 def test_traffic_table():

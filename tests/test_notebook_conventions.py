@@ -12,6 +12,7 @@ Static checks on the committed ``.ipynb`` files (nothing is executed; nbval re-r
 - no output on stderr (nbval compares it, and a warning in the book is a bug);
 - ``nbval-ignore-output`` only on cells whose output cannot be stable: timings, hardware;
 - nothing is downloaded at run time (Colab installs optlib and that is all);
+- the book imported one way, ``import optlib.book as book`` (``book.<module>.<function>``);
 - every chapter named in ``_toc.yml`` exists.
 """
 
@@ -178,3 +179,26 @@ def test_nothing_is_downloaded(path):
     cells = _code_cells(_read(path))[1:]  # the first installs optlib in Colab, nothing else
     fetching = [c.source.splitlines()[0] for c in cells if DOWNLOAD.search(c.source)]
     assert not fetching, f"{path.name}: cells that download: {fetching}"
+
+
+# Any other way to reach the book's modules: ``from optlib.book import x``, ``from optlib
+# import book``, ``import optlib.book.x``, or the book under another name.
+OTHER_BOOK_IMPORT = re.compile(
+    r"^\s*(?:from\s+optlib\.book\b|from\s+optlib\s+import\s+.*\bbook\b|"
+    r"import\s+optlib\.book\.|import\s+optlib\.book\s+as\s+(?!book\s*$))",
+    re.MULTILINE,
+)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=ids)
+def test_the_book_is_imported_one_way(path):
+    """CONTRIBUTING: every chapter imports the book as ``import optlib.book as book`` and
+    calls ``book.<module>.<function>``, so a reader finds every helper the same way."""
+    cells = _code_cells(_read(path))
+    other = [line.strip() for c in cells for line in c.source.splitlines()
+             if OTHER_BOOK_IMPORT.match(line)]
+    assert not other, f"{path.name}: import the book as `import optlib.book as book`: {other}"
+    uses = any(re.search(r"(?<![\w.])book\.", c.source) for c in cells)
+    imports = any(re.search(r"^import optlib\.book as book$", c.source, re.MULTILINE)
+                  for c in cells)
+    assert imports or not uses, f"{path.name}: uses book.* without `import optlib.book as book`"

@@ -11,6 +11,7 @@ move at the least, so that ``bytes / bandwidth`` is a lower bound on the time of
 from __future__ import annotations
 
 import random
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -184,6 +185,37 @@ def time_with_bandwidth(steps: Mapping[str, Callable[[], object]], reps: int = 7
     return times, 2 * buf.numel() * buf.element_size() / times.pop("stream")
 
 
+def plot_step_times(xs, times: Mapping[str, list[float]], xlabel: str,
+                    bound: list[float] | None = None, bound_label: str = "", ax=None,
+                    ylabel: str = "ms per Adam step"):
+    """Step times against ``xs`` on log-log axes, one marked line per implementation, in
+    milliseconds, with a legend; optionally a lower bound (dashed grey), such as the
+    roofline ``bytes / bandwidth`` at each ``x``.
+
+    Args:
+        xs: the values on the x axis (parameters, tensors, ...).
+        times: ``{implementation: seconds per step at each x}``.
+        xlabel: the x axis' title.
+        bound: seconds per step at each x that no implementation can beat, or None.
+        bound_label: the bound's entry in the legend.
+        ax: the axes to draw into (default: a new figure's).
+        ylabel: the y axis' title.
+    """
+    from optlib.book import plots
+
+    xs = list(xs)
+    for label, seconds in times.items():
+        if len(seconds) != len(xs):
+            raise ValueError(f"{label!r} has {len(seconds)} times for {len(xs)} xs")
+    ax = plots.curves({k: (xs, [1e3 * s for s in ts]) for k, ts in times.items()}, ax=ax,
+                      xlabel=xlabel, ylabel=ylabel, logx=True, logy=True, marker="o",
+                      markersize=3)
+    if bound is not None:
+        ax.plot(xs, [1e3 * s for s in bound], color="gray", ls="--", label=bound_label)
+        ax.legend()
+    return ax
+
+
 # ---- optlib against torch.optim: the table of benchmarks/step_time.py --------------------
 
 #: The two shapes of the benchmark, many small tensors (per-tensor overhead) and a few
@@ -335,18 +367,31 @@ def format_matrix_step_times(rows: list[dict]) -> str:
 
 def recorded_reports(prefix: str = "peers-", where: str = "benchmarks/results",
                      root=None) -> list:
-    """The committed reports ``WHERE/PREFIX*.md`` of the repository (``root``, default: the
-    one this optlib was imported from), oldest first (their names end in the date): those of
-    ``benchmarks/peers.py`` by default, ``recorded_reports("gpu-check-", "notes")`` for
-    ``benchmarks/gpu_check.py``'s. Empty where the repository is not there (optlib installed
-    from a wheel)."""
+    """The committed reports ``WHERE/PREFIX<date>*.md`` of the repository, oldest first, so
+    that the last is the newest: those of ``benchmarks/peers.py`` by default,
+    ``recorded_reports("gpu-check-", "notes")`` for ``benchmarks/gpu_check.py``'s.
+
+    Their names carry the date (``peers-2026-11-27.md``), and a later report of the same
+    day a suffix (``peers-2026-11-27-1130.md``); a file whose name has no date after the
+    prefix is not a report. Empty where the repository is not there (optlib installed
+    from a wheel).
+
+    Args:
+        prefix: the reports' names start with it, then the date (YYYY-MM-DD).
+        where: their folder, relative to ``root``.
+        root: the repository (default: the one this optlib was imported from).
+    """
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] if root is None else Path(root)
     directory = root / where
     if not directory.is_dir():
         return []
-    return sorted(directory.glob(f"{prefix}*.md"))
+    dated = re.compile(re.escape(prefix) + r"\d{4}-\d{2}-\d{2}")
+    # by stem, so that a second report of a day (``peers-2026-01-02-1130.md``) comes after
+    # the day's first (``peers-2026-01-02.md``): by name, "-" sorts before ".md"
+    return sorted((p for p in directory.glob(f"{prefix}*.md") if dated.match(p.name)),
+                  key=lambda p: p.stem)
 
 
 def _align(rows: list[list[str]], right: tuple[int, ...] = ()) -> list[str]:
@@ -412,6 +457,35 @@ def peer_table(rows: list[list[str]]) -> list[str]:
     out += ["", "* no compiled peer: against the fastest peer of any kind",
             "† optlib.compile falls back to the eager rule"]
     return out
+
+
+def _wrap_header(table: list[str], width: int, gap: int = 2) -> list[str]:
+    """A markdown pipe table whose aligned columns (``gap`` spaces apart) would be wider
+    than ``width``, with its header cells wrapped at spaces onto more header rows, the
+    cells with the most room to spare first, until the columns fit or every header cell
+    is as narrow as its column's data or its longest word. Other tables are unchanged."""
+    import textwrap
+
+    rows = [_cells(t) for t in table if not set(t.replace("|", "").strip()) <= set("-: ")]
+    if len(rows) < 2:
+        return table
+    header, body = rows[0], rows[1:]
+    data = [max((len(r[i]) for r in body if i < len(r)), default=0)
+            for i in range(len(header))]
+    least = [max([data[i], *(len(w) for w in cell.split())]) for i, cell in enumerate(header)]
+    widths = [max(len(cell), data[i]) for i, cell in enumerate(header)]
+    if sum(widths) + gap * (len(widths) - 1) <= width:
+        return table
+    while sum(widths) + gap * (len(widths) - 1) > width:
+        spare = [widths[i] - least[i] for i in range(len(widths))]
+        if max(spare) <= 0:
+            break
+        widths[spare.index(max(spare))] -= 1
+    pieces = [textwrap.wrap(cell, w) or [""] for cell, w in zip(header, widths, strict=True)]
+    depth = max(len(p) for p in pieces)
+    lines = ["| " + " | ".join(p[k] if k < len(p) else "" for p in pieces) + " |"
+             for k in range(depth)]
+    return lines + ["| " + " | ".join(r) + " |" for r in body]
 
 
 def _wrap(lines: list[str], width: int, fixed: frozenset = frozenset()) -> list[str]:
@@ -491,7 +565,7 @@ def summarize_report(path, sections=("Summary", "Where optlib is slower, and why
             if rows[0][:3] == ["optimizer", "shapes", "optlib"] and len(rows[0]) == 8:
                 block = peer_table(rows[1:])[1:]
             else:
-                block = _align_tables(table) if align else table
+                block = _align_tables(_wrap_header(table, width)) if align else table
             fixed.update(range(len(narrow), len(narrow) + len(block)))
             narrow += block
             table = []
