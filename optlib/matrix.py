@@ -28,27 +28,43 @@ def zeropower_via_newtonschulz(G: torch.Tensor, coefficients=NS_COEFFICIENTS, st
     good enough for a step direction. Tall matrices are transposed so that
     :math:`XX^\top` is the small Gram matrix.
 
+    ``G`` may also be a stack of matrices of one shape, ``(n, rows, cols)``: each is
+    orthogonalised on its own (its own norm, its own iteration), with each product one
+    batched product for the whole stack (``torch.baddbmm``): on many small matrices
+    several times faster than a loop over them (one call per product, not one per matrix
+    and product). On the CPU with oneDNN off (the book's pinned environment) torch runs a
+    stack's product as each matrix's own product, so the numbers are the loop's, bit for
+    bit, when every product has at least 400 multiply-adds (both sides at least 8; below,
+    torch's batched product adds in another order); with oneDNN on, a stack runs as one
+    oneDNN product, whose numbers equalled the loop's in every case measured
+    (``tests/test_optimizers.py``), which is not a guarantee. :class:`Muon` stacks only
+    such matrices, and only on the CPU (:data:`STACK_MIN_SIDE`).
+
     Args:
-        G: a matrix.
+        G: a matrix, or a stack of matrices of one shape (a 3-D tensor).
         coefficients: (a, b, c) of the iteration.
         steps: the number of iterations.
         eps: floor of ‖G‖_F in the normalisation.
     """
     require(steps < 100, "Number of steps must be less than 100 for computational efficiency")
-    require(G.ndim == 2, "Input tensor gradient must be a 2D matrix")
+    require(G.ndim in (2, 3), "Input tensor gradient must be a 2D matrix (or a stack of them)")
     require(len(coefficients) == 3, "Coefficients must be a tuple of exactly 3 values")
     a, b, c = coefficients
     X = G.bfloat16()
-    tall = G.size(0) > G.size(1)
+    tall = G.size(-2) > G.size(-1)
     if tall:
-        X = X.T
+        X = X.mT
     # not in place: for a bfloat16 G, G.bfloat16() is G itself (Muon's momentum buffer)
-    X = X / X.norm().clamp(min=eps)                   # spectral norm ≤ Frobenius norm ≤ 1
+    # ‖X‖_F of each matrix, by the kernel of a matrix alone (torch's foreach norm calls it
+    # per matrix; a reduction over the last two dimensions of a stack may add in another order)
+    norm = torch.stack(torch._foreach_norm(list(X))).view(-1, 1, 1) if X.ndim == 3 else X.norm()
+    X = X / norm.clamp(min=eps)                       # spectral norm ≤ Frobenius norm ≤ 1
+    product = torch.baddbmm if X.ndim == 3 else torch.addmm
     for _ in range(steps):
-        A = X @ X.T
-        B = torch.addmm(A, A, A, beta=b, alpha=c)     # bA + cA²
-        X = torch.addmm(X, B, X, beta=a)              # aX + BX
-    return X.T if tall else X
+        A = X @ X.mT
+        B = product(A, A, A, beta=b, alpha=c)         # bA + cA²
+        X = product(X, B, X, beta=a)                  # aX + BX
+    return X.mT if tall else X
 
 
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape) -> float:
@@ -135,11 +151,46 @@ class Muon(Optimizer):
         # Orthogonalisation and the lr adjustment depend on each matrix's shape. O is a
         # function of the whole matrix: for a shard (FSDP2) every process gathers B̃ (in
         # bfloat16, where the iteration starts anyway: the same numbers for half the bytes
-        # of float32), orthogonalises it and keeps its own piece of O.
-        for x, bx in zip(p, b, strict=True):
-            o = zeropower_via_newtonschulz(whole(bx.bfloat16()), group["ns_coefficients"],
-                                           group["ns_steps"], group["eps"])
-            x.add_(shard_like(o, x), alpha=-adjusted_lr(lr, group["adjust_lr_fn"], x.shape))
+        # of float32), orthogonalises it and keeps its own piece of O. Matrices of one
+        # shape are orthogonalised together, as one stack (the same numbers as one by one).
+        for shape, members in _same_shapes(p):
+            G = [whole(b[i].bfloat16()) for i in members]
+            O = zeropower_via_newtonschulz(torch.stack(G) if len(G) > 1 else G[0],
+                                           group["ns_coefficients"], group["ns_steps"],
+                                           group["eps"])
+            alpha = -adjusted_lr(lr, group["adjust_lr_fn"], shape)
+            for i, o in zip(members, O if len(G) > 1 else [O], strict=True):
+                p[i].add_(shard_like(o, p[i]), alpha=alpha)
+
+
+#: Matrices on the CPU whose smaller side is at least this are stacked with the others of
+#: their shape. Below it a product of the iteration has under 400 multiply-adds (7³ = 343),
+#: where torch's batched product takes a loop of its own that adds in another order (its
+#: last bits can differ from the matrix's own product); from 8 on, it runs each matrix's
+#: own product (with oneDNN off, as under the book's pins) or oneDNN's batched one. On a
+#: GPU each matrix goes alone: whether cuBLAS's batched products give the bits of its
+#: products of one matrix has not been measured.
+STACK_MIN_SIDE = 8
+#: At most this many values in one stack (32 MiB in bfloat16): many small matrices go in
+#: one stack, a matrix of 2**24 values or more alone, so that the iteration's memory does
+#: not grow with the number of matrices.
+STACK_VALUES = 2**24
+
+
+def _same_shapes(params):
+    """``(shape, indices)``: the indices of the parameters to orthogonalise together, those
+    of one shape and device (in order of first appearance) in stacks of at most
+    :data:`STACK_VALUES` values; a matrix with a side under :data:`STACK_MIN_SIDE`, or not
+    on the CPU, alone."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, x in enumerate(params):
+        stacked = x.device.type == "cpu" and min(x.shape) >= STACK_MIN_SIDE
+        by_shape.setdefault((tuple(x.shape), x.device) if stacked else i, []).append(i)
+    for indices in by_shape.values():
+        shape = tuple(params[indices[0]].shape)
+        per_stack = max(1, STACK_VALUES // math.prod(shape))
+        for start in range(0, len(indices), per_stack):
+            yield shape, indices[start:start + per_stack]
 
 
 def _require_2d(params):

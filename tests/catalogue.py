@@ -25,6 +25,9 @@ from optlib import _torch_version
 
 SHAPES = ((4, 5), (6,), (2, 3, 4))
 MATRICES = ((4, 5), (6, 3), (5, 5))
+#: Muon's: matrices of repeated shapes with both sides at least 8 too, which it
+#: orthogonalises as one stack per shape (optlib.matrix.STACK_MIN_SIDE).
+MUON_MATRICES = MATRICES + ((12, 8), (8, 10), (12, 8), (8, 10), (8, 10))
 
 #: torch.optim's implementation flags (see optlib.optimizer's docstring for what each does)
 FLAGS = ("foreach", "fused", "capturable", "differentiable")
@@ -189,7 +192,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     _torch_family("Adamax", kwargs=dict(lr=1e-2), compiles=True,
                   variants=dict(decay=dict(weight_decay=0.1))),
     _torch_family("Adafactor", kwargs=dict(weight_decay=0.1), complex=False, compiles=True),
-    _torch_family("Muon", kwargs=dict(lr=1e-2), shapes=MATRICES, complex=False, compiles=True),
+    _torch_family("Muon", kwargs=dict(lr=1e-2), shapes=MUON_MATRICES, complex=False, compiles=True),
     # ---- beyond torch.optim
     Entry("Lion", optlib.Lion, dict(lr=1e-2, weight_decay=0.1), reference=_lion_reference,
           complex=False, non_finite=("bounded", "bounded"), compiles=True),

@@ -66,15 +66,18 @@ QUANTIZED = D.Job("Adam8bit", dict(lr=1e-2, block_size=64, min_8bit_size=64), st
                   widths=D.FSDP_WIDTHS)
 ROW_BLOCKS = D.Job("Adam8bit", dict(lr=1e-2, block_size=16, min_8bit_size=64, row_blocks=True),
                    steps=4, widths=D.FSDP_WIDTHS)
+#: Muon on an MLP with two 31 x 31 hidden matrices (sharded 16 + 15 rows): it gathers and
+#: orthogonalises them as one stack, and each rank keeps its rows of each.
+MUON_STACKED = D.Job("Muon", dict(lr=2e-2), steps=4, widths=(16, 31, 31, 31, 5))
 JOBS = {name: D.Job(name, hyper, steps=4, widths=D.FSDP_WIDTHS) for name, hyper in HYPER.items()}
 
 
 @pytest.fixture(scope="module")
 def runs():
     """Spawn the processes once and run every optimizer (and the memory table's AdamW)."""
-    results, memory = D.scaling_out([*JOBS.values(), QUANTIZED, ROW_BLOCKS], ["AdamW"],
+    results, memory = D.scaling_out([*JOBS.values(), QUANTIZED, ROW_BLOCKS, MUON_STACKED], ["AdamW"],
                                     widths=D.FSDP_WIDTHS, world_size=WORLD_SIZE)
-    return dict(zip([*JOBS, "quantized", "row blocks"], results, strict=True)), memory
+    return dict(zip([*JOBS, "quantized", "row blocks", "muon stacked"], results, strict=True)), memory
 
 
 def test_every_optimizer_is_covered():
@@ -169,6 +172,17 @@ def test_what_the_step_communicates(runs):
     # SOAP: the gradients of the two matrices with a factor gathered (float64), nothing else.
     assert results["SOAP"].comm == dict(all_gather=_gathered_bytes([SHAPES[0], SHAPES[2]], 8),
                                         all_reduce=0, calls=2)
+
+
+def test_muon_stacks_sharded_matrices_of_one_shape(runs):
+    """Two sharded 31 x 31 matrices, gathered and orthogonalised as one stack: one process's
+    numbers, each matrix gathered once (in bfloat16), and a checkpoint that resumes exactly."""
+    r = runs[0]["muon stacked"]
+    assert r.error is None, r.error
+    assert D.max_difference(r.params, D.train_single(r.job, WORLD_SIZE)) < TOLERANCE
+    shapes = list(zip(r.job.widths[1:], r.job.widths[:-1], strict=True))
+    assert r.comm["all_gather"] == _gathered_bytes(shapes, 2) and r.comm["all_reduce"] == 0
+    assert r.resumed_exact
 
 
 @pytest.mark.parametrize("name", ["Shampoo", "SOAP"])

@@ -7,6 +7,8 @@ bytes of state.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from catalogue import ENTRIES, MATRICES
@@ -161,6 +163,92 @@ def test_newton_schulz_leaves_a_bfloat16_input_unchanged():
     opt.step()
     # b = lerp(0, g, 1 − β) on the first step, as torch.optim.Muon; not rescaled by the iteration
     assert torch.equal(opt.state[w]["momentum_buffer"], torch.zeros_like(w.grad).lerp_(w.grad, 0.05))
+
+
+#: Shapes the stacked iteration is checked on: wide, tall, square, odd, the peer table's.
+NS_SHAPES = ((8, 8), (8, 12), (12, 8), (17, 33), (128, 32), (64, 64), (100, 50), (50, 100))
+
+#: Run in a fresh process under the book's pinned environment (and here, unpinned).
+_STACKED_EQUALS_ONE_BY_ONE = """
+import torch
+from optlib.book import numerics
+from optlib.matrix import zeropower_via_newtonschulz as ns
+numerics.apply()
+gen = torch.Generator().manual_seed(0)
+for dtype in (torch.float32, torch.bfloat16):
+    for shape in SHAPES:
+        for n in (1, 3):
+            G = torch.randn(n, *shape, generator=gen).to(dtype)
+            assert torch.equal(ns(G), torch.stack([ns(g) for g in G])), (dtype, n, shape)
+print("equal")
+"""
+
+
+def test_stacked_newton_schulz_equals_one_matrix_at_a_time():
+    """Muon orthogonalises matrices of one shape as one stack: bit for bit the numbers of
+    the matrices one by one, in float32 and bfloat16, with oneDNN on and off (off, torch
+    runs each matrix's own product; on, oneDNN's batched one for the larger stacks)."""
+    code = _STACKED_EQUALS_ONE_BY_ONE.replace("SHAPES", repr(NS_SHAPES))
+    for enabled in (True, False):
+        with warnings.catch_warnings():     # flags() sets oneDNN's TF32 switch too, and warns
+            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+            with torch.backends.mkldnn.flags(enabled=enabled):
+                exec(code, {})
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+                    reason="the book's pinned environment needs an x86-64 CPU with AVX2")
+def test_stacked_newton_schulz_equals_one_by_one_under_the_books_pins():
+    """The same under the pins the chapters run under (set before torch is imported)."""
+    import subprocess
+    import sys
+
+    from optlib.book import numerics
+
+    out = subprocess.run([sys.executable, "-c",
+                          _STACKED_EQUALS_ONE_BY_ONE.replace("SHAPES", repr(NS_SHAPES))],
+                         env=numerics.kernel_environment("record"), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "equal", out.stderr
+
+
+def test_muon_steps_same_shaped_matrices_as_each_alone(monkeypatch):
+    """A Muon over matrices of repeated shapes (stacked) ends where one Muon per matrix
+    does, bit for bit; also when the stacks are cut (STACK_VALUES) and with bfloat16
+    weights."""
+    shapes = [(12, 8), (8, 10), (12, 8), (12, 8), (5, 5), (8, 10), (5, 5)]
+    for dtype, stack_values in ((torch.float32, 2**24), (torch.float32, 200),
+                                (torch.bfloat16, 2**24)):
+        monkeypatch.setattr(optlib.matrix, "STACK_VALUES", stack_values)
+        gen = torch.Generator().manual_seed(0)
+        start = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
+        together = [torch.nn.Parameter(x.clone()) for x in start]
+        alone = [torch.nn.Parameter(x.clone()) for x in start]
+        opt = optlib.Muon(together, lr=0.02, weight_decay=0.1)
+        opts = [optlib.Muon([p], lr=0.02, weight_decay=0.1) for p in alone]
+        for _ in range(3):
+            for p, q in zip(together, alone, strict=True):
+                p.grad = torch.randn(p.shape, generator=gen).to(dtype)
+                q.grad = p.grad.clone()
+            opt.step()
+            for o in opts:
+                o.step()
+        assert all(torch.equal(p, q) for p, q in zip(together, alone, strict=True)), dtype
+
+
+def test_muon_stacks_matrices_by_shape(monkeypatch):
+    """One stack per shape (cut at STACK_VALUES values), in order of first appearance; a
+    matrix with a side under 8 alone (torch's batched product of it adds in another order),
+    and one not on the CPU."""
+    shapes = [(12, 8), (8, 10), (12, 8), (12, 8), (5, 5), (8, 10), (5, 5), (7, 40)]
+    params = [torch.zeros(s) for s in shapes]
+    assert list(optlib.matrix._same_shapes(params)) == [
+        ((12, 8), [0, 2, 3]), ((8, 10), [1, 5]), ((5, 5), [4]), ((5, 5), [6]), ((7, 40), [7])]
+    monkeypatch.setattr(optlib.matrix, "STACK_VALUES", 200)     # two 12 x 8 matrices a stack
+    assert [i for _, i in optlib.matrix._same_shapes(params)] == [
+        [0, 2], [3], [1, 5], [4], [6], [7]]
+    elsewhere = [torch.zeros(12, 8, device="meta")] * 2      # not on the CPU: each alone
+    assert [i for _, i in optlib.matrix._same_shapes(elsewhere)] == [[0], [1]]
 
 
 def test_muon_refuses_non_matrices_and_points_to_adamw():

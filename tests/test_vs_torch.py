@@ -17,7 +17,7 @@ import inspect
 
 import pytest
 import torch
-from catalogue import ENTRIES, MATRICES, SHAPES, TORCH_FAMILY, missing_from_torch
+from catalogue import ENTRIES, MUON_MATRICES, SHAPES, TORCH_FAMILY, missing_from_torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pairs import TinyLM, assert_close, drive, make_params, run_pair
@@ -206,7 +206,7 @@ MUON_SETTINGS = [
 @pytest.mark.parametrize("kwargs", MUON_SETTINGS)
 def test_muon_float64_parity(kwargs, float64):
     a, b, _, _ = run_pair(lambda ps: optlib.Muon(ps, **kwargs),
-                          lambda ps: torch.optim.Muon(ps, **kwargs), steps=25, shapes=MATRICES)
+                          lambda ps: torch.optim.Muon(ps, **kwargs), steps=25, shapes=MUON_MATRICES)
     assert_close(a, b, rtol=1e-13, atol=1e-15)
 
 
@@ -214,7 +214,7 @@ def test_muon_float64_parity(kwargs, float64):
 def test_muon_float32_parity_and_state():
     a, b, ours, theirs = run_pair(lambda ps: optlib.Muon(ps, lr=0.02),
                                   lambda ps: torch.optim.Muon(ps, lr=0.02), steps=20,
-                                  dtype=torch.float32, shapes=MATRICES)
+                                  dtype=torch.float32, shapes=MUON_MATRICES)
     assert_close(a, b, rtol=1e-6, atol=1e-6)
     for x, y in zip(a, b, strict=True):
         assert ours.state[x].keys() == theirs.state[y].keys()
