@@ -146,6 +146,30 @@ def test_digits_run_with_another_optimizer_or_a_rule(digits):
         book.train.digits_run(digits, 0.1, optimizer=optlib.Adam, hyper={}, steps=1)
 
 
+def test_digits_run_on_a_task_with_weight_decay():
+    task = book.data.DigitsTask(batch_size=16, seed=3)
+    model = book.models.mlp((64, 24, 24, 10), seed=4)
+    same = book.train.fit(model, torch.optim.AdamW(model.parameters(), lr=1e-2,
+                                                   weight_decay=0.5), task, 6)
+    h = book.train.digits_run(task, 1e-2, optimizer=torch.optim.AdamW, weight_decay=0.5,
+                              sizes=(64, 24, 24, 10), steps=6, seed=4)
+    assert h.loss == same.loss and h.val_loss == same.val_loss
+    assert h.optimizer.param_groups[0]["weight_decay"] == 0.5
+    assert h.test_accuracy == book.train.accuracy(h.model, task.split.x_test,
+                                                  task.split.y_test)
+    default = book.train.digits_run(task, 1e-2, optimizer=torch.optim.AdamW,
+                                    sizes=(64, 24, 24, 10), steps=6, seed=4)
+    assert default.optimizer.param_groups[0]["weight_decay"] == 0.01   # AdamW's own
+    sgd = book.train.digits_run(task, 0.1, weight_decay=0.5, steps=1)
+    assert sgd.optimizer.param_groups[0]["weight_decay"] == 0.5
+    with pytest.raises(ValueError, match="own batches"):
+        book.train.digits_run(task, 0.1, n_epochs=1)
+    with pytest.raises(ValueError, match="own batches"):
+        book.train.digits_run(task, 0.1, steps=1, batch_size=64)
+    with pytest.raises(ValueError, match="hyper"):
+        book.train.digits_run(task, 0.1, optimizer=_sgd_rule, weight_decay=0.1, steps=1)
+
+
 def test_side_by_side_equal_rules_and_a_different_one(digits):
     gaps = book.compare.side_by_side(
         lambda: book.models.mlp((64, 8, 10)), digits.x_train, digits.y_train,

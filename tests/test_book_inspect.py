@@ -32,6 +32,40 @@ def test_with_outliers_corrupts_every_kth_batch_only():
         next(book.data.with_outliers(iter(clean), every=0, scale=2.0))
 
 
+def test_broken_batch_breaks_one_batch_as_with_outliers_does():
+    x, y = torch.ones(2, 3), torch.tensor([0, 9])
+    outliers = list(book.data.with_outliers(iter([(x, y)] * 2), every=2, scale=10.0,
+                                            num_classes=10))
+    corrupt = book.data.broken_batch(1, scale=10.0, num_classes=10)
+    for b in range(3):
+        bx, by = corrupt(b, x, y)
+        want = outliers[1] if b == 1 else (x, y)
+        assert torch.equal(bx, want[0]) and torch.equal(by, want[1])
+    labels_only = book.data.broken_batch(4, num_classes=10)(4, x, y)
+    assert torch.equal(labels_only[0], x) and labels_only[1].tolist() == [1, 0]
+    assert book.data.broken_batch(4, scale=2.0)(4, x, y)[1] is y
+    with pytest.raises(ValueError, match="at"):
+        book.data.broken_batch(-1)
+
+
+def test_projection_on_the_initial_weights():
+    start = book.models.mlp((4, 6, 6, 3), seed=0)
+    model = book.models.mlp((4, 6, 6, 3), seed=0)
+    assert book.inspect.projection(model, start) == pytest.approx(1.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)                 # the biases count for nothing
+        model[0].bias.add_(7.0)
+    assert book.inspect.projection(model, start) == pytest.approx(0.5)
+    other = book.models.mlp((4, 6, 6, 3), seed=1)
+    end, init = book.inspect.matrix_params(other), book.inspect.matrix_params(start)
+    wanted = sum((a * b).sum() for a, b in zip(end, init, strict=True))
+    norm = sum((a * a).sum() for a in init)
+    assert book.inspect.projection(other, start) == pytest.approx((wanted / norm).item())
+    with pytest.raises(ValueError, match="shapes"):
+        book.inspect.projection(book.models.mlp((4, 5, 3)), start)
+
+
 def test_roughness():
     assert book.inspect.roughness([1.0] * 50) == 0.0
     assert book.inspect.roughness([0.0, 1.0] * 50) == 1.0

@@ -7,7 +7,8 @@
 * :func:`batches`: an endless, deterministic minibatch iterator;
 * :class:`LMTask` and :class:`DigitsTask`: a fixed batch per step (``batch(t)``), so a
   run restarted from a checkpoint sees the batches it would have seen;
-* :func:`noisy_labels` and :func:`with_outliers`: faults put into data on purpose.
+* :func:`noisy_labels`, :func:`with_outliers` and :func:`broken_batch`: faults put into
+  data on purpose.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import namedtuple
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 
 import numpy as np
@@ -369,8 +370,29 @@ def with_outliers(batches: Iterable, every: int, scale: float,
     if not (isinstance(every, int) and every >= 1):
         raise ValueError(f"every must be a positive integer, got {every!r}")
     for step, (x, y) in enumerate(batches, start=1):
-        if step % every == 0:
-            x = x * scale
-            if num_classes is not None:
-                y = (y + 1) % num_classes
-        yield x, y
+        yield _break(x, y, scale, num_classes) if step % every == 0 else (x, y)
+
+
+def _break(x: Tensor, y: Tensor, scale: float, num_classes: int | None):
+    """The broken batch of :func:`with_outliers` and :func:`broken_batch`."""
+    return x * scale, y if num_classes is None else (y + 1) % num_classes
+
+
+def broken_batch(at: int, scale: float = 1.0, num_classes: int | None = None
+                 ) -> Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``corrupt(b, x, y)``, which breaks batch number ``at`` as :func:`with_outliers`
+    breaks its batches and passes every other batch through: the ``corrupt`` argument of
+    :func:`optlib.book.scale.train_with_rollback`.
+
+    Args:
+        at: the index of the batch to break.
+        scale: the factor of its inputs (1: inputs left as they are).
+        num_classes: shift its labels by one class modulo this (``None``: labels left).
+    """
+    if not (isinstance(at, int) and at >= 0):
+        raise ValueError(f"at must be a non-negative integer, got {at!r}")
+
+    def corrupt(b: int, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return _break(x, y, scale, num_classes) if b == at else (x, y)
+
+    return corrupt

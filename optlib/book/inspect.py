@@ -1,5 +1,6 @@
-"""Looking inside training: per-coordinate step sizes, trust ratios, Adafactor's update,
-layer-by-layer gradients, the roughness of a loss curve, where a loss comes from.
+"""Looking inside training: per-coordinate step sizes, how much of its initial weights a
+model keeps, trust ratios, Adafactor's update, layer-by-layer gradients, the roughness of
+a loss curve, where a loss comes from.
 
 The optimizers' internals are read through the core's own functions
 (``optlib.factored``, ``optlib.large_batch``), not re-derived here.
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["effective_lr", "matrix_params", "adafactor_update_rms", "trust_ratio",
+__all__ = ["effective_lr", "matrix_params", "projection", "adafactor_update_rms", "trust_ratio",
            "trust_ratios", "gradient_norms", "norm_gains", "roughness", "shards",
            "state_bytes_per_param", "loss_breakdown"]
 
@@ -45,6 +46,23 @@ def matrix_params(model: nn.Module) -> list[torch.Tensor]:
     """The weight matrices of the model's linear maps (not embeddings, norms or biases)."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     return [p for p in model.parameters() if p.ndim == 2 and id(p) not in embeddings]
+
+
+@torch.no_grad()
+def projection(model: nn.Module, onto: nn.Module) -> float:
+    """⟨θ, θ₀⟩ / ⟨θ₀, θ₀⟩ over the weight matrices (:func:`matrix_params`): the projection
+    of ``model``'s weights on those of ``onto`` (the same model at its initialization, say),
+    as a multiple of them. 1 at the start; weight decay alone shrinks it as (1 − ηλ)ᵀ.
+
+    Args:
+        model: the model (after training, say).
+        onto: a model of the same shapes (at its initialization, say).
+    """
+    end, start = matrix_params(model), matrix_params(onto)
+    if [p.shape for p in end] != [p.shape for p in start]:
+        raise ValueError("model and onto must have weight matrices of the same shapes")
+    return (sum((a * b).sum() for a, b in zip(end, start, strict=True))
+            / sum((a * a).sum() for a in start)).item()
 
 
 @torch.no_grad()

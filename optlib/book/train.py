@@ -417,32 +417,41 @@ def epochs(x: Tensor, y: Tensor, batch_size: int, seed: int = 0):
 
 
 def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False,
-               optimizer: Callable | None = None, hyper: dict | None = None,
+               weight_decay: float | None = None, optimizer: Callable | None = None,
+               hyper: dict | None = None, sizes: Sequence[int] = (64, 128, 10),
                batch_size: int | None = 32, steps: int | None = None,
                n_epochs: int | None = None, seed: int = 0,
                diverge_above: float | None = None) -> History:
-    """The 64-128-10 MLP (initialized with ``seed``) trained on the digits with
-    ``optlib.SGD`` or the given optimizer: the chapters' standard small network.
+    """The MLP of ``sizes`` (64-128-10 unless given; initialized with ``seed``) trained on
+    the digits with ``optlib.SGD`` or the given optimizer: the chapters' standard small
+    network.
 
-    Give ``steps`` (minibatches from :func:`optlib.book.data.batches`, every batch full)
-    or ``n_epochs`` (whole epochs from :func:`epochs`, the last batch of each smaller;
-    ``History.eval`` then holds the full-batch training loss before training and after
-    every epoch). ``History.test_accuracy`` (an attribute added here) is the test accuracy
-    at the end.
+    ``data`` is a :class:`~optlib.book.data.Split` or a
+    :class:`~optlib.book.data.DigitsTask`. From a split, give ``steps`` (minibatches from
+    :func:`optlib.book.data.batches`, every batch full) or ``n_epochs`` (whole epochs from
+    :func:`epochs`, the last batch of each smaller; ``History.eval`` then holds the
+    full-batch training loss before training and after every epoch). From a task, give
+    ``steps``: step ``t`` trains on ``task.batch(t)`` (the task's batch size and order),
+    and ``History.val_loss`` is the task's validation loss. ``History.test_accuracy`` (an
+    attribute added here) is the test accuracy at the end.
 
     Args:
-        data: a :class:`~optlib.book.data.Split` of the digits.
+        data: a :class:`~optlib.book.data.Split` of the digits, or a
+            :class:`~optlib.book.data.DigitsTask`.
         lr: the learning rate.
         momentum: SGD's momentum.
         nesterov: Nesterov's momentum.
+        weight_decay: the optimizer's ``weight_decay`` (``None``: its default).
         optimizer: ``optimizer(params, lr=lr)``, the optimizer to train with instead of
-            SGD; or a from-scratch rule (:func:`optlib.book.compare.is_rule`), called
-            with ``lr=lr`` and ``hyper``.
+            SGD (``weight_decay=`` too, when given); or a from-scratch rule
+            (:func:`optlib.book.compare.is_rule`), called with ``lr=lr`` and ``hyper``.
         hyper: more keyword arguments of a rule.
-        batch_size: examples per batch; ``None``: the full batch at every step.
+        sizes: the MLP's widths (:func:`optlib.book.models.mlp`), input first.
+        batch_size: examples per batch of a split; ``None``: the full batch at every step
+            (a task's batches are its own: leave it).
         steps: the number of steps.
-        n_epochs: the number of epochs (instead of ``steps``).
-        seed: the seed of the initialization and of the batch order.
+        n_epochs: the number of epochs (instead of ``steps``; a split only).
+        seed: the seed of the initialization and of a split's batch order.
         diverge_above: passed to :func:`fit`.
     """
     import itertools
@@ -457,18 +466,28 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
         raise ValueError("give steps or n_epochs, not both or neither")
     if optimizer is not None and (momentum or nesterov):
         raise ValueError("momentum and nesterov are SGD's; give them to the optimizer")
-    x, y = data.x_train, data.y_train
-    model = models.mlp((64, 128, 10), seed=seed)
+    task = data if hasattr(data, "batch") else None
+    if task is not None and (n_epochs is not None or batch_size != 32):
+        raise ValueError("a task has its own batches: give steps, and no batch_size")
+    split = data if task is None else task.split
+    x, y = split.x_train, split.y_train
+    model = models.mlp(sizes, seed=seed)
     kw = {}
+    decay = {} if weight_decay is None else {"weight_decay": weight_decay}
     if optimizer is not None and is_rule(optimizer):
+        if decay:
+            raise ValueError("a rule takes its weight decay in hyper")
         opt, kw["hyper"] = optimizer, {**(hyper or {}), "lr": lr}
     elif hyper is not None:
         raise ValueError("hyper is for a rule; give an optimizer its arguments")
     elif optimizer is not None:
-        opt = optimizer(model.parameters(), lr=lr)
+        opt = optimizer(model.parameters(), lr=lr, **decay)
     else:
-        opt = optlib.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
-    if batch_size is None:
+        opt = optlib.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
+                         **decay)
+    if task is not None:
+        stream = task
+    elif batch_size is None:
         stream = itertools.repeat((x, y))
     elif steps is not None:
         stream = _data.batches(x, y, batch_size, seed=seed)
@@ -477,7 +496,7 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
         stream, steps = epochs(x, y, batch_size, seed=seed), n_epochs * per_epoch
         kw.update(eval_every=per_epoch, evaluate=lambda: evaluate_loss(model, x, y))
     history = fit(model, opt, stream, steps, diverge_above=diverge_above, **kw)
-    history.test_accuracy = accuracy(model, data.x_test, data.y_test)
+    history.test_accuracy = accuracy(model, split.x_test, split.y_test)
     return history
 
 
