@@ -73,8 +73,9 @@ def test_predicted_noise_equals_enumeration_without_replacement():
         subsets = list(itertools.combinations(range(7), b))
         exact = sum((G[list(s)].mean(0) - g).pow(2).sum().item() for s in subsets) / len(subsets)
         assert book.noise.predicted_noise(G, b) == pytest.approx(exact, rel=1e-12, abs=1e-15)
-    # with replacement: sigma^2 / b
-    sigma2 = (G - g).pow(2).sum(1).mean().item()
+    # with replacement: sigma^2 / b, sigma^2 the summed variance of the coordinates
+    sigma2 = G.var(0, correction=0).sum().item()
+    assert book.noise.gradient_variance(G) == pytest.approx(sigma2, rel=1e-12)
     assert book.noise.predicted_noise(G, 3, replacement=True) == pytest.approx(sigma2 / 3)
 
 

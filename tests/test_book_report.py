@@ -46,3 +46,21 @@ def test_magnitude_keeps_only_the_order_of_magnitude():
     for bad in (0.0, -1.0, math.nan):
         with pytest.raises(ValueError, match="value must be a positive number"):
             report.magnitude(bad)
+
+
+def test_gap_table_lines_up_the_gaps_after_the_longest_name():
+    gaps = {"optlib.SGD": 3e-17, "torch.optim.SGD": 0.17}
+    assert report.gap_table(gaps).splitlines() == [
+        "  optlib.SGD       < 1e-12 (round-off)",
+        "  torch.optim.SGD  1.7e-01",
+    ]
+    # the chapters' look-ahead form: the name inside its words, "= " before the gap
+    assert report.gap_table({"a": 0.0, "bcd": 2e-16}, 1e-15, indent=0,
+                            label="max |{} − x|", separator="= ").splitlines() == [
+        "max |a − x|   = < 1e-15 (round-off)",
+        "max |bcd − x| = < 1e-15 (round-off)",
+    ]
+    with pytest.raises(ValueError, match="differences must not be empty"):
+        report.gap_table({})
+    with pytest.raises(ValueError, match="difference must be a non-negative number"):
+        report.gap_table({"a": -1.0})

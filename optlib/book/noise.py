@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from .inspect import matrix_params
 
-__all__ = ["per_example_grads", "minibatch_noise", "predicted_noise", "sharpness",
-           "decay_under_noise", "second_moment_noise"]
+__all__ = ["per_example_grads", "gradient_variance", "minibatch_noise", "predicted_noise",
+           "sharpness", "decay_under_noise", "second_moment_noise"]
 
 
 def per_example_grads(model: nn.Module, x: Tensor, y: Tensor,
@@ -35,6 +35,17 @@ def per_example_grads(model: nn.Module, x: Tensor, y: Tensor,
 
     grads = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
     return torch.cat([grads[n].reshape(len(x), -1) for n in names], dim=1)
+
+
+def gradient_variance(per_example: Tensor) -> float:
+    """σ² = the mean over examples of ‖g_i − g‖², where ``g`` is the mean of the rows (the
+    trace of the per-example covariance): the noise of one example's gradient.
+
+    Args:
+        per_example: the per-example gradients, a tensor (N, P) as from
+            :func:`per_example_grads`.
+    """
+    return (per_example - per_example.mean(0)).pow(2).sum(1).mean().item()
 
 
 def minibatch_noise(per_example: Tensor, batch_sizes: Sequence[int], samples: int = 100,
@@ -65,7 +76,7 @@ def predicted_noise(per_example: Tensor, batch_size: int, replacement: bool = Fa
     σ² = mean over examples of ‖g_i − g‖² (the trace of the per-example covariance).
     """
     n = per_example.shape[0]
-    sigma2 = (per_example - per_example.mean(0)).pow(2).sum(1).mean().item()
+    sigma2 = gradient_variance(per_example)
     fpc = 1.0 if replacement else (n - batch_size) / (n - 1)
     return sigma2 / batch_size * fpc
 
@@ -93,20 +104,30 @@ def sharpness(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable = F.cros
 
 
 def decay_under_noise(make_optimizer: Callable, sigmas: Sequence[float], steps: int = 2000,
-                      per_sigma: int = 200, seed: int = 0) -> list[float]:
+                      per_sigma: int = 200, seed: int = 0,
+                      dtype: torch.dtype = torch.float64) -> list[float]:
     """Start ``per_sigma`` weights at 1 for each gradient scale σ and feed them gradients that
     are pure zero-mean noise of std σ (the data has nothing to say about them), so that
     only weight decay should move them on average. Return, per σ, the mean ``|θ|`` after
-    ``steps`` steps. ``make_optimizer(params)`` builds the optimizer on one tensor."""
+    ``steps`` steps. σ = 0 is pure decay: the gradients are all zero.
+
+    Args:
+        make_optimizer: ``params -> optimizer``, built on one tensor.
+        sigmas: the standard deviations σ of the gradients, one group of weights each.
+        steps: the number of steps.
+        per_sigma: the number of weights of each group.
+        seed: the seed of the noise.
+        dtype: the weights' and gradients' dtype.
+    """
     if not sigmas:
         raise ValueError("sigmas must not be empty")
-    scales = torch.tensor([float(s) for s in sigmas], dtype=torch.float64)
+    scales = torch.tensor([float(s) for s in sigmas], dtype=dtype)
     scales = scales.repeat_interleave(per_sigma)
     theta = torch.ones_like(scales, requires_grad=True)
     opt = make_optimizer([theta])
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        theta.grad = scales * torch.randn(scales.shape, generator=g, dtype=torch.float64)
+        theta.grad = scales * torch.randn(scales.shape, generator=g, dtype=dtype)
         opt.step()
     return theta.detach().abs().reshape(len(sigmas), per_sigma).mean(1).tolist()
 

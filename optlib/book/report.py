@@ -2,10 +2,10 @@
 
 The last bits of a float depend on the CPU's instruction set, the torch version and the
 device, so a chapter never prints round-off as if it were a value: ``gap`` prints a
-difference that is at round-off level as "< bound", ``mean_spread`` reports a result
-over several seeds as its mean and spread, and ``magnitude`` a chaotic result by its
-order of magnitude, so that a reader on another machine sees numbers that support the
-same claim.
+difference that is at round-off level as "< bound" (``gap_table`` one per line, beside
+its name), ``mean_spread`` reports a result over several seeds as its mean and spread,
+and ``magnitude`` a chaotic result by its order of magnitude, so that a reader on another
+machine sees numbers that support the same claim.
 """
 
 from __future__ import annotations
@@ -34,6 +34,31 @@ def gap(difference: float, roundoff: float = 1e-12, digits: int = 1) -> str:
     if difference < roundoff:
         return f"< {roundoff:.0e} (round-off)"
     return f"{difference:.{digits}e}"
+
+
+def gap_table(differences: dict[str, float], roundoff: float = 1e-12, *, indent: int = 2,
+              label: str = "{}", separator: str = " ") -> str:
+    """Lines ``name  gap(difference)``, one per entry: how a chapter prints the differences
+    of a side-by-side comparison (:func:`optlib.book.compare.side_by_side`), the names in a
+    column one wider than the longest, so that the gaps line up.
+
+    Args:
+        differences: name -> difference (non-negative), in the order to print.
+        roundoff: the bound of :func:`gap`.
+        indent: spaces before each name.
+        label: a format string that puts each name in its words, ``"max |{} − x|"``;
+            the column is as wide as the longest of these labels plus one.
+        separator: the text between the column and the gap (``"= "``).
+
+    Raises:
+        ValueError: no differences, or one that :func:`gap` refuses.
+    """
+    if not differences:
+        raise ValueError("differences must not be empty")
+    labels = {name: label.format(name) for name in differences}
+    width = max(len(text) for text in labels.values()) + 1
+    return "\n".join(f"{' ' * indent}{labels[name]:{width}s}{separator}{gap(d, roundoff)}"
+                     for name, d in differences.items())
 
 
 def assert_roundoff(differences: dict[str, float] | Sequence[float], roundoff: float = 1e-12) -> None:
