@@ -96,7 +96,11 @@ two graphs of 28 and 29 tensors 51.8 s). On the same machine when quiet, with 2 
 (benchmarks/results/step-time-compiled-2026-11-27.md), the first step of Adam on 200
 tensors of 5,000 took 20.9 s of wall time from an empty Inductor cache (the process's
 first compile, Inductor's start-up included) and 13.5 s from a warm one; AdamW's, right
-after it, 7.3-7.6 s; on 20 tensors of 500,000, 4.9-5.8 s. A group of at most 32 tensors
+after it, 7.3-7.6 s; on 20 tensors of 500,000, 4.9-5.8 s. Most of the difference between
+the two was Inductor's test builds of each vector instruction set, which optlib.compile
+now skips
+(``cpp.vec_isa_ok``, below): from an empty cache the first step's CPU time went from 26.6
+to 12.7 s (benchmarks/results/compile-time-2026-11-27.md). A group of at most 32 tensors
 whose layouts all differ stays one graph, as before (a small model: one compile). Rules
 compute per tensor (norms, trust ratios and moments are each tensor's own), so a chunk's
 step is the group's step restricted to it. Each parameter group, and each change of the
@@ -223,12 +227,18 @@ class CompiledUpdate:
         # and rounding where the eager rule rounds: without emulate_precision_casts, Inductor
         # keeps a fused chain of bfloat16 operations in float32 (Muon's Newton-Schulz
         # iteration then drifts from the eager numbers by about bfloat16's precision).
+        # cpp.vec_isa_ok: the vector instructions the CPU reports (which ATen's own kernels
+        # dispatch on too) are taken as usable, without Inductor's test builds of each
+        # instruction set. Those ran 4 C++ compiles of ATen's vector headers, about 12 s of
+        # CPU of a first compile from an empty cache on the book's 2-core CPU (which took
+        # 27 s of CPU in all; benchmarks/results/compile-time-2026-11-27.md). A compiler
+        # that cannot build them fails the kernel's compile, and the rule falls back to eager.
         # dynamic=False: hyperparameters other than lr stay constants of the graph (a change
         # compiles again) rather than becoming symbolic numbers.
         self.options = {"fullgraph": True, "dynamic": False, **options}
         if "mode" not in options and options.get("backend", "inductor") == "inductor":
             self.options["options"] = {"size_asserts": False, "cpp.enable_loop_tail_vec": False,
-                                       "emulate_precision_casts": True,
+                                       "emulate_precision_casts": True, "cpp.vec_isa_ok": True,
                                        **options.get("options", {})}
         self.compiled: dict[tuple, object] = {}
         self.failure: BaseException | None = None

@@ -310,6 +310,15 @@ def test_every_optimizer_compiled_gives_its_eager_numbers(entry, overrides):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)
 
 
+def test_inductor_takes_the_cpus_vector_instructions_without_test_builds():
+    """cpp.vec_isa_ok: no test compile per instruction set (about 12 s of CPU of a first
+    compile from an empty cache on a 2-core CPU); an option of the caller's wins."""
+    opt = optlib.compile(optlib.Adam(make_params(), lr=0.1))
+    assert opt.update.options["options"]["cpp.vec_isa_ok"] is True
+    mine = optlib.compile(optlib.Adam(make_params(), lr=0.1), options={"cpp.vec_isa_ok": None})
+    assert mine.update.options["options"]["cpp.vec_isa_ok"] is None
+
+
 def failing_backend(gm, example_inputs):
     raise RuntimeError("simulated: no C++ compiler found")
 
