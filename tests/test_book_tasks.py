@@ -1,8 +1,9 @@
 """optlib.book's tasks with a fixed batch per step (book.data.LMTask, DigitsTask), Adam's
 v-noise probe (book.noise), the inspectors of Adafactor's clipping and of LAMB/LARS's
-trust ratios (book.inspect), and what chapters 6 and 7 ask of book.train.fit: the lr of
-each step under a warmup, a Muon that splits the model by its modules, the momentum
-cycled against the rate, a plateau schedule fed by the evaluations, and lm_run."""
+trust ratios (book.inspect), and what chapters 6, 7 and 9 ask of book.train.fit: the lr
+of each step under a warmup, a Muon that splits the model by its modules, the momentum
+cycled against the rate, a plateau schedule fed by the evaluations, and lm_run (also with
+an optimizer of book.optimizers.TABLE given by its name)."""
 
 import pytest
 import torch
@@ -104,6 +105,22 @@ def test_lm_run_is_fit_on_the_tiny_transformer_with_adam(task):
     assert h.eval_steps == [0, 1, 2, 3, 4]          # the task's validation loss
     assert h.eval[-1] == h.val_loss
     assert plateau.best == float("inf")     # the run stepped a copy
+
+
+def test_lm_run_with_a_name_is_optimizers_fit_on_the_tiny_transformer(task):
+    schedule = schedules.warmup_cosine(2, 4)
+    for name, warmup in (("SophiaG", None), ("AdamW schedule-free", 2)):
+        model = book.models.tiny_transformer(task.vocab_size)
+        ref = book.optimizers.fit(name, model, 1e-3, task, 4, schedule,
+                                  warmup_steps=warmup or 0, hessian_every=2,
+                                  progress=False)
+        h = book.train.lm_run(task, 1e-3, 4, optimizer=name, schedule=schedule,
+                              warmup_steps=warmup, hessian_every=2, progress=False)
+        assert h.loss == ref.loss and h.val_loss == ref.val_loss
+        assert type(h.optimizer) is type(ref.optimizer)
+    assert h.lr == [1e-3] * 4       # the schedule-free entry ran without the schedule
+    with pytest.raises(ValueError, match="warmup_steps is for an optimizer given by"):
+        book.train.lm_run(task, 1e-3, 1, warmup_steps=2)
 
 
 def test_second_moment_noise_shapes(task):

@@ -500,11 +500,12 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
     return history
 
 
-def lm_run(task, lr: float, steps: int, *, optimizer: Callable | None = None,
-           schedule=None, **kwargs) -> History:
+def lm_run(task, lr: float, steps: int, *, optimizer: Callable | str | None = None,
+           schedule=None, warmup_steps: int | None = None, **kwargs) -> History:
     """The tiny transformer (:func:`~optlib.book.models.tiny_transformer`, seed 0) trained
-    on a language-model task with ``optlib.Adam``: the chapters' standard small language
-    model, as :func:`digits_run` is their standard small classifier.
+    on a language-model task with ``optlib.Adam``, or with an optimizer of the book's
+    table: the chapters' standard small language model, as :func:`digits_run` is their
+    standard small classifier.
 
     A :class:`~optlib.schedules.ReduceOnPlateau` schedule is copied, so that one object
     can start several runs fresh, and reads ``task.val_loss`` every ``eval_every`` steps
@@ -515,20 +516,30 @@ def lm_run(task, lr: float, steps: int, *, optimizer: Callable | None = None,
         lr: the (peak) learning rate.
         steps: the number of steps.
         optimizer: ``optimizer(params, lr=lr)``, the optimizer to train with (default
-            ``optlib.Adam``).
+            ``optlib.Adam``); or the name of an entry of
+            :data:`optlib.book.optimizers.TABLE`, trained through
+            :func:`optlib.book.optimizers.fit`, which gives the entry what it needs
+            (SophiaG its Hessian refreshes, a schedule-free optimizer no schedule).
         schedule: the schedule of :func:`fit`.
+        warmup_steps: the schedule-free entry's own warmup (with a name only; default 0).
         **kwargs: more arguments of :func:`fit` (``momentum``, ``eval_every``,
             ``save_at``, ``start``, ``clip``, ...).
     """
     import optlib
 
-    from . import models
+    from . import models, optimizers
 
+    if warmup_steps is not None and not isinstance(optimizer, str):
+        raise ValueError("warmup_steps is for an optimizer given by its name in "
+                         f"book.optimizers.TABLE, got {optimizer!r}")
     model = models.tiny_transformer(task.vocab_size)
-    opt = (optimizer or optlib.Adam)(model.parameters(), lr=lr)
     if _reads_metric(schedule):
         schedule = copy.deepcopy(schedule)
         kwargs.setdefault("evaluate", lambda: task.val_loss(model))
+    if isinstance(optimizer, str):
+        return optimizers.fit(optimizer, model, lr, task, steps, schedule,
+                              warmup_steps=warmup_steps or 0, **kwargs)
+    opt = (optimizer or optlib.Adam)(model.parameters(), lr=lr)
     return fit(model, opt, task, steps, schedule=schedule, **kwargs)
 
 
