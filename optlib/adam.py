@@ -338,9 +338,10 @@ class RAdam(_AdamFamily):
         def rectification(rho):                             # r_t
             return ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5
 
-        # (in place where torch's single-tensor RAdam makes new tensors: the same
-        # operations, so the same numbers, with two new tensors fewer)
-        step = m.div(bc1).mul_(lr)                          # η m̂: momentum SGD ...
+        # (the reciprocal in place where torch's single-tensor RAdam makes a new tensor:
+        # the same numbers, one new tensor fewer; not ``.mul_(lr)``: an in-place foreach
+        # product of bfloat16 tensors and a number rounds differently from torch's ``*``)
+        step = m.div(bc1).mul(lr)                           # η m̂: momentum SGD ...
         adaptive = v.sqrt().add_(eps).reciprocal_().mul_(bc2**0.5)     # √(1−β₂ᵗ)/(√v + ε)
         rectified = rho_t > 5.0                             # ... until v̂ is trustworthy,
         step.mul_where_(rectified, adaptive)                # then η m̂ √(1−β₂ᵗ)/(√v + ε) r_t

@@ -230,6 +230,32 @@ def _traced_scalars(x):
     return once(x) if isinstance(x, Tensor) else [once(v) for v in x]
 
 
+def _scalar(tensors: list, x):
+    """A number ``x`` for a foreach call on ``tensors`` that takes a scalar (``mul``, ``div``,
+    ``add``): as a 0-dim float64 CPU tensor where the tensors are float32 or float64 CPU
+    tensors of one or more dimensions (not DTensors) and nothing is traced, else as
+    :func:`_scalars` hands it on.
+
+    Why: on the CPU a foreach call with a Python number wraps the number into a tensor
+    once per tensor of the list; with a 0-dim tensor it does not. Measured (torch 2.13,
+    one thread, 200 tensors): ``_foreach_mul_`` took 0.52 ms with a number and 0.14 ms
+    with a 0-dim tensor on one-element tensors, 0.78 against 0.33 ms on tensors of 5,000.
+    Where it is used the numbers are the same bits (``tests/test_tensorlist.py``): the
+    kernel reads either as a double and computes in the tensors' dtype. Not elsewhere:
+    a 0-dim float64 operand of a 0-dim float32 tensor (a step count, NAdam's product of
+    momenta) makes the product float64 before it is rounded, and in-place foreach
+    products of bfloat16 or float16 tensors round a number differently from a tensor."""
+    if (type(x) is float or type(x) is int) and tensors and not torch.compiler.is_compiling():
+        first = tensors[0]
+        if (first.is_cpu and not is_sharded(first)
+                and all(t.dtype in _EXACT and t.dim() for t in tensors)):
+            return torch.tensor(x, dtype=torch.float64)
+    return _scalars(x)
+
+
+_EXACT = (torch.float32, torch.float64)
+
+
 def _is_one(alpha) -> bool:
     """Whether ``alpha`` is the number 1 (a traced alpha is not compared: that would read
     its value in Python)."""
@@ -269,7 +295,7 @@ class TensorList(list):
                 return self.add_(TensorList(other).mul(alpha))
             torch._foreach_add_(_plain(self), _plain(other), alpha=alpha)
         else:
-            torch._foreach_add_(_plain(self), _scalars(other if _is_one(alpha) else other * alpha))
+            torch._foreach_add_(_plain(self), _scalar(self, other if _is_one(alpha) else other * alpha))
         return self
 
     def sub_(self, other, alpha: Number = 1) -> TensorList:
@@ -282,11 +308,11 @@ class TensorList(list):
         return self
 
     def mul_(self, other) -> TensorList:
-        torch._foreach_mul_(_plain(self), _scalars(other))
+        torch._foreach_mul_(_plain(self), _scalar(self, other))
         return self
 
     def div_(self, other) -> TensorList:
-        torch._foreach_div_(_plain(self), _scalars(other))
+        torch._foreach_div_(_plain(self), _scalar(self, other))
         return self
 
     def mul_where_(self, condition, other: list) -> TensorList:
@@ -380,7 +406,7 @@ class TensorList(list):
                 return self.add(TensorList(other).mul(alpha))
             return TensorList(torch._foreach_add(_plain(self), _plain(other), alpha=alpha))
         scalar = other if _is_one(alpha) else other * alpha
-        return TensorList(torch._foreach_add(_plain(self), _scalars(scalar)))
+        return TensorList(torch._foreach_add(_plain(self), _scalar(self, scalar)))
 
     def sub(self, other, alpha: Number = 1) -> TensorList:
         if isinstance(other, list):
@@ -391,10 +417,10 @@ class TensorList(list):
         return TensorList(torch._foreach_sub(_plain(self), _scalars(scalar)))
 
     def mul(self, other) -> TensorList:
-        return TensorList(torch._foreach_mul(_plain(self), _scalars(other)))
+        return TensorList(torch._foreach_mul(_plain(self), _scalar(self, other)))
 
     def div(self, other) -> TensorList:
-        return TensorList(torch._foreach_div(_plain(self), _scalars(other)))
+        return TensorList(torch._foreach_div(_plain(self), _scalar(self, other)))
 
     def addcmul(self, tensor1: list, tensor2: list, value=1) -> TensorList:
         value = _scalars(value)
