@@ -594,15 +594,18 @@ def merge(parts: list[dict]) -> dict:
 
 SMALL, LARGE = "200x100x50", "20x1000x500"
 
-_ORDER = ("the fastest peer loops over the tensors and runs all of one tensor's operations "
-          "while its arrays (2 MB each) are still in the processor's cache; optlib's foreach "
-          "rule, like torch's foreach path, runs each operation over all 20 tensors before "
-          "the next one, so every array comes back from main memory once per operation. The "
-          "diagnostic row runs optlib's same rule tensor by tensor (a parameter group per "
-          "tensor) and shows how much of the gap is this order of work; optlib against the "
-          "foreach peer that runs the same rule shows the rest. Foreach rules over whole "
-          "groups are a core choice, left to the core's owners; optlib.compile, one pass "
-          "per tensor, removes the gap")
+_ORDER = ("optlib steps each of these 2 MB matrices in a chunk of its own "
+          "(optlib.optimizer.eager_chunks), in the order of work of a loop over tensors; the "
+          "diagnostic row, the same rule once over the whole group (optlib's step before the "
+          "chunks), shows what that changed. What is left was not found in what the run "
+          "measured: the time inside operators is about the peer's")
+
+_SAME_CODE = ("on these 200 matrices (4.0 MB) the group is one chunk, so optlib and the "
+              "diagnostic row (one call per group) run the very same code, yet their "
+              "medians differ (row by row): that much of the gap is the spread of this run "
+              "at its load; the rest was not found in what the run measured (the same "
+              "bytes as the peer; the extra operator calls counted are the 0-dim tensors "
+              "that replace numbers, each a few microseconds)")
 
 _HOST = ("about the same operator calls and bytes as its peer (row by row), so the time goes "
          "elsewhere. Part of it is the fixed cost of a step: on 200 one-element matrices, "
@@ -642,39 +645,47 @@ CAUSES: dict = {
                         "lion-pytorch's bit for bit (lion-pytorch does the same, 84 bytes); a "
                         "lerp would change them at round-off, a decision for the core's "
                         "owners.",
-    ("Lion", LARGE, "optlib"): "two causes: the bytes (optlib's multiply-add, 68 bytes per "
-                               "parameter, against pytorch-optimizer's lerp, 52, kept because "
-                               "optlib's numbers then equal lion-pytorch's bit for bit) and "
-                               "the order of work of the other rules on these matrices (a "
-                               "loop over tensors keeps each tensor in cache; see the "
-                               "diagnostic row).",
-    ("RAdam", "optlib"): "optlib's eager RAdam forms m̂, η m̂ and the adaptive factor "
-                         "1/(√v̂ + ε) as new lists before multiplying them in: 16 operator "
-                         "calls and 116 bytes per parameter, against 92 for torch's foreach "
-                         "RAdam (the same rule, also faster than optlib) and 68 for the "
-                         "fastest peer, pytorch-optimizer's RAdam, another variant "
-                         "(decoupled weight decay, no momentum step before the variance is "
-                         "tractable). What the bytes leave unexplained was not profiled.",
+    **{(family, SMALL, "optlib"): _SAME_CODE + "."
+       for family in ("RMSprop", "Adadelta", "Adamax", "LARS", "LAMB", "AdamWScheduleFree",
+                      "SGD momentum")},
+    ("Lion", LARGE, "optlib"): "the bytes: optlib's multiply-add, 68 bytes per parameter, "
+                               "against pytorch-optimizer's lerp, 52, kept because optlib's "
+                               "numbers then equal lion-pytorch's bit for bit; each matrix is "
+                               "a chunk of its own already (the diagnostic row is the rule "
+                               "once over the group).",
+    ("RAdam", "optlib"): "optlib's RAdam gives torch.optim.RAdam's numbers with the "
+                         "operations of torch's single-tensor RAdam (m̂, η m̂, √v + ε, its "
+                         "reciprocal and the products as separate passes: 116 bytes per "
+                         "parameter); the fastest peer, pytorch-optimizer's RAdam, is another "
+                         "variant (decoupled weight decay, no momentum step before the "
+                         "variance is tractable) in 68 bytes. Against torch's foreach RAdam "
+                         "(the same rule, another order of operations, 92 bytes) see the "
+                         "row's measurements; fewer passes would change the numbers at "
+                         "round-off, a decision for the core's owners.",
     ("Adafactor", SMALL, "optlib"): "on 200 small matrices optlib's eager rule makes 4,004 "
                                     "operator calls per step, pytorch-optimizer's foreach "
                                     "Adafactor 1,217 (torch's foreach 2,217), for about the same "
                                     "bytes: optlib's factored statistics are computed tensor "
                                     "by tensor, and at 5,000 elements a tensor the cost per "
                                     "call dominates. optlib.compile removes it.",
-    ("Adafactor", LARGE, "optlib"): "optlib's step takes what torch.optim.Adafactor's (the same "
-                                    "rule; its for-loop and foreach rows) takes; pytorch-"
-                                    "optimizer's Adafactor, faster with more bytes counted, "
-                                    "runs other operations (462 calls to optlib's 404); not "
-                                    "profiled further.",
+    ("Adafactor", LARGE, "optlib"): "optlib's step takes about what torch.optim.Adafactor's "
+                                    "for-loop takes (the same rule, the same order of work "
+                                    "with the chunks), less than its foreach; pytorch-"
+                                    "optimizer's for-loop makes as many operator calls, "
+                                    "with more bytes counted, and is faster: its operations "
+                                    "differ from torch's rule; which of them are cheaper "
+                                    "was not profiled.",
     ("Adafactor", LARGE, "optlib compiled"): "the time is inside the compiled graphs, not on "
                                              "the host: the kernels Inductor makes for "
                                              "the factored rule take longer than "
                                              "pytorch-optimizer's eager loop; not profiled "
                                              "further.",
-    ("LAMB", LARGE, "optlib"): "the order of work of the other rules on these matrices (a "
-                               "loop over tensors keeps each tensor in cache; see the "
-                               "diagnostic row), and more bytes than pytorch-optimizer's loop "
-                               "(120 against 104 per parameter).",
+    ("LAMB", LARGE, "optlib"): "more passes over memory than pytorch-optimizer's loop: "
+                               "32 operator calls per matrix against 20 and 120 bytes per "
+                               "parameter against 104 (optlib forms m̂/(√v̂ + ε) + λθ as a "
+                               "new list, with √v̂ + ε in a second one, before the norms); "
+                               "each matrix is a chunk of its own already (the diagnostic row "
+                               "is the rule once over the group).",
     ("LAMB", LARGE, "optlib compiled"): "the time is inside the compiled graphs. LAMB "
                                         "needs each tensor's norms of θ and of the update "
                                         "before θ moves, so even fused it passes over every "
@@ -682,13 +693,10 @@ CAUSES: dict = {
                                         "the second pass reads from main memory what a "
                                         "loop over tensors still finds in cache (the order "
                                         "of work of the eager rows); not profiled further.",
-    ("LARS", LARGE, "optlib"): "the order of work of the other rules on these matrices (a "
-                               "loop over tensors keeps each tensor in cache; see the "
-                               "diagnostic row). optlib counts fewer bytes "
-                               "than pytorch-optimizer (60 against 72 per parameter) and still "
-                               "takes longer inside its operators even against the foreach "
-                               "peer; what its operators spend beyond the bytes was not "
-                               "profiled.",
+    ("LARS", LARGE, "optlib"): _ORDER + ".",
+    ("SGD momentum", LARGE, "optlib"): _ORDER + "; with three operations a step there is "
+                                       "little to keep in cache, and the chunks change "
+                                       "nothing (the diagnostic row).",
     "Muon": "optlib, like pytorch-optimizer's foreach Muon, runs each Newton-Schulz product "
             "for all same-shaped matrices as one batched product (659 operator calls per step "
             "on 200 matrices of 100 x 50, against its 835; torch.optim.Muon runs them matrix "
