@@ -114,6 +114,12 @@ def test_epochs_cover_the_data(digits):
                           book.data.batches(digits.x_train, digits.y_train, 32, seed=1), 5)
     h = book.train.digits_run(digits, 0.1, momentum=0.9, steps=5, seed=1)
     assert h.loss == same.loss
+    model = book.models.mlp((64, 128, 10), seed=1)
+    clipped = book.train.fit(model, optlib.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                             book.data.batches(digits.x_train, digits.y_train, 32, seed=1),
+                             5, clip=0.1)
+    h = book.train.digits_run(digits, 0.1, momentum=0.9, steps=5, seed=1, clip=0.1)
+    assert h.loss == clipped.loss and h.loss != same.loss     # fit's arguments pass through
     h = book.train.digits_run(digits, 20.0, momentum=0.9, steps=50, batch_size=None,
                               diverge_above=3.0)
     assert h.diverged and 3.0 < h.loss[-1] < math.inf and h.final() == math.inf

@@ -420,8 +420,7 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
                weight_decay: float | None = None, optimizer: Callable | None = None,
                hyper: dict | None = None, sizes: Sequence[int] = (64, 128, 10),
                batch_size: int | None = 32, steps: int | None = None,
-               n_epochs: int | None = None, seed: int = 0,
-               diverge_above: float | None = None) -> History:
+               n_epochs: int | None = None, seed: int = 0, **kwargs) -> History:
     """The MLP of ``sizes`` (64-128-10 unless given; initialized with ``seed``) trained on
     the digits with ``optlib.SGD`` or the given optimizer: the chapters' standard small
     network.
@@ -452,7 +451,7 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
         steps: the number of steps.
         n_epochs: the number of epochs (instead of ``steps``; a split only).
         seed: the seed of the initialization and of a split's batch order.
-        diverge_above: passed to :func:`fit`.
+        **kwargs: more arguments of :func:`fit` (``clip``, ``diverge_above``, ...).
     """
     import itertools
 
@@ -495,7 +494,7 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
         per_epoch = math.ceil(len(x) / batch_size)
         stream, steps = epochs(x, y, batch_size, seed=seed), n_epochs * per_epoch
         kw.update(eval_every=per_epoch, evaluate=lambda: evaluate_loss(model, x, y))
-    history = fit(model, opt, stream, steps, diverge_above=diverge_above, **kw)
+    history = fit(model, opt, stream, steps, **kw, **kwargs)
     history.test_accuracy = accuracy(model, split.x_test, split.y_test)
     return history
 
