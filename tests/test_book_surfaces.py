@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import optlib  # noqa: E402
+from optlib import book  # noqa: E402
 from optlib.book import surfaces as S  # noqa: E402
 
 ALL = [S.quadratic(10.0, 0.5), S.rosenbrock(), S.beale(), S.saddle(), S.noisy_quadratic()]
@@ -37,26 +38,19 @@ def test_quadratic_eigen_and_rotation():
                           torch.tensor([-1.0, 1.0], dtype=torch.float64))
 
 
-def test_run_equals_manual_gradient_descent():
-    s = S.quadratic(4.0)
-    lr = 0.1
-    path = S.run(s, lambda p: optlib.SGD(p, lr=lr), [1.0, 1.0], 10)
-    assert path.shape == (11, 2) and path.dtype == torch.float64
-    x = torch.tensor([1.0, 1.0], dtype=torch.float64)
-    for t in range(10):
-        x = x - lr * torch.tensor([1.0, 4.0], dtype=torch.float64) * x
-        assert torch.allclose(path[t + 1], x, rtol=1e-14)
+def test_run_is_descend_on_the_surface_with_its_noise():
+    # the loop itself (schedule, divergence, hooks, noise) is tested in test_book_train.py
+    s = S.noisy_quadratic(noise=0.5, seed=3)
+    make = lambda p: torch.optim.SGD(p, lr=0.05)  # noqa: E731
+    decay = lambda t: 0.9**t  # noqa: E731
+    path = S.run(s, make, torch.tensor([1.0, 1.0]), 30, schedule=decay)    # a float32 start
+    same = book.train.descend(make, [1.0, 1.0], 30, loss=s.f, noise=0.5, seed=3, schedule=decay)
+    assert path.shape == (31, 2) and path.dtype == torch.float64
+    assert torch.equal(path, same.path) and torch.equal(path, S.run(s, make, [1.0, 1.0], 30,
+                                                                       schedule=decay))
+    assert not torch.allclose(path, S.run(S.quadratic(10.0), make, [1.0, 1.0], 30, schedule=decay))
     loss = S.loss_curve(s, path)
-    assert loss.shape == (11,) and (loss.diff() < 0).all()
-
-
-def test_run_with_schedule_and_divergence():
-    s = S.quadratic(10.0)
-    # lr above 2/L = 0.2 diverges; a schedule of 0 keeps the point still.
-    still = S.run(s, lambda p: torch.optim.SGD(p, lr=1.0), [1.0, 1.0], 5, schedule=lambda t: 0.0)
-    assert torch.equal(still, torch.ones(6, 2, dtype=torch.float64))
-    blow = S.run(s, lambda p: torch.optim.SGD(p, lr=1e150), [1.0, 1.0], 20)
-    assert torch.isnan(blow[-1]).all() and torch.isfinite(blow[0]).all()
+    assert loss.shape == (31,) and loss.tolist() == pytest.approx(same.loss, rel=1e-15)
 
 
 def test_diagonal_quadratic_is_half_the_weighted_squares():
@@ -73,35 +67,13 @@ def test_diagonal_quadratic_is_half_the_weighted_squares():
         S.diagonal_quadratic((1.0, 0.0))
 
 
-def test_run_calls_hooks_after_each_step_with_their_step_kwargs():
-    seen = []
-
-    class SGDWithBatchSize(optlib.SGD):
-        def step(self, closure=None, bs=None):
-            self.bs = bs
-            return super().step(closure)
-
-    class Hook:
-        def step_kwargs(self):
-            return {"bs": 7}
-
-        def __call__(self, t, xy, optimizer):
-            seen.append((t, optimizer.bs, xy.grad.clone(), xy.detach().clone()))
-
-    s = S.quadratic(4.0)
-    path = S.run(s, lambda p: SGDWithBatchSize(p, lr=0.1), [1.0, 1.0], 3, hooks=[Hook()])
-    assert [t for t, *_ in seen] == [1, 2, 3] and all(bs == 7 for _, bs, *_ in seen)
-    for t, _, grad, point in seen:                       # the step's gradient, the new point
-        assert torch.equal(point, path[t]) and torch.equal(grad, s.gradient(path[t - 1]))
-
-
 def test_exact_hessian_hook_feeds_sophia_the_true_diagonal():
     H = torch.tensor([100.0, 1.0], dtype=torch.float64)
     s = S.diagonal_quadratic(H)
     make = lambda p: optlib.SophiaG(p, lr=0.05, betas=(0.965, 0.99), weight_decay=0.0)  # noqa: E731
     hessians = []
     path = S.run(s, make, [0.7, 1.3], 25, hooks=[
-        lambda t, xy, opt: hessians.append(opt.state[xy]["hessian"].clone()),
+        lambda step: hessians.append(step.optimizer.state[step.x]["hessian"].clone()),
         S.ExactHessian(H, every=10)])
     # by hand: step with bs = 1; after steps 1, 11, 21 refresh h with the exact diagonal
     xy = torch.tensor([0.7, 1.3], dtype=torch.float64, requires_grad=True)
@@ -122,15 +94,6 @@ def test_exact_hessian_hook_feeds_sophia_the_true_diagonal():
     for bad, word in ((dict(diagonal=(-1.0, 1.0)), "diagonal"), (dict(diagonal=H, every=0), "every")):
         with pytest.raises(ValueError, match=word):
             S.ExactHessian(**bad)
-
-
-def test_noisy_quadratic_is_deterministic_and_noisy():
-    s = S.noisy_quadratic(noise=0.5, seed=3)
-    make = lambda p: torch.optim.SGD(p, lr=0.05)
-    a, b = S.run(s, make, [1.0, 1.0], 30), S.run(s, make, [1.0, 1.0], 30)
-    assert torch.equal(a, b)
-    clean = S.run(S.quadratic(10.0), make, [1.0, 1.0], 30)
-    assert not torch.allclose(a, clean)
 
 
 def test_lbfgs_closure_works():

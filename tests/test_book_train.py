@@ -137,3 +137,132 @@ def test_bad_arguments():
         T.fit(model, opt, iter([]), 1, clip=0)
     with pytest.raises(ValueError, match="schedule must be a step -> multiplier callable"):
         T.fit(model, opt, iter([]), 1, schedule=3)
+
+
+# descend: the loop of the toy problems
+
+def _quadratic(x):
+    return 0.5 * (torch.tensor([1.0, 4.0], dtype=x.dtype) * x**2).sum()
+
+
+def _sgd_rule(params, grads, state, lr):
+    for p, g in zip(params, grads, strict=True):
+        p.sub_(lr * g)
+
+
+def test_descend_is_gradient_descent_with_an_optimizer_a_rule_or_an_exact_gradient():
+    lr, h = 0.1, torch.tensor([1.0, 4.0], dtype=torch.float64)
+    run = T.descend(lambda p: optlib.SGD(p, lr=lr), [1.0, 1.0], 10, loss=_quadratic)
+    assert run.path.shape == (11, 2) and run.path.dtype == torch.float64
+    assert run.steps == 10 and len(run.loss) == 11 and not (run.diverged or run.stopped)
+    x = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    for t in range(11):                  # x_t = (1 − lr·h)^t x_0, f(x_t) = ½ Σ h x_t²
+        torch.testing.assert_close(run.path[t], x, rtol=1e-14, atol=0)
+        assert run.loss[t] == pytest.approx(0.5 * (h * x**2).sum().item(), rel=1e-13)
+        x = x - lr * h * x
+    assert torch.equal(run.point.detach(), run.path[-1]) and isinstance(run.optimizer, optlib.SGD)
+    rule = T.descend(_sgd_rule, [1.0, 1.0], 10, loss=_quadratic, hyper={"lr": lr})
+    exact = T.descend(lambda p: optlib.SGD(p, lr=lr), [1.0, 1.0], 10, loss=_quadratic,
+                      gradient=lambda x: h * x)
+    for other in (rule, exact):                 # the same steps, up to the last bit
+        torch.testing.assert_close(other.path, run.path, rtol=1e-14, atol=0)
+        assert other.loss == pytest.approx(run.loss, rel=1e-14)
+    assert rule.optimizer is None
+
+
+def test_descend_schedule_is_lambdalr_and_a_rule_gets_it_in_its_lr():
+    schedule = lambda t: 1.0 if t < 3 else 0.1                          # noqa: E731
+    ours = T.descend(lambda p: optlib.SGD(p, lr=0.3, momentum=0.9), [1.0, -2.0], 8,
+                     loss=_quadratic, schedule=schedule)
+    x = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = optlib.SGD([x], lr=0.3, momentum=0.9)
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    for t in range(8):
+        opt.zero_grad()
+        _quadratic(x).backward()
+        opt.step()
+        lambda_lr.step()
+        assert torch.equal(ours.path[t + 1], x.detach())
+    rule = T.descend(_sgd_rule, [1.0, -2.0], 8, loss=_quadratic, hyper={"lr": 0.3},
+                     schedule=schedule)
+    plain = T.descend(lambda p: optlib.SGD(p, lr=0.3), [1.0, -2.0], 8, loss=_quadratic,
+                      schedule=schedule)
+    torch.testing.assert_close(rule.path, plain.path, rtol=1e-14, atol=0)
+    assert rule.path[4, 0] != plain.path[3, 0]          # the rule's lr did drop at step 3
+    with pytest.raises(ValueError, match="hyper\\['lr'\\]"):
+        T.descend(_sgd_rule, [1.0], 2, loss=lambda x: x.sum(), hyper={}, schedule=schedule)
+    with pytest.raises(ValueError, match="schedule must be a step -> multiplier callable"):
+        T.descend(lambda p: optlib.SGD(p, lr=0.1), [1.0], 2, loss=lambda x: x.sum(), schedule=3)
+
+
+def test_lr_schedule_is_the_one_of_fit_and_descend():
+    groups = [{"lr": 0.5}, {"lr": 2.0}]
+    rates = T.LRSchedule(lambda t: 0.1 * t, groups)
+    assert rates.before(3) == pytest.approx(0.15) and groups[1]["lr"] == pytest.approx(0.6)
+    fresh = [{"lr": 9.0}, {"lr": 9.0}]          # what load_state_dict puts in its place
+    rates.rebind(fresh)
+    assert [g["lr"] for g in fresh] == [0.5, 2.0] and rates.before(1) == pytest.approx(0.05)
+    x = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=1.0)
+    torch_scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    rates = T.LRSchedule(torch_scheduler, opt.param_groups)
+    assert rates.before(0) == 1.0          # a torch scheduler: untouched before the step
+    opt.step()
+    rates.after()
+    assert rates.before(1) == 0.5
+    assert T.LRSchedule(None, [{"lr": 0.1}]).before(5) == 0.1
+
+
+def test_descend_stops_at_a_loss_that_is_not_finite():
+    # lr 1 on curvature 4: x_y grows 3× per step, f overflows long before x does
+    run = T.descend(lambda p: torch.optim.SGD(p, lr=1.0), [1.0, 1.0], 1000, loss=_quadratic)
+    assert run.diverged and run.loss[-1] == math.inf and all(map(math.isfinite, run.loss[:-1]))
+    k = run.steps
+    assert 300 < k < 1000 and torch.isfinite(run.path[:k + 1]).all()
+    assert torch.isnan(run.path[k + 1:]).all()             # the rows after it
+    fine = T.descend(lambda p: torch.optim.SGD(p, lr=0.1), [1.0, 1.0], 5, loss=_quadratic)
+    assert not fine.diverged
+
+
+def test_descend_stop_hooks_and_noise():
+    # stop: at the first point accepted (here the start, or after a few steps)
+    near = lambda x: float(x.norm()) < 0.5                              # noqa: E731
+    run = T.descend(lambda p: optlib.SGD(p, lr=0.1), [1.0, 0.0], 100, loss=_quadratic, stop=near)
+    assert run.stopped and run.steps == 7 and run.path[7, 0] == pytest.approx(0.9**7)
+    assert torch.isnan(run.path[8:]).all()
+    assert T.descend(lambda p: optlib.SGD(p, lr=0.1), [0.1, 0.0], 9, loss=_quadratic,
+                     stop=near).steps == 0
+    # hooks see a Step: t from 0, x the point (with the step's gradient), y and model None;
+    # step_kwargs(x, y) reaches optimizer.step
+    seen = []
+
+    class SGDWithBatchSize(optlib.SGD):
+        def step(self, closure=None, bs=None):
+            self.bs = bs
+            return super().step(closure)
+
+    class Hook:
+        def step_kwargs(self, x, y):
+            return {"bs": 7}
+
+        def __call__(self, step):
+            assert step.optimizer.bs == 7
+            seen.append((step.t, step.x.grad.clone(), step.x.detach().clone(), step.loss,
+                         step.lr, step.model, step.y))
+
+    run = T.descend(lambda p: SGDWithBatchSize(p, lr=0.1), [1.0, 1.0], 3, loss=_quadratic,
+                    hooks=[Hook()], schedule=lambda t: 1.0 / (t + 1))
+    assert [s[0] for s in seen] == [0, 1, 2]
+    for t, grad, point, loss, lr, model, y in seen:
+        assert torch.equal(point, run.path[t + 1]) and loss == run.loss[t]
+        assert torch.equal(grad, torch.tensor([1.0, 4.0], dtype=torch.float64) * run.path[t])
+        assert lr == pytest.approx(0.1 / (t + 1)) and model is None and y is None
+    # noise: the same draws for the same seed, other draws for another
+    make = lambda p: optlib.SGD(p, lr=0.05)                             # noqa: E731
+    a, b, c = (T.descend(make, [1.0, 1.0], 20, loss=_quadratic, noise=0.5, seed=s)
+               for s in (3, 3, 4))
+    assert torch.equal(a.path, b.path) and not torch.equal(a.path, c.path)
+    for bad, word in ((dict(steps=-1), "steps"), (dict(noise=-1.0), "noise")):
+        kwargs = dict(steps=3, loss=_quadratic) | bad
+        with pytest.raises(ValueError, match=word):
+            T.descend(make, [1.0, 1.0], kwargs.pop("steps"), **kwargs)

@@ -1,6 +1,7 @@
 """The book's helpers, one module per concept.
 
-* :mod:`~optlib.book.train`: the training loop ``fit`` and its ``History``;
+* :mod:`~optlib.book.train`: the training loop ``fit`` and its ``History``, and
+  ``descend``, the loop of the toy problems (surfaces, a scalar, a matrix quadratic);
 * :mod:`~optlib.book.data`: data sets and tasks; :mod:`~optlib.book.models`: the models;
 * :mod:`~optlib.book.compare`: one side-by-side runner (a rule beside torch);
 * :mod:`~optlib.book.inspect`: looking inside optimizers and training;

@@ -119,25 +119,17 @@ class MatrixRun:
         return self.losses[-1] if not self.diverged else math.inf
 
 
-@torch.no_grad()
 def run(problem: MatrixQuadratic, make_optimizer: Callable, steps: int = 200) -> MatrixRun:
-    """``steps`` full-batch steps of ``make_optimizer([W])`` from :math:`W_0 = 0`, with the
-    exact gradient (:meth:`MatrixQuadratic.gradient`, no autograd: the problem is small
-    and the optimizer's own cost is what a step should take); stops at the first
-    non-finite loss."""
-    if not (isinstance(steps, int) and steps >= 0):
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    W = torch.nn.Parameter(torch.zeros_like(problem.W_star))
-    optimizer = make_optimizer([W])
-    out = MatrixRun(W=W, optimizer=optimizer)
-    f0 = problem.loss(W).item()
-    for t in range(steps + 1):
-        out.losses.append(problem.loss(W).item() / f0)
-        if t == steps or not math.isfinite(out.losses[-1]):
-            break
-        W.grad = problem.gradient(W)
-        optimizer.step()
-    return out
+    """``steps`` full-batch steps of ``make_optimizer([W])`` from :math:`W_0 = 0`
+    (:func:`optlib.book.train.descend`), with the exact gradient
+    (:meth:`MatrixQuadratic.gradient`, no autograd: the problem is small and the
+    optimizer's own cost is what a step should take); stops at the first non-finite loss."""
+    from .train import descend
+
+    out = descend(make_optimizer, torch.zeros_like(problem.W_star), steps, loss=problem.loss,
+                  gradient=problem.gradient, dtype=problem.W_star.dtype)
+    f0 = out.loss[0]
+    return MatrixRun([f / f0 for f in out.loss], out.point, out.optimizer)
 
 
 def best_lr(problem: MatrixQuadratic, family: Callable[[float], Callable], lrs: Sequence[float],

@@ -122,13 +122,14 @@ def run_per_coordinate(surface, lrs: Sequence[float], start: Sequence[float],
                        steps: int) -> Tensor:
     """Gradient descent on a 2-D surface with one learning rate per coordinate,
     θ ← θ − η ⊙ ∇f(θ); returns the trajectory (steps+1, 2) like ``surfaces.run``."""
+    from .train import descend
+
     eta = torch.tensor(lrs, dtype=torch.float64)
-    theta = torch.tensor(start, dtype=torch.float64)
-    path = [theta]
-    for _ in range(steps):
-        theta = theta - eta * surface.gradient(theta)
-        path.append(theta)
-    return torch.stack(path)
+
+    def rule(params, grads, state):
+        params[0].sub_(eta * grads[0])
+
+    return descend(rule, start, steps, loss=surface.f, hyper={}).path
 
 
 def heavy_ball_path(lr: float, beta: float, curvature: float, start: float, steps: int) -> Tensor:
@@ -153,33 +154,17 @@ def step_lengths(make_optimizer: Callable, steps: int,
         make_optimizer: ``params -> optimizer``, or a from-scratch rule
             ``rule(params, grads, state, **hyper)`` (:func:`optlib.book.compare.is_rule`).
         steps: the number of steps.
-        schedule: ``t -> multiplier`` of the learning rate of step t (with ``LambdaLR``;
-            a rule gets ``hyper["lr"]`` times it).
+        schedule: ``t -> multiplier`` of the learning rate of step t (a rule gets
+            ``hyper["lr"]`` times it), as in :func:`optlib.book.train.descend`.
         hyper: keyword arguments of a rule.
     """
     from .compare import is_rule
+    from .train import descend
 
-    theta = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    path = [0.0]
     if is_rule(make_optimizer):
         hyper = dict(hyper or {})
-        if schedule is not None and "lr" not in hyper:
-            raise ValueError("a rule with a schedule needs its base lr in hyper['lr']")
-        state: dict = {}
-        for t in range(steps):
-            kw = hyper if schedule is None else {**hyper, "lr": hyper["lr"] * schedule(t)}
-            with torch.no_grad():
-                make_optimizer([theta], [torch.ones_like(theta)], state, **kw)
-            path.append(theta.item())
-        return torch.tensor(path, dtype=torch.float64).diff().abs()
-    if hyper is not None:
+    elif hyper is not None:
         raise ValueError("hyper is for a rule; an optimizer factory sets its own")
-    opt = make_optimizer([theta])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule) if schedule else None
-    for _ in range(steps):
-        theta.grad = torch.ones_like(theta)
-        opt.step()
-        if scheduler:
-            scheduler.step()
-        path.append(theta.item())
-    return torch.tensor(path, dtype=torch.float64).diff().abs()
+    run = descend(make_optimizer, [0.0], steps, loss=lambda theta: theta.sum(),
+                  gradient=torch.ones_like, hyper=hyper, schedule=schedule)
+    return run.path[:, 0].diff().abs()

@@ -2,7 +2,8 @@
 
 A :class:`Surface` is a function of a point ``xy`` (a tensor whose last dimension is 2)
 with what a plot needs: a window, the minimum, the Hessian's eigenvalues where known.
-:func:`run` drives any torch optimizer on it and returns the trajectory, and
+:func:`run` drives any torch optimizer on it (the book's loop of toy problems,
+:func:`optlib.book.train.descend`) and returns the trajectory, and
 :func:`plot_trajectories` draws several trajectories over the contour lines.
 """
 
@@ -152,20 +153,13 @@ def saddle() -> Surface:
     return Surface("saddle", fn, minimum=None, hessian_eigenvalues=(-1.0, 1.0))
 
 
-def _scheduler(optimizer, schedule):
-    if schedule is None:
-        return None
-    if callable(schedule):
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    raise ValueError(f"schedule must be a step -> multiplier callable or None, got {schedule!r}")
-
-
 class ExactHessian:
-    """A hook of :func:`run` for :class:`optlib.SophiaG` on a surface: every step gets
-    ``bs=1``, and after step 1, 1 + ``every``, 1 + 2·``every``, ... SophiaG's curvature
-    estimate is refreshed with ``diagonal``, the exact diagonal of the Hessian, instead of
-    a sampled estimate (``update_hessian`` squares ``.grad``, so it is handed the square
-    root; the step's own gradient is put back afterwards).
+    """A hook of :func:`run` (of :func:`optlib.book.train.descend`) for
+    :class:`optlib.SophiaG` on a surface: every step gets ``bs=1``, and after steps 0,
+    ``every``, 2·``every``, ... (counted from 0) SophiaG's curvature estimate is refreshed
+    with ``diagonal``, the exact diagonal of the Hessian, instead of a sampled estimate
+    (``update_hessian`` squares ``.grad``, so it is handed the square root; the step's
+    own gradient is put back afterwards).
 
     Args:
         diagonal: the Hessian's diagonal (2 non-negative numbers).
@@ -180,71 +174,45 @@ class ExactHessian:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         self.every = every
 
-    def step_kwargs(self) -> dict:
-        """Keyword arguments of ``optimizer.step``: a curvature estimated from one example."""
-        return {"bs": 1}
-
-    def __call__(self, t: int, xy: Tensor, optimizer) -> None:
-        """After step ``t`` (from 1) of ``optimizer`` at the point ``xy``.
+    def step_kwargs(self, x: Tensor, y=None) -> dict:
+        """Keyword arguments of ``optimizer.step``: a curvature estimated from one example.
 
         Args:
-            t: the step just taken, counted from 1.
-            xy: the point (its ``.grad`` is the step's gradient).
-            optimizer: the SophiaG being run.
+            x: the point.
+            y: unused (``None`` on a surface).
         """
-        if (t - 1) % self.every == 0:
+        return {"bs": 1}
+
+    def __call__(self, step) -> None:
+        """After a step (a :class:`optlib.book.train.Step`, whose ``x`` is the point,
+        with the step's gradient in ``x.grad``).
+
+        Args:
+            step: the step just taken.
+        """
+        if step.t % self.every == 0:
+            xy = step.x
             gradient, xy.grad = xy.grad, self.diagonal.to(xy.dtype).sqrt()
-            optimizer.update_hessian()
+            step.optimizer.update_hessian()
             xy.grad = gradient
 
 
 def run(surface: Surface, make_optimizer: Callable, start, steps: int,
         schedule: Callable[[int], float] | None = None, hooks: Sequence[Callable] = ()) -> Tensor:
-    """Run ``make_optimizer([xy])`` for ``steps`` steps from ``start``; return the
+    """Run ``make_optimizer([xy])`` for ``steps`` steps from ``start`` on ``surface``
+    (:func:`optlib.book.train.descend`, with the surface's gradient noise); return the
     trajectory, a float64 tensor (steps + 1, 2) whose row 0 is ``start``.
 
-    ``schedule`` (a ``step -> multiplier`` callable) is applied with ``LambdaLR``. The
-    gradient is computed inside a closure, so optimizers that need one work too. Each of
-    ``hooks`` is called as ``hook(t, xy, optimizer)`` after step ``t`` (from 1), with the
-    step's gradient in ``xy.grad`` (to record the optimizer's state, or
-    :class:`ExactHessian`); a hook with a ``step_kwargs()`` method adds its keyword
-    arguments to ``optimizer.step``. If the point stops being finite (divergence), the
-    remaining rows are NaN.
+    ``schedule`` is a ``step -> multiplier`` callable; each of ``hooks`` sees every step
+    as a :class:`optlib.book.train.Step` whose ``x`` is the point (to record the
+    optimizer's state, or :class:`ExactHessian`). If the loss stops being finite
+    (divergence), the remaining rows are NaN.
     """
-    if not (isinstance(steps, int) and steps >= 0):
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    # as_tensor(...).clone(): accepts a list or a tensor (torch.tensor(tensor) warns) and never
-    # aliases the caller's tensor.
-    xy = torch.as_tensor(start, dtype=torch.float64).clone().reshape(2).requires_grad_(True)
-    optimizer = make_optimizer([xy])
-    scheduler = _scheduler(optimizer, schedule)
-    generator = torch.Generator().manual_seed(surface.seed)
+    from .train import descend
 
-    def closure():
-        optimizer.zero_grad()
-        loss = surface.f(xy)
-        loss.backward()
-        if surface.noise:
-            xy.grad.add_(torch.randn(2, generator=generator, dtype=torch.float64),
-                         alpha=surface.noise)
-        return loss
-
-    step_kwargs = {}
-    for hook in hooks:
-        if hasattr(hook, "step_kwargs"):
-            step_kwargs.update(hook.step_kwargs())
-    path = torch.full((steps + 1, 2), float("nan"), dtype=torch.float64)
-    path[0] = xy.detach()
-    for t in range(1, steps + 1):
-        optimizer.step(closure, **step_kwargs)
-        for hook in hooks:
-            hook(t, xy, optimizer)
-        if scheduler is not None:
-            scheduler.step()
-        if not torch.isfinite(xy).all():
-            break
-        path[t] = xy.detach()
-    return path
+    start = torch.as_tensor(start, dtype=torch.float64).reshape(2)
+    return descend(make_optimizer, start, steps, loss=surface.f, schedule=schedule,
+                   hooks=hooks, noise=surface.noise, seed=surface.seed).path
 
 
 def loss_curve(surface: Surface, trajectory: Tensor) -> Tensor:
@@ -321,24 +289,19 @@ def gd_paths(surface, lr: float, starts, steps: int, momentum: float = 0.0) -> T
 def steps_to_reach(surface, make_optimizer: Callable, start, tol: float = 1e-3,
                    max_steps: int = 100_000) -> int | None:
     """The first step t with ‖x_t − x*‖ ≤ tol·‖x_0 − x*‖ (x* = ``surface.minimum``),
-    for ``make_optimizer([xy])``; ``None`` if ``max_steps`` steps do not get there."""
+    for ``make_optimizer([xy])`` with exact gradients (a surface's ``noise`` is not
+    added); ``None`` if ``max_steps`` steps do not get there."""
+    from .train import descend
+
     if surface.minimum is None:
         raise ValueError(f"surface {surface.name!r} has no minimum to reach")
     if not 0 < tol < 1:
         raise ValueError(f"tol must be in (0, 1), got {tol}")
-    xy = torch.as_tensor(start, dtype=torch.float64).reshape(2).clone().requires_grad_(True)
-    optimizer = make_optimizer([xy])
-    target = tol * float((xy.detach() - surface.minimum).norm())
-    for t in range(max_steps + 1):
-        distance = float((xy.detach() - surface.minimum).norm())
-        if distance <= target:
-            return t
-        if not math.isfinite(distance):
-            return None
-        optimizer.zero_grad()
-        surface.f(xy).backward()
-        optimizer.step()
-    return None
+    start = torch.as_tensor(start, dtype=torch.float64).reshape(2)
+    target = tol * float((start - surface.minimum).norm())
+    run = descend(make_optimizer, start, max_steps, loss=surface.f,
+                  stop=lambda xy: float((xy - surface.minimum).norm()) <= target)
+    return run.steps if run.stopped else None
 
 
 def escape_steps(paths: Tensor, coordinate: int = 1, radius: float = 1.0) -> list[int | None]:
@@ -350,13 +313,8 @@ def escape_steps(paths: Tensor, coordinate: int = 1, radius: float = 1.0) -> lis
 
 def run_1d(make_optimizer: Callable, f: Callable[[Tensor], Tensor], x0: float,
            steps: int) -> Tensor:
-    """Minimize a scalar function ``f`` from ``x0``; return the ``steps + 1`` iterates (float64)."""
-    x = torch.tensor([float(x0)], dtype=torch.float64, requires_grad=True)
-    opt = make_optimizer([x])
-    path = [float(x0)]
-    for _ in range(steps):
-        opt.zero_grad()
-        f(x).sum().backward()
-        opt.step()
-        path.append(x.item())
-    return torch.tensor(path, dtype=torch.float64)
+    """Minimize a scalar function ``f`` from ``x0`` (:func:`optlib.book.train.descend`);
+    return the ``steps + 1`` iterates (float64; NaN after a loss that is not finite)."""
+    from .train import descend
+
+    return descend(make_optimizer, [float(x0)], steps, loss=lambda x: f(x).sum()).path[:, 0]

@@ -18,6 +18,11 @@ Every chapter trains through :func:`fit`, whatever it trains:
 * one divergence rule: a minibatch loss that is not finite (or above ``diverge_above``,
   when given) stops training and is recorded as the last loss, with ``History.diverged``
   set; ``stop`` ends a run early at an evaluation (train until a target loss).
+
+The toy problems (a point on a surface, a scalar, a matrix quadratic) have no model and no
+data: :func:`descend` is their loop, with :func:`fit`'s schedule (:class:`LRSchedule`),
+hooks (:class:`Step`) and divergence rule, and returns a :class:`Descent` (the path and
+the loss at every point).
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from optlib.schedules import LambdaMomentum
 
 from .progress import progress as _progress
 
-__all__ = ["Rule", "History", "Checkpoint", "Step", "SophiaHessian", "fit", "fit_split",
+__all__ = ["Rule", "History", "Checkpoint", "Step", "SophiaHessian", "LRSchedule", "fit",
+           "Descent", "descend", "fit_split",
            "epochs", "digits_run", "lm_run", "cross_entropy", "accuracy", "evaluate_loss"]
 
 # A from-scratch update rule: ``rule(params, grads, state, **hyper)`` changes ``params`` in
@@ -74,14 +80,16 @@ class Checkpoint:
 
 @dataclass
 class Step:
-    """What a hook of :func:`fit` sees after the optimizer step ``t`` (counted from 0).
+    """What a hook of :func:`fit` or :func:`descend` sees after the optimizer step ``t``
+    (counted from 0).
 
     Args:
         t: the step just taken.
-        model: the model, after the step.
+        model: the model, after the step (``None`` in :func:`descend`).
         optimizer: the optimizer (``None`` for a rule).
-        x: the step's inputs.
-        y: the step's targets.
+        x: the step's inputs; in :func:`descend`, the point (after the step, with the
+            step's gradient in ``x.grad``).
+        y: the step's targets (``None`` in :func:`descend`).
         loss: the step's minibatch loss (before the step).
         lr: the first group's learning rate used by the step.
     """
@@ -198,6 +206,62 @@ def _reads_metric(schedule) -> bool:
         schedule, torch.optim.lr_scheduler.LRScheduler)
 
 
+class LRSchedule:
+    """The learning rate of every step, for :func:`fit` and :func:`descend`.
+
+    ``schedule`` is ``None`` (the rates stay), a ``t -> multiplier`` callable (step ``t``
+    uses every group's base lr times ``schedule(t)``, what ``LambdaLR`` does, written into
+    the groups by :meth:`before`), or a torch scheduler (stepped by :meth:`after`).
+
+    Args:
+        schedule: ``None``, a ``t -> multiplier`` callable or a torch ``LRScheduler``.
+        groups: the optimizer's ``param_groups``, or ``[hyper]`` for a rule (whose
+            ``hyper["lr"]`` is then its base lr).
+        rule: whether ``groups`` is a rule's ``[hyper]``.
+    """
+
+    def __init__(self, schedule, groups: list, rule: bool = False):
+        self.scheduler = None
+        if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
+            self.scheduler, schedule = schedule, None
+        elif schedule is not None and not callable(schedule):
+            raise ValueError("schedule must be a step -> multiplier callable or a torch "
+                             f"scheduler, got {schedule!r}")
+        if rule and schedule is not None and "lr" not in groups[0]:
+            raise ValueError("a rule with a schedule needs its base lr in hyper['lr']")
+        self.schedule = schedule
+        self.groups = groups
+        self.base_lrs = [g.get("lr", math.nan) for g in groups]
+
+    def rebind(self, groups: list) -> None:
+        """Write the base rates into ``groups``, which replace the old ones (after
+        ``load_state_dict``, whose groups hold the scheduled rates).
+
+        Args:
+            groups: the new ``param_groups``.
+        """
+        self.groups = groups
+        for g, lr in zip(groups, self.base_lrs, strict=True):
+            g["lr"] = lr
+
+    def before(self, t: int) -> float:
+        """Set the rates of step ``t``; return the first group's.
+
+        Args:
+            t: the step about to be taken, counted from 0.
+        """
+        if self.schedule is not None:
+            mult = self.schedule(t)
+            for g, lr in zip(self.groups, self.base_lrs, strict=True):
+                g["lr"] = lr * mult
+        return float(self.groups[0].get("lr", math.nan))
+
+    def after(self) -> None:
+        """After a step: step the torch scheduler, if any."""
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
 def _checkpoint(t: int, model: nn.Module, optimizer) -> Checkpoint:
     state = {} if optimizer is None else copy.deepcopy(optimizer.state_dict())
     return Checkpoint(t, copy.deepcopy(model.state_dict()), state)
@@ -268,15 +332,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
     is_rule = not isinstance(optimizer, torch.optim.Optimizer)
     if is_rule and not callable(optimizer):
         raise ValueError(f"optimizer must be a torch optimizer or a rule, got {optimizer!r}")
-    scheduler = None
-    if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
-        if start is not None:
-            raise ValueError("start needs a step -> multiplier schedule, not a torch scheduler")
-        scheduler, schedule = schedule, None
-    elif schedule is not None and not callable(schedule):
-        raise ValueError(
-            f"schedule must be a step -> multiplier callable or a torch scheduler, got {schedule!r}"
-        )
+    if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler) and start is not None:
+        raise ValueError("start needs a step -> multiplier schedule, not a torch scheduler")
     plateau = schedule if _reads_metric(schedule) else None
     if stop is not None and evaluate is None:
         raise ValueError("stop needs evaluate: the values it reads")
@@ -287,18 +344,14 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         raise ValueError("momentum must be a step -> momentum callable, with a torch "
                          f"optimizer; got {momentum!r} with {optimizer!r}")
     hyper = dict(hyper or {})
-    if is_rule and schedule is not None and "lr" not in hyper:
-        raise ValueError("a rule with a schedule needs its base lr in hyper['lr']")
-    groups = [hyper] if is_rule else optimizer.param_groups
-    base_lrs = [g.get("lr", math.nan) for g in groups]
+    rates = LRSchedule(schedule, [hyper] if is_rule else optimizer.param_groups, is_rule)
     first = 0
     if start is not None:
         model.load_state_dict(start.model)
         if not is_rule:
             optimizer.load_state_dict(copy.deepcopy(start.optimizer))   # reusable
-            groups = optimizer.param_groups     # loading replaced the group dicts
-            for g, lr in zip(groups, base_lrs, strict=True):
-                g["lr"] = lr      # the checkpoint stored the scheduled lr; restore the base
+            # loading replaced the group dicts, holding the scheduled lr: restore the base
+            rates.rebind(optimizer.param_groups)
         first = start.step
     save_at = set(save_at)
     task = data if hasattr(data, "batch") else None
@@ -336,16 +389,12 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
             break
         if t in save_at:
             history.checkpoints[t] = _checkpoint(t, model, None if is_rule else optimizer)
-        if schedule is not None:
-            mult = schedule(t)
-            for g, lr in zip(groups, base_lrs, strict=True):
-                g["lr"] = lr * mult
+        lr_now = rates.before(t)
         tick = time.perf_counter()
         x, y = task.batch(t) if task is not None else next(it)
         (model if is_rule else optimizer).zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         value = loss.item()
-        lr_now = float(groups[0].get("lr", math.nan))
         history.loss.append(value)
         history.lr.append(lr_now)
         if not math.isfinite(value) or (diverge_above is not None and value > diverge_above):
@@ -375,8 +424,7 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         history.update_ratio.append(delta / theta if theta > 0 else math.inf)
         rms = delta / math.sqrt(sum(p.numel() for p in params))
         history.update_rms.append(rms / lr_now if lr_now > 0 else math.nan)
-        if scheduler is not None:
-            scheduler.step()
+        rates.after()
         if cycler is not None:
             cycler.step()
         if hooks:
@@ -393,6 +441,140 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         history.val_loss = task.val_loss(model)
     history.model, history.optimizer = model, None if is_rule else optimizer
     return history
+
+
+
+@dataclass
+class Descent:
+    """What :func:`descend` saw: the point and its loss after every step.
+
+    Args:
+        path: the points x_0 .. x_steps, float64, shape ``(steps + 1, *start.shape)``;
+            the rows after the last point reached (a diverged or stopped run) are NaN.
+        loss: the loss at each point reached (the last one not finite if diverged).
+        diverged: a loss was not finite (the run stopped at that point).
+        stopped: ``stop`` accepted the last point reached (the run stopped there).
+        point: the tensor that was optimized, at its last value.
+        optimizer: the optimizer (``None`` for a rule).
+    """
+
+    path: Tensor
+    loss: list = field(default_factory=list)
+    diverged: bool = False
+    stopped: bool = False
+    point: Tensor | None = field(default=None, repr=False)
+    optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+
+    @property
+    def steps(self) -> int:
+        """The number of steps taken (to the last point reached)."""
+        return len(self.loss) - 1
+
+
+def descend(optimizer: Callable, start, steps: int, *, loss: Callable[[Tensor], Tensor],
+            gradient: Callable[[Tensor], Tensor] | None = None, hyper: dict | None = None,
+            schedule=None, hooks: Sequence[Callable[[Step], None]] = (),
+            noise: float = 0.0, seed: int = 0, stop: Callable[[Tensor], bool] | None = None,
+            dtype: torch.dtype = torch.float64) -> Descent:
+    """Minimize a toy objective ``loss(x)`` of one tensor ``x`` from ``start``:
+    the loop of the book's small problems (surfaces, a scalar, a quadratic in a matrix),
+    as :func:`fit` is the loop of its models. Deterministic.
+
+    Each step computes the gradient (autograd on ``loss``, or ``gradient(x)``, plus
+    Gaussian noise of std ``noise``) inside a closure handed to ``optimizer.step``, so
+    optimizers that need a closure (L-BFGS) work too. The learning rate follows
+    ``schedule`` (:class:`LRSchedule`, as in :func:`fit`); ``hooks`` see every step as a
+    :class:`Step` whose ``x`` is the point (with the step's gradient in ``x.grad``) and
+    ``model``, ``y`` are ``None``; a hook with ``step_kwargs(x, y)`` adds keyword
+    arguments to ``optimizer.step``. The divergence rule is :func:`fit`'s: a loss that is
+    not finite ends the run at that point.
+
+    Args:
+        optimizer: ``params -> optimizer`` (called with ``[x]``), or, with ``hyper``, a
+            from-scratch rule ``rule(params, grads, state, **hyper)``, called without
+            gradients.
+        start: the first point (any shape; copied).
+        steps: the most steps to take.
+        loss: ``x -> scalar tensor``, the objective.
+        gradient: ``x -> tensor``, the exact gradient, used instead of autograd (the
+            loss is then computed without gradients, only to be recorded).
+        hyper: the keyword arguments of a rule (``{}`` for none); ``None`` for a factory.
+        schedule: ``None``, a ``t -> multiplier`` callable, or a torch scheduler.
+        hooks: callables ``hook(step: Step)`` called after every step.
+        noise: the standard deviation of the noise added to every gradient.
+        seed: the seed of the noise's generator (fresh for every run).
+        stop: ``stop(x)`` at every point reached (the start included): true ends the
+            run there (``Descent.stopped``).
+        dtype: the point's dtype (the path is recorded in float64).
+
+    Returns:
+        The :class:`Descent`.
+    """
+    if not (isinstance(steps, int) and steps >= 0):
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    is_rule = hyper is not None
+    if not callable(optimizer):
+        raise ValueError(f"optimizer must be a factory or a rule, got {optimizer!r}")
+    # as_tensor(...).clone(): a list or a tensor (torch.tensor(tensor) warns), never aliased
+    x = torch.as_tensor(start, dtype=dtype).clone().requires_grad_(True)
+    opt = None if is_rule else optimizer([x])
+    hyper = dict(hyper or {})
+    rates = LRSchedule(schedule, [hyper] if is_rule else opt.param_groups, is_rule)
+    generator = torch.Generator().manual_seed(seed)
+    rule_state: dict = {}
+    kwarg_hooks = [h for h in hooks if hasattr(h, "step_kwargs")]
+    record = Descent(torch.full((steps + 1, *x.shape), math.nan, dtype=torch.float64),
+                     point=x, optimizer=opt)
+    first: list = []            # the loss at the point the step starts from
+
+    def closure():
+        x.grad = None
+        if gradient is None:
+            value = loss(x)
+            value.backward()
+        else:
+            with torch.no_grad():
+                value = loss(x)
+                x.grad = gradient(x)
+        if noise:
+            x.grad.add_(torch.randn(x.shape, generator=generator, dtype=x.dtype),
+                        alpha=noise)
+        if not first:
+            first.append(value.item())
+        return value
+
+    record.path[0] = x.detach()
+    for t in range(steps + 1):
+        if stop is not None and stop(x.detach()):
+            record.stopped = True
+        if t == steps or record.stopped:
+            with torch.no_grad():
+                record.loss.append(float(loss(x)))
+            record.diverged = not math.isfinite(record.loss[-1])
+            break
+        lr = rates.before(t)
+        first.clear()
+        if is_rule:
+            closure()
+            if math.isfinite(first[0]):
+                with torch.no_grad():
+                    optimizer([x], [x.grad], rule_state, **hyper)
+        else:
+            kwargs = {}
+            for h in kwarg_hooks:
+                kwargs.update(h.step_kwargs(x, None))
+            opt.step(closure, **kwargs)
+        record.loss.append(first[0])
+        if not math.isfinite(first[0]):       # the step from there is not taken into the path
+            record.diverged = True
+            break
+        for h in hooks:
+            h(Step(t, None, opt, x, None, first[0], lr))
+        rates.after()
+        record.path[t + 1] = x.detach()
+    return record
 
 
 
