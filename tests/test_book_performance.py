@@ -108,6 +108,13 @@ def test_recorded_reports_newest_last(tmp_path):
     assert perf.recorded_reports(root=tmp_path)[-1].name == "peers-2026-12-01.md"
 
 
+def test_is_partial(tmp_path):
+    full, partial = tmp_path / "peers-2026-01-02.md", tmp_path / "peers-2026-01-02-eager.md"
+    full.write_text(REPORT + "\n- PARTIAL in a later section does not count\n")
+    partial.write_text(REPORT.replace("- Machine:", "- PARTIAL: the eager rows only\n- Machine:"))
+    assert not perf.is_partial(full) and perf.is_partial(partial)
+
+
 def test_plot_step_times():
     import matplotlib
 

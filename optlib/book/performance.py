@@ -427,6 +427,23 @@ def _align_tables(lines: list[str]) -> list[str]:
 PEER_ABBREVIATIONS = {"pytorch-optimizer": "pytorch-opt"}
 
 
+def is_partial(path) -> bool:
+    """Whether a recorded report says, in its header, that it is partial (a ``- PARTIAL``
+    bullet before the first ``##`` section: some rows re-measured, beside a full report).
+
+    Args:
+        path: the report's file.
+    """
+    from pathlib import Path
+
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("## "):
+            return False
+        if line.startswith("- PARTIAL"):
+            return True
+    return False
+
+
 def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
