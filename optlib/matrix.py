@@ -171,8 +171,8 @@ class Muon(Optimizer):
 #: GPU each matrix goes alone: whether cuBLAS's batched products give the bits of its
 #: products of one matrix has not been measured.
 STACK_MIN_SIDE = 8
-#: At most this many values in one stack (32 MiB in bfloat16): many small matrices go in
-#: one stack, a matrix of 2**24 values or more alone, so that the iteration's memory does
+#: The most values in one stack (32 MiB in bfloat16), so that many small matrices go in
+#: one stack, a matrix of 2**24 values or more alone, and the iteration's memory does
 #: not grow with the number of matrices.
 STACK_VALUES = 2**24
 

@@ -577,7 +577,6 @@ def descend(optimizer: Callable, start, steps: int, *, loss: Callable[[Tensor], 
     return record
 
 
-
 def epochs(x: Tensor, y: Tensor, batch_size: int, seed: int = 0):
     """Minibatches by epochs: each epoch a fresh shuffle, the last batch smaller. Endless.
 
