@@ -409,8 +409,7 @@ def _align_tables(lines: list[str]) -> list[str]:
 
     def flush():
         if table:
-            out.extend(_align([_cells(line) for line in table
-                               if not set(line.replace("|", "").strip()) <= set("-: ")]))
+            out.extend(_align(_table_rows(table)))
             table.clear()
 
     for line in lines:
@@ -448,6 +447,12 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
+def _table_rows(table: list[str]) -> list[list[str]]:
+    """The cells of a markdown pipe table's rows, its separator row (``|---|:--|``) left out."""
+    return [_cells(line) for line in table
+            if not set(line.replace("|", "").strip()) <= set("-: ")]
+
+
 def peer_table(rows: list[list[str]]) -> list[str]:
     """The rows of a peers report's Summary table (``optimizer | shapes | optlib | ms |
     fastest peer | ms | optlib / peer | verdict``) as narrow text tables, one per shape and
@@ -483,7 +488,7 @@ def _wrap_header(table: list[str], width: int, gap: int = 2) -> list[str]:
     is as narrow as its column's data or its longest word. Other tables are unchanged."""
     import textwrap
 
-    rows = [_cells(t) for t in table if not set(t.replace("|", "").strip()) <= set("-: ")]
+    rows = _table_rows(table)
     if len(rows) < 2:
         return table
     header, body = rows[0], rows[1:]
@@ -578,7 +583,7 @@ def summarize_report(path, sections=("Summary", "Where optlib is slower, and why
             table.append(line)
             continue
         if table:
-            rows = [_cells(t) for t in table if not set(t.replace("|", "").strip()) <= set("-: ")]
+            rows = _table_rows(table)
             if rows[0][:3] == ["optimizer", "shapes", "optlib"] and len(rows[0]) == 8:
                 block = peer_table(rows[1:])[1:]
             else:

@@ -443,7 +443,6 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
     return history
 
 
-
 @dataclass
 class Descent:
     """What :func:`descend` saw: the point and its loss after every step.
