@@ -8,16 +8,14 @@ import copy
 import pytest
 import torch
 from catalogue import ENTRIES
+from pairs import assert_equal
 
 import optlib
 from optlib.optimizer import eager_chunks
 
-
-def _cases():
-    for name, entry in ENTRIES.items():
-        yield pytest.param(entry, {}, id=name)
-        for variant, overrides in entry.variants.items():
-            yield pytest.param(entry, overrides, id=f"{name}-{variant}")
+# every catalogue entry with its own hyperparameters and with each variant
+SETTINGS = [pytest.param(entry, overrides, id=ident)
+            for entry in ENTRIES.values() for ident, overrides in entry.settings()]
 
 
 def _optimizers(opt):
@@ -26,7 +24,7 @@ def _optimizers(opt):
     return [opt, *inner]
 
 
-@pytest.mark.parametrize(("entry", "overrides"), list(_cases()))
+@pytest.mark.parametrize(("entry", "overrides"), SETTINGS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_chunked_step_gives_the_whole_group_numbers(entry, overrides, dtype):
     """Every optimizer of the catalogue and every variant, in float32 and float64: one call
@@ -56,8 +54,7 @@ def test_chunked_step_gives_the_whole_group_numbers(entry, overrides, dtype):
             opt.step()
     (whole, a), *chunked = runs
     for opt, b in chunked:
-        for x, y in zip(a, b, strict=True):
-            assert torch.equal(x, y)
+        assert_equal(a, b)
         ours, theirs = whole.state_dict()["state"], opt.state_dict()["state"]
         assert ours.keys() == theirs.keys()
         for key in ours:
