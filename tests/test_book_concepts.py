@@ -114,6 +114,8 @@ def test_epochs_cover_the_data(digits):
                           book.data.batches(digits.x_train, digits.y_train, 32, seed=1), 5)
     h = book.train.digits_run(digits, 0.1, momentum=0.9, steps=5, seed=1)
     assert h.loss == same.loss
+    assert book.train.digits_run(digits, 0.1, momentum=0.9, steps=5, seed=1,
+                                 batch_size=32).loss == same.loss     # the default, given
     model = book.models.mlp((64, 128, 10), seed=1)
     clipped = book.train.fit(model, optlib.SGD(model.parameters(), lr=0.1, momentum=0.9),
                              book.data.batches(digits.x_train, digits.y_train, 32, seed=1),
@@ -170,8 +172,9 @@ def test_digits_run_on_a_task_with_weight_decay():
     assert sgd.optimizer.param_groups[0]["weight_decay"] == 0.5
     with pytest.raises(ValueError, match="own batches"):
         book.train.digits_run(task, 0.1, n_epochs=1)
-    with pytest.raises(ValueError, match="own batches"):
-        book.train.digits_run(task, 0.1, steps=1, batch_size=64)
+    for batch_size in (64, 32, None):   # 32 too: the split's default, but given
+        with pytest.raises(ValueError, match="own batches"):
+            book.train.digits_run(task, 0.1, steps=1, batch_size=batch_size)
     with pytest.raises(ValueError, match="hyper"):
         book.train.digits_run(task, 0.1, optimizer=_sgd_rule, weight_decay=0.1, steps=1)
 

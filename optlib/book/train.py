@@ -596,10 +596,17 @@ def epochs(x: Tensor, y: Tensor, batch_size: int, seed: int = 0):
             yield x[idx], y[idx]
 
 
+class _Default(int):
+    """An int default that a function can tell from the same number passed explicitly."""
+
+
+_SPLIT_BATCH = _Default(32)     # digits_run's batch_size: a split's; a task has its own
+
+
 def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False,
                weight_decay: float | None = None, optimizer: Callable | None = None,
                hyper: dict | None = None, sizes: Sequence[int] = (64, 128, 10),
-               batch_size: int | None = 32, steps: int | None = None,
+               batch_size: int | None = _SPLIT_BATCH, steps: int | None = None,
                n_epochs: int | None = None, seed: int = 0, **kwargs) -> History:
     """The MLP of ``sizes`` (64-128-10 unless given; initialized with ``seed``) trained on
     the digits with ``optlib.SGD`` or the given optimizer: the chapters' standard small
@@ -626,8 +633,9 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
             (:func:`optlib.book.compare.is_rule`), called with ``lr=lr`` and ``hyper``.
         hyper: more keyword arguments of a rule.
         sizes: the MLP's widths (:func:`optlib.book.models.mlp`), input first.
-        batch_size: examples per batch of a split; ``None``: the full batch at every step
-            (a task's batches are its own: leave it).
+        batch_size: examples per batch of a split (32 unless given); ``None``: the full
+            batch at every step. A task's batches are its own: with a task, leave it out
+            (an explicit ``batch_size``, 32 included, is refused).
         steps: the number of steps.
         n_epochs: the number of epochs (instead of ``steps``; a split only).
         seed: the seed of the initialization and of a split's batch order.
@@ -646,7 +654,7 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
     if optimizer is not None and (momentum or nesterov):
         raise ValueError("momentum and nesterov are SGD's; give them to the optimizer")
     task = data if hasattr(data, "batch") else None
-    if task is not None and (n_epochs is not None or batch_size != 32):
+    if task is not None and (n_epochs is not None or batch_size is not _SPLIT_BATCH):
         raise ValueError("a task has its own batches: give steps, and no batch_size")
     split = data if task is None else task.split
     x, y = split.x_train, split.y_train
