@@ -35,6 +35,13 @@ eager rule called once over each whole group, as optlib's step did before it cal
 rule over cache-sized chunks of the group (``optlib.optimizer.eager_chunks``): what the
 chunks gain, in the same run.
 
+Where optlib is slower, the report gives a reason per row: a written one (:data:`CAUSES`,
+:class:`Cause`) quotes the run's own numbers and is attached only where they still show
+what it says (its premise: the bytes, the calls, where the time goes), so that a reason
+written for an older rule is not attached to a row whose cause changed; elsewhere the row
+says what the run measured (:func:`measured_reason`) and which written reason no longer
+holds.
+
 Only ``step()`` is timed: SophiaG's Hessian estimate and schedule-free's train/eval
 switches are outside it. Compiling takes minutes (``--no-compile`` leaves it out); parts
 run separately can be merged into one report (``--merge``).
@@ -480,7 +487,8 @@ def format_report(meta: dict, results: list[dict], causes: dict | None = None,
         lines += ["", "## Where optlib is slower, and why", ""]
         groups: dict[str, list[dict]] = {}      # one reason, the rows it explains
         for s in slower:
-            groups.setdefault(cause_of(causes, s["family"], s["shape"], s["impl"]), []).append(s)
+            reason = cause_of(causes, s["family"], s["shape"], s["impl"], measured(results, s))
+            groups.setdefault(reason, []).append(s)
         for cause, rows in groups.items():
             names = ", ".join(dict.fromkeys(s["family"] for s in rows))
             where = "; ".join(dict.fromkeys(f"{s['impl']}, {s['shape']}" for s in rows))
@@ -528,7 +536,8 @@ def facts(results: list[dict], entry: dict, overhead: list[dict] | None = None) 
     def split(r):
         if r.get("in_ops_ms") is None:
             return None
-        where = "graphs" if r["impl"] == "optlib compiled" else "operators"
+        compiled = r["impl"] == "optlib compiled" and not r["note"].startswith("falls back")
+        where = "graphs" if compiled else "operators"
         return f"{r['impl']} {_fmt(_med(r))} ms, {_fmt(r['in_ops_ms'])} in {where}"
 
     out = []
@@ -557,14 +566,122 @@ def facts(results: list[dict], entry: dict, overhead: list[dict] | None = None) 
     return "Measured: " + "; ".join(out) + "." if out else ""
 
 
-def cause_of(causes: dict | None, family: str, shape: str, impl: str) -> str:
-    """The written reason for a slower row: ``causes`` keyed by ``(family, shape, impl)``,
-    ``(family, impl)`` or ``family``, the most specific first."""
+@dataclass(frozen=True)
+class Cause:
+    """A written reason for slower rows, with the measurements it rests on.
+
+    ``text`` may quote the run's measurements as format fields, the keys of
+    :func:`measured` (``{ours_ops}``, ``{peer_bytes:.0f}``, ``{ops[torch foreach]}``), so
+    that it never carries numbers of an older run. ``holds(m)`` checks, on the same
+    measurements ``m``, that the run still shows what the text says (a rule's bytes, its
+    calls, where its time goes); ``rests_on`` says that in words. Where it does not hold
+    (the rule changed since the text was written, or the cause went away), the text is not
+    attached to the row."""
+
+    text: str
+    holds: Callable[[dict], bool] = lambda m: True
+    rests_on: str = ""
+
+    def applies(self, m: dict | None) -> bool:
+        if m is None:
+            return True
+        try:
+            return bool(self.holds(m))
+        except (KeyError, TypeError, ZeroDivisionError):   # a measurement the row lacks
+            return False
+
+
+def measured(results: list[dict], entry: dict) -> dict:
+    """What the run measured for a summary row ``entry``, by name, for :class:`Cause`:
+    ``ours_ms``, ``peer_ms``, ``ours_in`` and ``peer_in`` (ms inside operators or graphs),
+    ``ours_ops``, ``peer_ops``, ``ours_bytes`` and ``peer_bytes`` (eager rows), ``count``
+    (tensors), ``per_tensor_ops``, ``one_call_ms`` (the diagnostic row), and by
+    implementation ``ms``, ``ops``, ``bytes``, ``in_ops`` and ``ratio_to`` (optlib's median
+    per-run ratio to that implementation); a missing value is None."""
+    rows = {r["impl"]: r for r in results
+            if (r["family"], r["shape"]) == (entry["family"], entry["shape"]) and r["runs_ms"]}
+    ours, peer = rows.get(entry["impl"]), rows.get(entry["peer"]) if entry["peer"] else None
+    count = parse_shape(entry["shape"])[0]
+
+    def get(row, key):
+        return None if row is None else row.get(key)
+
+    one_call = next((r for r in rows.values() if r["kind"] == DIAGNOSTIC), None)
+    m = dict(family=entry["family"], shape=entry["shape"], impl=entry["impl"],
+             peer=entry["peer"] or "", ratio=entry["ratio"], count=count,
+             falls_back=entry.get("note", "").startswith("falls back"),
+             ours_ms=None if ours is None else _med(ours),
+             peer_ms=None if peer is None else _med(peer),
+             ours_in=get(ours, "in_ops_ms"), peer_in=get(peer, "in_ops_ms"),
+             ours_ops=get(ours, "ops"), peer_ops=get(peer, "ops"),
+             ours_bytes=get(ours, "bytes_per_param"), peer_bytes=get(peer, "bytes_per_param"),
+             one_call_ms=None if one_call is None else _med(one_call),
+             ms={k: _med(r) for k, r in rows.items()},
+             ops={k: r.get("ops") for k, r in rows.items()},
+             bytes={k: r.get("bytes_per_param") for k, r in rows.items()},
+             in_ops={k: r.get("in_ops_ms") for k, r in rows.items()},
+             ratio_to={k: ratio_stats(ours["runs_ms"], r["runs_ms"])["median"]
+                       for k, r in rows.items() if ours is not None and r is not ours})
+    m["per_tensor_ops"] = None if m["ours_ops"] is None else m["ours_ops"] / count
+    m["peer_per_tensor_ops"] = None if m["peer_ops"] is None else m["peer_ops"] / count
+    return m
+
+
+def measured_reason(m: dict) -> str:
+    """What the measurements ``m`` (:func:`measured`) say about a slower row that no
+    written reason explains: bytes and operator calls against the peer's, and whether the
+    extra time is inside the operators (or graphs) or outside them, on the host."""
+    out = []
+    if m["ours_bytes"] is not None and m["peer_bytes"] is not None:
+        a, b = m["ours_bytes"], m["peer_bytes"]
+        relation = ("more bytes per parameter than" if a > 1.05 * b else
+                    "fewer bytes per parameter than" if a < 0.95 * b else
+                    "about as many bytes per parameter as")
+        out.append(f"{relation} {m['peer']} ({a:.0f} against {b:.0f})")
+    if m["ours_ops"] is not None and m["peer_ops"] is not None:
+        out.append(f"{m['ours_ops']} operator calls against {m['peer_ops']}")
+    if m["ours_in"] is not None and m["peer_in"] is not None and m["ours_ms"] is not None:
+        where = "graphs" if m["impl"] == "optlib compiled" and not m["falls_back"] else "operators"
+        inside = (f"{m['ours_in']:.3g} of its {m['ours_ms']:.3g} ms inside {where}, "
+                  f"against the peer's {m['peer_in']:.3g} of {m['peer_ms']:.3g}")
+        if m["ours_in"] <= 1.05 * m["peer_in"]:
+            inside += ": no more time inside them, so the difference is host time"
+        else:
+            inside += ": longer inside them"
+        out.append(inside)
+    if not out:
+        return "not yet measured."
+    eager = ("optlib.compile falls back to the eager rule here (its fallbacks below), so "
+             "this is the eager step; " if m["falls_back"] else "")
+    return (eager + "no written reason fits this run's measurements yet; they show "
+            + "; ".join(out) + ".")
+
+
+def cause_of(causes: dict | None, family: str, shape: str, impl: str,
+             m: dict | None = None) -> str:
+    """The reason for a slower row: ``causes`` keyed by ``(family, shape, impl)``,
+    ``(family, impl)`` or ``family``, the most specific first, skipping a :class:`Cause`
+    whose measurements do not hold in ``m`` (:func:`measured`); a reason's format fields
+    are filled from ``m``. Where none applies, what ``m`` shows (:func:`measured_reason`),
+    naming the written reason that no longer holds."""
     causes = causes or {}
+    stale = []
     for key in ((family, shape, impl), (family, impl), family):
-        if key in causes:
-            return causes[key]
-    return "not yet measured."
+        cause = causes.get(key)
+        if cause is None:
+            continue
+        if not isinstance(cause, Cause):
+            return cause
+        if cause.applies(m):
+            return cause.text.format(**m) if m is not None else cause.text
+        stale.append(cause.rests_on or "its measurements")
+    if m is None:
+        return "not yet measured."
+    reason = measured_reason(m)
+    if stale:
+        reason += (" (The written reason for this row rests on " + "; ".join(stale)
+                   + ", which this run does not show.)")
+    return reason
 
 
 def merge(parts: list[dict]) -> dict:
@@ -594,120 +711,171 @@ def merge(parts: list[dict]) -> dict:
 
 SMALL, LARGE = "200x100x50", "20x1000x500"
 
-_ORDER = ("optlib steps each of these 2 MB matrices in a chunk of its own "
-          "(optlib.optimizer.eager_chunks), in the order of work of a loop over tensors; the "
-          "diagnostic row, the same rule once over the whole group (optlib's step before the "
-          "chunks), shows what that changed. What is left was not found in what the run "
-          "measured: the time inside operators is about the peer's")
 
-_SAME_CODE = ("on these 200 matrices (4.0 MB) the group is one chunk, so optlib and the "
-              "diagnostic row (one call per group) run the very same code, yet their "
-              "medians differ (row by row): that much of the gap is the spread of this run "
-              "at its load; the rest was not found in what the run measured (the same "
-              "bytes as the peer; the extra operator calls counted are the 0-dim tensors "
-              "that replace numbers, each a few microseconds)")
+def _near(a, b, tolerance=0.05) -> bool:
+    return abs(a - b) <= tolerance * b
 
-_HOST = ("about the same operator calls and bytes as its peer (row by row), so the time goes "
-         "elsewhere. Part of it is the fixed cost of a step: on 200 one-element matrices, "
-         "where the arithmetic is negligible, optlib's step costs more than its peer's or "
-         "about as much. The rest, which grows with the tensors, was not profiled")
 
-_COMPILED_HOST = ("the arithmetic inside optlib.compile's graphs takes about what torch's fused "
-                  "kernel takes, or less (their times row by row, from the profiler at other "
-                  "moments of the shared machine), so the step loses outside them, on the "
-                  "host: gathering the 200 tensors and their state, checking each graph's "
-                  "guards and calling it once per chunk of 25 tensors, where torch's fused "
-                  "step is one call. The fixed cost of a step (on one-element matrices) "
-                  "is part of the gap; the rest, which grows with the tensors, was not "
-                  "profiled")
+def _inside_as_peer(m) -> bool:
+    """optlib's time inside operators (or graphs) is at most the peer's, give or take 10%."""
+    return m["ours_in"] <= 1.1 * m["peer_in"]
+
+
+def _inside_graphs(m) -> bool:
+    """Most (90%) of the compiled step is spent inside its graphs."""
+    return m["ours_in"] >= 0.9 * m["ours_ms"]
+
+
+_ORDER = Cause(
+    "optlib steps each of these 2 MB matrices in a chunk of its own "
+    "(optlib.optimizer.eager_chunks), in the order of work of a loop over tensors; the "
+    "diagnostic row, the same rule once over the whole group (optlib's step before the "
+    "chunks), shows what that changed. What is left was not found in what the run "
+    "measured: the time inside operators is about the peer's.",
+    _inside_as_peer, "optlib's time inside operators being about the peer's")
+
+_SAME_CODE = Cause(
+    "on these 200 matrices (4.0 MB) the group is one chunk, so optlib and the diagnostic "
+    "row (one call per group) run the very same code, yet their medians differ ({ours_ms:.3g} "
+    "against {one_call_ms:.3g} ms): that much of the gap is the spread of this run at its "
+    "load; the rest was not found in what the run measured (no more bytes than the peer: "
+    "{ours_bytes:.0f} against {peer_bytes:.0f} per parameter).",
+    lambda m: m["ours_ms"] >= 1.02 * m["one_call_ms"] and m["ours_bytes"] <= 1.02 * m["peer_bytes"],
+    "optlib's median above its diagnostic row's (the same code) and no more bytes than the peer")
+
+_HOST = Cause(
+    "about the same bytes as its peer ({ours_bytes:.0f} against {peer_bytes:.0f} per "
+    "parameter) and no more time inside operators ({ours_in:.3g} against {peer_in:.3g} ms), "
+    "so the difference is spent outside them, on the host (Python around the operator "
+    "calls); it was not profiled further.",
+    lambda m: _near(m["ours_bytes"], m["peer_bytes"]) and _inside_as_peer(m),
+    "about the peer's bytes and time inside operators")
+
+_COMPILED_HOST = Cause(
+    "the arithmetic inside optlib.compile's graphs takes about what torch's fused kernel "
+    "takes, or less ({ours_in:.3g} against {peer_in:.3g} ms, from the profiler at other "
+    "moments of the shared machine), so the step loses outside them, on the host: "
+    "gathering the 200 tensors and their state, checking each graph's guards and calling "
+    "it once per chunk of tensors (optlib.compiled's chunks), where torch's fused step is "
+    "one call; not profiled further.",
+    _inside_as_peer, "the time inside the compiled graphs being about the fused kernel's")
 
 OVERHEAD = "200x1x1"
 _FIXED = ("on one-element matrices a step's arithmetic is negligible: the ratio compares "
           "fixed costs per step, Python and the dispatch of each operator call or graph")
 
-#: Measured reasons where optlib is slower than the fastest peer beyond the run-to-run
+_LION_BYTES = ("optlib forms β₁m + (1−β₁)g and β₂m + (1−β₂)g with a multiply and an add "
+               "({ours_bytes:.0f} bytes per parameter) where {peer} uses lerp "
+               "({peer_bytes:.0f}): optlib keeps the multiply-add because its numbers then "
+               "equal lion-pytorch's bit for bit (lion-pytorch does the same, "
+               "{bytes[lion-pytorch]:.0f} bytes); a lerp would change them at round-off, a "
+               "decision for the core's owners")
+
+
+def _more_bytes_than_pytorch_optimizer(m) -> bool:
+    return m["peer"].startswith("pytorch-optimizer") and m["ours_bytes"] > 1.05 * m["peer_bytes"]
+
+
+#: Written reasons where optlib is slower than the fastest peer beyond the run-to-run
 #: spread, keyed by (optimizer, shape, implementation), (optimizer, implementation) or
-#: optimizer. The report appends what the run measured for each row (:func:`facts`).
+#: optimizer (:func:`cause_of`). Each :class:`Cause` quotes the run's own measurements and
+#: is attached only where they still show what it says; the report appends what the run
+#: measured for each row (:func:`facts`).
 CAUSES: dict = {
-    **{(family, LARGE, "optlib"): _ORDER + "."
+    **{(family, LARGE, "optlib"): _ORDER
        for family in ("SGD momentum", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
-                      "Adamax", "NAdam", "AdamWScheduleFree")},
-    **{(family, SMALL, "optlib compiled"): _COMPILED_HOST + "."
+                      "Adamax", "NAdam", "AdamWScheduleFree", "LARS")},
+    **{(family, SMALL, "optlib compiled"): _COMPILED_HOST
        for family in ("SGD momentum", "Adam", "AdamW", "Adagrad")},
-    **{(family, SMALL, "optlib"): _HOST + "."
-       for family in ("RMSprop", "Adadelta", "Adamax", "AdamWScheduleFree", "LAMB", "LARS",
-                      "SGD momentum", "Adam", "AdamW", "Adagrad", "NAdam", "SophiaG")},
-    **{(family, OVERHEAD, impl): _FIXED + "."
-       for family in families() for impl in ("optlib", "optlib compiled")},
-    ("Lion", "optlib"): "optlib forms β₁m + (1−β₁)g and β₂m + (1−β₂)g with a multiply and an "
-                        "add (68 bytes per parameter) where pytorch-optimizer uses lerp (52): "
-                        "optlib keeps the multiply-add because its numbers then equal "
-                        "lion-pytorch's bit for bit (lion-pytorch does the same, 84 bytes); a "
-                        "lerp would change them at round-off, a decision for the core's "
-                        "owners.",
-    **{(family, SMALL, "optlib"): _SAME_CODE + "."
+    **{(family, SMALL, "optlib"): _HOST
+       for family in ("Adam", "AdamW", "Adagrad", "NAdam", "SophiaG")},
+    **{(family, SMALL, "optlib"): _SAME_CODE
        for family in ("RMSprop", "Adadelta", "Adamax", "LARS", "LAMB", "AdamWScheduleFree",
                       "SGD momentum")},
-    ("Lion", LARGE, "optlib"): "the bytes: optlib's multiply-add, 68 bytes per parameter, "
-                               "against pytorch-optimizer's lerp, 52, kept because optlib's "
-                               "numbers then equal lion-pytorch's bit for bit; each matrix is "
-                               "a chunk of its own already (the diagnostic row is the rule "
-                               "once over the group).",
-    ("RAdam", "optlib"): "optlib's RAdam gives torch.optim.RAdam's numbers with the "
-                         "operations of torch's single-tensor RAdam (m̂, η m̂, √v + ε, its "
-                         "reciprocal and the products as separate passes: 116 bytes per "
-                         "parameter); the fastest peer, pytorch-optimizer's RAdam, is another "
-                         "variant (decoupled weight decay, no momentum step before the "
-                         "variance is tractable) in 68 bytes. Against torch's foreach RAdam "
-                         "(the same rule, another order of operations, 92 bytes) see the "
-                         "row's measurements; fewer passes would change the numbers at "
-                         "round-off, a decision for the core's owners.",
-    ("Adafactor", SMALL, "optlib"): "on 200 small matrices optlib's eager rule makes 4,004 "
-                                    "operator calls per step, pytorch-optimizer's foreach "
-                                    "Adafactor 1,217 (torch's foreach 2,217), for about the same "
-                                    "bytes: optlib's factored statistics are computed tensor "
-                                    "by tensor, and at 5,000 elements a tensor the cost per "
-                                    "call dominates. optlib.compile removes it.",
-    ("Adafactor", LARGE, "optlib"): "optlib's step takes about what torch.optim.Adafactor's "
-                                    "for-loop takes (the same rule, the same order of work "
-                                    "with the chunks), less than its foreach; pytorch-"
-                                    "optimizer's for-loop makes as many operator calls, "
-                                    "with more bytes counted, and is faster: its operations "
-                                    "differ from torch's rule; which of them are cheaper "
-                                    "was not profiled.",
-    ("Adafactor", LARGE, "optlib compiled"): "the time is inside the compiled graphs, not on "
-                                             "the host: the kernels Inductor makes for "
-                                             "the factored rule take longer than "
-                                             "pytorch-optimizer's eager loop; not profiled "
-                                             "further.",
-    ("LAMB", LARGE, "optlib"): "more passes over memory than pytorch-optimizer's loop: "
-                               "32 operator calls per matrix against 20 and 120 bytes per "
-                               "parameter against 104 (optlib forms m̂/(√v̂ + ε) + λθ as a "
-                               "new list, with √v̂ + ε in a second one, before the norms); "
-                               "each matrix is a chunk of its own already (the diagnostic row "
-                               "is the rule once over the group).",
-    ("LAMB", LARGE, "optlib compiled"): "the time is inside the compiled graphs. LAMB "
-                                        "needs each tensor's norms of θ and of the update "
-                                        "before θ moves, so even fused it passes over every "
-                                        "tensor twice; in one graph over 20 tensors of 2 MB "
-                                        "the second pass reads from main memory what a "
-                                        "loop over tensors still finds in cache (the order "
-                                        "of work of the eager rows); not profiled further.",
-    ("LARS", LARGE, "optlib"): _ORDER + ".",
-    ("SGD momentum", LARGE, "optlib"): _ORDER + "; with three operations a step there is "
-                                       "little to keep in cache, and the chunks change "
-                                       "nothing (the diagnostic row).",
-    "Muon": "optlib, like pytorch-optimizer's foreach Muon, runs each Newton-Schulz product "
-            "for all same-shaped matrices as one batched product (659 operator calls per step "
-            "on 200 matrices of 100 x 50, against its 835; torch.optim.Muon runs them matrix "
-            "by matrix, 6,002). Measured on 2026-11-27 (benchmarks/results/"
-            "muon-batched-2026-11-27.md): 84 against 78 ms inside operators, and more bytes "
-            "per parameter (264 against 213: each matrix is converted to bfloat16, then copied "
-            "into its stack); which operators take the longer time was not profiled.",
-    "Shampoo": "about the same operator calls and bytes as pytorch-optimizer's Shampoo (6,804 "
-               "against 6,402; 302 against 305 per parameter), and the time is inside the "
-               "operators: which of them take longer was not profiled. optlib.compile falls "
-               "back to the eager rule (its fallbacks below).",
+    **{(family, OVERHEAD, impl): _FIXED + "."
+       for family in families() for impl in ("optlib", "optlib compiled")},
+    ("Lion", "optlib"): Cause(_LION_BYTES + ".", _more_bytes_than_pytorch_optimizer,
+                              "optlib's multiply-add moving more bytes than the peer's lerp"),
+    ("Lion", LARGE, "optlib"): Cause(
+        _LION_BYTES + "; each matrix is a chunk of its own already (the diagnostic row is "
+        "the rule once over the group).", _more_bytes_than_pytorch_optimizer,
+        "optlib's multiply-add moving more bytes than the peer's lerp"),
+    ("RAdam", "optlib"): Cause(
+        "optlib's RAdam gives torch.optim.RAdam's numbers with the operations of torch's "
+        "single-tensor RAdam (m̂, η m̂, √v + ε, its reciprocal and the products as separate "
+        "passes: {ours_bytes:.0f} bytes per parameter); the fastest peer, "
+        "pytorch-optimizer's RAdam, is another variant (decoupled weight decay, no momentum "
+        "step before the variance is tractable) in {peer_bytes:.0f} bytes. Against torch's "
+        "foreach RAdam (the same rule, another order of operations, "
+        "{bytes[torch foreach]:.0f} bytes) see the row's measurements; fewer passes would "
+        "change the numbers at round-off, a decision for the core's owners.",
+        lambda m: _near(m["ours_bytes"], 116, 0.02) and _more_bytes_than_pytorch_optimizer(m),
+        "the 116 bytes per parameter of torch's single-tensor operations, more than the peer's"),
+    ("Adafactor", SMALL, "optlib"): Cause(
+        "on 200 small matrices optlib's eager rule makes {ours_ops} operator calls per step, "
+        "{peer} {peer_ops} (torch's foreach {ops[torch foreach]}), for about the same "
+        "bytes: optlib's factored statistics are computed tensor by tensor, and at 5,000 "
+        "elements a tensor the cost per call dominates. optlib.compile removes it.",
+        lambda m: m["ours_ops"] >= 10 * m["count"] and m["ours_ops"] > 1.5 * m["peer_ops"],
+        "optlib's statistics computed tensor by tensor (10 or more operator calls per tensor, "
+        "half again the peer's)"),
+    ("Adafactor", LARGE, "optlib"): Cause(
+        "optlib's step takes about what torch.optim.Adafactor's for-loop takes (the same "
+        "rule, the same order of work with the chunks: {ratio_to[torch for-loop]:.2f} of it); "
+        "{peer} makes {peer_ops} operator calls against optlib's {ours_ops}, with "
+        "{peer_bytes:.0f} bytes per parameter counted against {ours_bytes:.0f}, and is "
+        "faster: its operations differ from torch's rule; which of them are cheaper was not "
+        "profiled.",
+        lambda m: m["ratio_to"]["torch for-loop"] <= TOLERANCE
+        and m["peer"].startswith("pytorch-optimizer") and m["peer_bytes"] >= m["ours_bytes"],
+        "optlib taking about torch's for-loop's time, the peer counting as many bytes or more"),
+    ("Adafactor", LARGE, "optlib compiled"): Cause(
+        "the time is inside the compiled graphs ({ours_in:.3g} of {ours_ms:.3g} ms), not on "
+        "the host: the kernels Inductor makes for the factored rule take longer than "
+        "{peer}'s eager loop; not profiled further.",
+        _inside_graphs, "the compiled step's time being inside its graphs"),
+    ("LAMB", LARGE, "optlib"): Cause(
+        "more passes over memory than {peer}: {per_tensor_ops:.0f} operator calls per matrix "
+        "against {peer_per_tensor_ops:.0f} and {ours_bytes:.0f} bytes per parameter against "
+        "{peer_bytes:.0f} (optlib forms m̂/(√v̂ + ε) + λθ as a new list, with √v̂ + ε in a "
+        "second one, before the norms); each matrix is a chunk of its own already (the "
+        "diagnostic row is the rule once over the group).",
+        lambda m: _near(m["ours_bytes"], 120, 0.02) and m["ours_bytes"] > 1.05 * m["peer_bytes"],
+        "optlib's 120 bytes per parameter (its update and √v̂ + ε as new lists), more than "
+        "the peer's"),
+    ("LAMB", LARGE, "optlib compiled"): Cause(
+        "the time is inside the compiled graphs ({ours_in:.3g} of {ours_ms:.3g} ms). LAMB "
+        "needs each tensor's norms of θ and of the update before θ moves, so even fused it "
+        "passes over every tensor twice; in one graph over 20 tensors of 2 MB the second "
+        "pass reads from main memory what a loop over tensors still finds in cache (the "
+        "order of work of the eager rows); not profiled further.",
+        _inside_graphs, "the compiled step's time being inside its graphs"),
+    ("SGD momentum", LARGE, "optlib"): Cause(
+        _ORDER.text[:-1] + "; with three operations a step there is little to keep in "
+        "cache, and the chunks change nothing (the diagnostic row, {one_call_ms:.3g} ms).",
+        lambda m: _inside_as_peer(m) and _near(m["ours_ms"], m["one_call_ms"]),
+        "optlib's time inside operators about the peer's, and the chunks changing nothing"),
+    ("Muon", "optlib"): Cause(
+        "optlib, like pytorch-optimizer's foreach Muon, runs each Newton-Schulz product for "
+        "all same-shaped matrices as one batched product ({ours_ops} operator calls per step, "
+        "against {peer_ops}; torch.optim.Muon runs them matrix by matrix, {ops[torch]}). Its "
+        "time is inside the operators ({ours_in:.3g} against {peer_in:.3g} ms), and it moves "
+        "more bytes per parameter ({ours_bytes:.0f} against {peer_bytes:.0f}: each matrix is "
+        "converted to bfloat16, then copied into its stack); which operators take the longer "
+        "time was not profiled.",
+        lambda m: m["ours_ops"] <= 1.2 * m["peer_ops"] and m["ours_bytes"] > m["peer_bytes"]
+        and m["ours_in"] > m["peer_in"],
+        "the batched products (no more calls than the peer), more bytes and more time inside "
+        "operators"),
+    ("Shampoo", "optlib"): Cause(
+        "about the same operator calls and bytes as {peer}'s Shampoo ({ours_ops} against "
+        "{peer_ops}; {ours_bytes:.0f} against {peer_bytes:.0f} per parameter), and the time "
+        "is inside the operators ({ours_in:.3g} against {peer_in:.3g} ms): which of them take "
+        "longer was not profiled.",
+        lambda m: _near(m["ours_ops"], m["peer_ops"], 0.15) and _near(m["ours_bytes"],
+                                                                       m["peer_bytes"])
+        and m["ours_in"] > 1.1 * m["peer_in"],
+        "about the peer's calls and bytes, with more time inside operators"),
 }
 
 

@@ -252,3 +252,37 @@ def test_timing_helpers():
         perf.time_with_bandwidth({"stream": lambda: None})
     with pytest.raises(ValueError, match="count"):
         perf.make_params(0, 10)
+    with pytest.raises(ValueError, match="keep"):
+        perf.time_interleaved({"a": lambda: None}, keep="mean")
+
+
+def _slow_but_once(fast_call: int, pause: float = 0.03):
+    """A function that sleeps ``pause`` on every call but the ``fast_call``-th (from 0)."""
+    import time
+
+    calls = []
+
+    def fn():
+        if len(calls) != fast_call:
+            time.sleep(pause)
+        calls.append(None)
+    return fn
+
+
+def test_time_with_bandwidth_keeps_the_fastest_round(monkeypatch):
+    """A step disturbed in all rounds but one: time_interleaved's median is a disturbed
+    round, time_with_bandwidth's time (and bandwidth) the undisturbed one, so that the
+    step and the probe are both read at their least disturbed moments."""
+    # calls 0 and 1 are the warm-up; of the three timed rounds, only the last is fast
+    median = perf.time_interleaved({"step": _slow_but_once(4)}, reps=3)["step"]
+    fastest = perf.time_interleaved({"step": _slow_but_once(4)}, reps=3, keep="min")["step"]
+    times, bandwidth = perf.time_with_bandwidth({"step": _slow_but_once(4)}, reps=3,
+                                                megabytes=4)
+    assert median >= 0.03 > 0.01 > fastest and times["step"] < 0.01 and bandwidth > 0
+    # the probe is a contestant of the same call: its rate is from its fastest round too
+    seen = []
+    timer = perf.time_interleaved
+    monkeypatch.setattr(perf, "time_interleaved",
+                        lambda steps, **kw: seen.append((sorted(steps), kw)) or timer(steps, **kw))
+    perf.time_with_bandwidth({"step": lambda: None}, reps=2, megabytes=4)
+    assert seen == [(["step", "stream"], dict(reps=2, device="cpu", keep="min"))]

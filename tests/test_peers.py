@@ -189,3 +189,55 @@ def test_facts_name_what_the_run_measured():
     # the fixed cost of 200 tensors says nothing about a shape of 20
     assert "fixed cost" not in peers.facts(
         results, entry, [dict(r, shape="200x1x1") for r in overhead])
+
+
+def test_a_written_reason_is_attached_only_where_the_run_still_shows_it():
+    """A Cause quotes this run's measurements and rests on them: where they no longer
+    show what it says (the rule changed), the row gets what the run measured instead,
+    and the report says which written reason no longer holds."""
+    def row(impl, kind, runs, ours=False, **extra):
+        r = _row("Lion", impl, kind, runs, ours=ours, shape="20x10x10")
+        r.update(in_ops_ms=None, ops=None, bytes_per_param=None)
+        r.update(extra)
+        return r
+
+    def results(ours_bytes):
+        return [row("optlib", "eager", [2.0, 2.0], ours=True, in_ops_ms=1.9, ops=9,
+                    bytes_per_param=ours_bytes),
+                row("pytorch-optimizer foreach", "eager", [1.0, 1.0], in_ops_ms=0.9, ops=7,
+                    bytes_per_param=52)]
+
+    cause = peers.Cause("{ours_bytes:.0f} bytes against {peer}'s {peer_bytes:.0f}.",
+                        lambda m: m["ours_bytes"] > m["peer_bytes"], "more bytes than the peer")
+    causes = {("Lion", "optlib"): cause}
+    text = peers.format_report(_meta(), results(68), causes)
+    assert "- **Lion** (optlib, 20x10x10): 68 bytes against pytorch-optimizer foreach's 52." in text
+    text = peers.format_report(_meta(), results(52), causes)     # the bytes went away
+    assert "68 bytes" not in text and "52 bytes against" not in text
+    assert ("no written reason fits this run's measurements yet; they show about as many "
+            "bytes per parameter as pytorch-optimizer foreach (52 against 52); 9 operator "
+            "calls against 7; 1.9 of its 2 ms inside operators, against the peer's 0.9 of 1: "
+            "longer inside them. (The written reason for this row rests on more bytes than "
+            "the peer, which this run does not show.)") in text
+    # a measurement the row lacks (a compiled row counts no bytes) fails the premise too
+    entry = next(s for s in peers.summarize(results(68)) if s["impl"] == "optlib")
+    m = peers.measured(results(68), entry)
+    assert (m["ours_ops"], m["peer_bytes"], m["ratio_to"]["pytorch-optimizer foreach"]) == (9, 52, 2.0)
+    assert not peers.Cause("x", lambda m: m["ops"]["torch foreach"] > 1).applies(m)
+    assert peers.cause_of({"Lion": "plain text."}, "Lion", "20x10x10", "optlib", m) == "plain text."
+
+
+def test_every_written_reason_formats_with_a_runs_measurements():
+    """The format fields of every Cause in CAUSES are keys of measured()."""
+    m = dict(family="X", shape="20x10x10", impl="optlib", peer="pytorch-optimizer for-loop",
+             ratio=1.2, count=20, falls_back=False, ours_ms=2.0, peer_ms=1.0, ours_in=1.0,
+             peer_in=1.0, ours_ops=10, peer_ops=10, ours_bytes=120.0, peer_bytes=100.0,
+             one_call_ms=2.0, per_tensor_ops=1.0, peer_per_tensor_ops=1.0)
+    names = ("torch", "torch foreach", "torch for-loop", "lion-pytorch")
+    m.update(ms=dict.fromkeys(names, 1.0), ops=dict.fromkeys(names, 1),
+             bytes=dict.fromkeys(names, 1.0), in_ops=dict.fromkeys(names, 1.0),
+             ratio_to=dict.fromkeys(names, 1.0))
+    for key, cause in peers.CAUSES.items():
+        if isinstance(cause, peers.Cause):
+            assert cause.text.format(**m), key
+            cause.applies(m)

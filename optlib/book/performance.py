@@ -71,8 +71,9 @@ def _sync(device) -> None:
 
 def time_interleaved(steps: Mapping[str, Callable[[], object]], reps: int = 7,
                      min_time: float = 0.0, device="cpu", block: int = 1,
-                     seed: int = 0) -> dict[str, float]:
-    """Median seconds per call of each function in ``steps``.
+                     seed: int = 0, keep: str = "median") -> dict[str, float]:
+    """Median seconds per call of each function in ``steps`` (with ``keep="min"``, the
+    fastest round's).
 
     Repetitions are interleaved (``block`` calls of each function in turn, ``reps``
     rounds), so a busy moment of a shared machine slows all of them alike. Each round
@@ -82,6 +83,8 @@ def time_interleaved(steps: Mapping[str, Callable[[], object]], reps: int = 7,
     Every function is called twice first (to create optimizer state and warm caches).
     ``min_time``: keep adding rounds until the total time of the slowest function reaches it.
     """
+    if keep not in ("median", "min"):
+        raise ValueError(f"keep must be 'median' or 'min', got {keep!r}")
     for fn in steps.values():
         for _ in range(2):
             fn()
@@ -99,7 +102,8 @@ def time_interleaved(steps: Mapping[str, Callable[[], object]], reps: int = 7,
             _sync(device)
             samples[label].append((time.perf_counter() - start) / block)
         rounds += 1
-    return {label: statistics.median(s) for label, s in samples.items()}
+    statistic = statistics.median if keep == "median" else min
+    return {label: statistic(s) for label, s in samples.items()}
 
 
 def stream_bandwidth(megabytes: int = 256, reps: int = 5, device="cpu") -> dict[str, float]:
@@ -174,14 +178,21 @@ def time_with_bandwidth(steps: Mapping[str, Callable[[], object]], reps: int = 7
     """:func:`time_interleaved` with one more contestant, the in-place scaling of a
     ``megabytes`` array, whose rate is returned as the bandwidth (bytes per second) seen
     *at the same moments* as the steps: on a shared machine, a bound computed from a
-    bandwidth measured minutes earlier can be off by a factor of two."""
+    bandwidth measured minutes earlier can be off by a factor of two.
+
+    Every time, the probe's included, is the *fastest* of the ``reps`` rounds, not their
+    median: another program can only slow a round down, so each one's fastest round is its
+    least disturbed, and the step times and the bandwidth then describe the same quiet
+    moments. Medians can fall on rounds of different loads, the probe's on a busy one and
+    a step's on a quiet one, which puts a step below the bound of its own bytes."""
     key = (megabytes, str(device))
     if key not in _STREAM_BUFFERS:
         _STREAM_BUFFERS[key] = torch.ones(megabytes * 2**20 // 4, device=device)
     buf = _STREAM_BUFFERS[key]
     if "stream" in steps:
         raise ValueError("the name 'stream' is reserved for the bandwidth probe")
-    times = time_interleaved({**steps, "stream": lambda: buf.mul_(1.0)}, reps=reps, device=device)
+    times = time_interleaved({**steps, "stream": lambda: buf.mul_(1.0)}, reps=reps,
+                             device=device, keep="min")
     return times, 2 * buf.numel() * buf.element_size() / times.pop("stream")
 
 
