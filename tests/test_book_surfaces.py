@@ -53,6 +53,19 @@ def test_run_is_descend_on_the_surface_with_its_noise():
     assert loss.shape == (31,) and loss.tolist() == pytest.approx(same.loss, rel=1e-15)
 
 
+def test_run_takes_a_rule_with_its_hyper():
+    # a from-scratch rule on the surface is descend's rule on it, as a factory is
+    def gd(params, grads, state, lr):
+        params[0].sub_(lr * grads[0])
+
+    s = S.rosenbrock()
+    path = S.run(s, gd, [-1.5, 2.0], 20, hyper={"lr": 1e-3})
+    same = S.run(s, lambda p: torch.optim.SGD(p, lr=1e-3), [-1.5, 2.0], 20)
+    assert path.shape == (21, 2) and torch.allclose(path, same, rtol=0, atol=1e-15)
+    assert torch.equal(path, book.train.descend(gd, [-1.5, 2.0], 20, loss=s.f,
+                                                hyper={"lr": 1e-3}).path)
+
+
 def test_diagonal_quadratic_is_half_the_weighted_squares():
     s = S.diagonal_quadratic((100.0, 1.0))
     H = torch.tensor([100.0, 1.0], dtype=torch.float64)

@@ -198,21 +198,25 @@ class ExactHessian:
 
 
 def run(surface: Surface, make_optimizer: Callable, start, steps: int,
-        schedule: Callable[[int], float] | None = None, hooks: Sequence[Callable] = ()) -> Tensor:
+        schedule: Callable[[int], float] | None = None, hooks: Sequence[Callable] = (),
+        hyper: dict | None = None) -> Tensor:
     """Run ``make_optimizer([xy])`` for ``steps`` steps from ``start`` on ``surface``
     (:func:`optlib.book.train.descend`, with the surface's gradient noise); return the
     trajectory, a float64 tensor (steps + 1, 2) whose row 0 is ``start``.
 
     ``schedule`` is a ``step -> multiplier`` callable; each of ``hooks`` sees every step
     as a :class:`optlib.book.train.Step` whose ``x`` is the point (to record the
-    optimizer's state, or :class:`ExactHessian`). If the loss stops being finite
-    (divergence), the remaining rows are NaN.
+    optimizer's state, or :class:`ExactHessian`). With ``hyper`` (``{}`` for none),
+    ``make_optimizer`` is a from-scratch rule ``rule(params, grads, state, **hyper)``, as
+    in :func:`~optlib.book.train.descend`. If the loss stops being finite (divergence),
+    the remaining rows are NaN.
     """
     from .train import descend
 
     start = torch.as_tensor(start, dtype=torch.float64).reshape(2)
-    return descend(make_optimizer, start, steps, loss=surface.f, schedule=schedule,
-                   hooks=hooks, noise=surface.noise, seed=surface.seed).path
+    return descend(make_optimizer, start, steps, loss=surface.f, hyper=hyper,
+                   schedule=schedule, hooks=hooks, noise=surface.noise,
+                   seed=surface.seed).path
 
 
 def loss_curve(surface: Surface, trajectory: Tensor) -> Tensor:
