@@ -154,6 +154,34 @@ def test_digits_run_with_another_optimizer_or_a_rule(digits):
         book.train.digits_run(digits, 0.1, optimizer=optlib.Adam, hyper={}, steps=1)
 
 
+def test_digits_run_batch_order_outliers_and_test_loss(digits):
+    model = book.models.mlp((64, 128, 10), seed=0)
+    stream = book.data.with_outliers(digits.batches(16, seed=5), every=3, scale=10.0,
+                                     num_classes=10)
+    same = book.train.fit(model, optlib.AdamW(model.parameters(), lr=1e-2), stream, 7,
+                          clip=1.0, eval_every=3, evaluate=lambda: book.train.evaluate_loss(
+                              model, digits.x_test, digits.y_test))
+    h = book.train.digits_run(digits, 1e-2, optimizer=optlib.AdamW, batch_size=16, steps=7,
+                              data_seed=5, clip=1.0, test_every=3,
+                              outliers=dict(every=3, scale=10.0, num_classes=10))
+    assert h.loss == same.loss and h.grad_norm == same.grad_norm
+    assert h.eval_steps == [0, 3, 6, 7] and h.eval == same.eval
+    clean = book.train.digits_run(digits, 1e-2, optimizer=optlib.AdamW, batch_size=16,
+                                  steps=7, data_seed=5, clip=1.0)
+    assert clean.loss[:2] == h.loss[:2] and clean.loss[2] != h.loss[2]   # batch 3 broken
+    assert clean.eval == []
+    other = book.train.digits_run(digits, 1e-2, optimizer=optlib.AdamW, batch_size=16,
+                                  steps=7, seed=5, clip=1.0)
+    assert other.loss != clean.loss                # the initialization's seed differs
+    with pytest.raises(ValueError, match="own batches"):
+        book.train.digits_run(book.data.DigitsTask(), 0.1, steps=1, data_seed=1)
+    with pytest.raises(ValueError, match="own batches"):
+        book.train.digits_run(book.data.DigitsTask(), 0.1, steps=1, outliers=dict(every=2,
+                                                                                   scale=2.0))
+    with pytest.raises(ValueError, match="test_every"):
+        book.train.digits_run(digits, 0.1, n_epochs=1, test_every=5)
+
+
 def test_digits_run_on_a_task_with_weight_decay():
     task = book.data.DigitsTask(batch_size=16, seed=3)
     model = book.models.mlp((64, 24, 24, 10), seed=4)

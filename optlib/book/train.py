@@ -607,7 +607,9 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
                weight_decay: float | None = None, optimizer: Callable | None = None,
                hyper: dict | None = None, sizes: Sequence[int] = (64, 128, 10),
                batch_size: int | None = _SPLIT_BATCH, steps: int | None = None,
-               n_epochs: int | None = None, seed: int = 0, **kwargs) -> History:
+               n_epochs: int | None = None, seed: int = 0, data_seed: int | None = None,
+               outliers: dict | None = None, test_every: int | None = None,
+               **kwargs) -> History:
     """The MLP of ``sizes`` (64-128-10 unless given; initialized with ``seed``) trained on
     the digits with ``optlib.SGD`` or the given optimizer: the chapters' standard small
     network.
@@ -620,6 +622,11 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
     ``steps``: step ``t`` trains on ``task.batch(t)`` (the task's batch size and order),
     and ``History.val_loss`` is the task's validation loss. ``History.test_accuracy`` (an
     attribute added here) is the test accuracy at the end.
+
+    ``data_seed`` orders a split's batches apart from the initialization (one network,
+    several batch orders); ``outliers`` corrupts some of a split's batches
+    (:func:`optlib.book.data.with_outliers`); ``test_every`` records the test loss every
+    so many steps in ``History.eval``.
 
     Args:
         data: a :class:`~optlib.book.data.Split` of the digits, or a
@@ -639,6 +646,11 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
         steps: the number of steps.
         n_epochs: the number of epochs (instead of ``steps``; a split only).
         seed: the seed of the initialization and of a split's batch order.
+        data_seed: the seed of a split's batch order, when it is not ``seed``.
+        outliers: the keyword arguments of :func:`optlib.book.data.with_outliers`
+            (``every``, ``scale``, ``num_classes``), which corrupts a split's batches.
+        test_every: evaluate the test loss before training, every ``test_every`` steps
+            and after the last (``History.eval``; with ``steps``).
         **kwargs: more arguments of :func:`fit` (``clip``, ``diverge_above``, ...).
     """
     import itertools
@@ -654,8 +666,12 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
     if optimizer is not None and (momentum or nesterov):
         raise ValueError("momentum and nesterov are SGD's; give them to the optimizer")
     task = data if hasattr(data, "batch") else None
-    if task is not None and (n_epochs is not None or batch_size is not _SPLIT_BATCH):
-        raise ValueError("a task has its own batches: give steps, and no batch_size")
+    if task is not None and (n_epochs is not None or batch_size is not _SPLIT_BATCH
+                             or data_seed is not None or outliers is not None):
+        raise ValueError("a task has its own batches: give steps, and no batch_size, "
+                         "data_seed or outliers")
+    if test_every is not None and steps is None:
+        raise ValueError("test_every needs steps (n_epochs evaluates the training loss)")
     split = data if task is None else task.split
     x, y = split.x_train, split.y_train
     model = models.mlp(sizes, seed=seed)
@@ -677,11 +693,17 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
     elif batch_size is None:
         stream = itertools.repeat((x, y))
     elif steps is not None:
-        stream = _data.batches(x, y, batch_size, seed=seed)
+        stream = _data.batches(x, y, batch_size, seed=seed if data_seed is None else data_seed)
     else:
         per_epoch = math.ceil(len(x) / batch_size)
-        stream, steps = epochs(x, y, batch_size, seed=seed), n_epochs * per_epoch
+        stream = epochs(x, y, batch_size, seed=seed if data_seed is None else data_seed)
+        steps = n_epochs * per_epoch
         kw.update(eval_every=per_epoch, evaluate=lambda: evaluate_loss(model, x, y))
+    if outliers is not None:
+        stream = _data.with_outliers(stream, **outliers)
+    if test_every is not None:
+        kw.update(eval_every=test_every,
+                  evaluate=lambda: evaluate_loss(model, split.x_test, split.y_test))
     history = fit(model, opt, stream, steps, **kw, **kwargs)
     history.test_accuracy = accuracy(model, split.x_test, split.y_test)
     return history
