@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .optimizer import Optimizer, State, decoupled_decay_, require, step_counter
-from .sharded import reduced
+from .sharded import is_sharded, reduced
 from .tensorlist import TensorList, is_traced, maximum, minimum, per_tensor, sub_scaled_
 
 
@@ -40,6 +40,11 @@ class Adafactor(Optimizer):
     whole on every process; the means over rows and the RMS norms are finished across
     processes (:func:`optlib.sharded.reduced`: a few bytes per column), so the numbers
     are one process's and a checkpoint reshards exactly.
+
+    Eagerly, the CPU tensors of one shape are stepped together: their statistics are
+    computed on one stack of their gradients, with each tensor's own numbers, bit for bit
+    (``tests/test_optimizers.py``): one operation per statistic for all of them instead of
+    one per tensor, which is what a step of many small matrices costs.
 
     A tensor with no elements takes its (empty) step: its step count advances, nothing
     else changes (torch raises ``ZeroDivisionError`` there). ``foreach`` is accepted and
@@ -105,41 +110,111 @@ class Adafactor(Optimizer):
             p, g, s = p.select(full), g.select(full), s.select(full)
             t = [ti for ti, k in zip(t, full, strict=True) if k]
         # α = max(ε₂, RMS(θ)) · min(η, 1/√t), from θ before the decay
-        alpha = [maximum(eps2, _norm(x) / x.numel() ** 0.5) * minimum(li, 1 / ti**0.5)
-                 for x, ti, li in zip(p, t, per_tensor(lr, len(p)), strict=True)]
+        alpha = [maximum(eps2, n / x.numel() ** 0.5) * minimum(li, 1 / ti**0.5)
+                 for x, n, ti, li in zip(p, _norms(p), t, per_tensor(lr, len(p)), strict=True)]
         decoupled_decay_(p, lr, group["weight_decay"])               # θ ← θ(1 − ηλ)
-        # The second-moment estimate depends on each tensor's shape: one tensor at a time.
-        for st, x, gx, ti, a in s.each(p, g, t, alpha):
-            u = _scaled_gradient(gx, st, ti ** group["beta2_decay"], eps1)
-            clip = maximum(1.0, _norm(u) / (u.numel() ** 0.5 * d))     # max(1, RMS(U)/d)
-            sub_scaled_(x, u, a / clip)                              # θ ← θ − α U / clip
+        # The second-moment estimate depends on each tensor's shape: the tensors of one
+        # shape (and step count) together, as one stack (the same numbers as one by one).
+        for members in _stacks(p, t):
+            u = _scaled_gradients([g[i] for i in members], [s.states[i] for i in members],
+                                  t[members[0]] ** group["beta2_decay"], eps1)
+            if len(members) > 1:     # each matrix's norm, one reduction for the stack
+                us, norms = list(u.unbind(0)), u.reshape(len(u), -1).norm(dim=1).tolist()
+            else:
+                us, norms = [u], _norms([u])
+            for i, ui, n in zip(members, us, norms, strict=True):
+                clip = maximum(1.0, n / (ui.numel() ** 0.5 * d))     # max(1, RMS(U)/d)
+                sub_scaled_(p[i], ui, alpha[i] / clip)               # θ ← θ − α U / clip
 
 
-def _norm(x: torch.Tensor):
-    """‖x‖ over the whole tensor (for a DTensor, every process's shard) as a value of the
-    step: a Python float eagerly, read with ``.item()`` as torch's Adafactor reads it; a
-    float64 0-dim tensor while optlib.compile traces the rule (see
-    :func:`optlib.tensorlist.is_traced`)."""
-    norm = reduced(x.norm(2))
-    return norm.double() if torch.compiler.is_compiling() else norm.item()
+# The most values in one stack of same-shaped tensors: 4 MiB of float32, the size of the
+# eager step's chunks of small tensors (optlib.optimizer.eager_chunks), so that a stack
+# holds at most a chunk's copy even when the rule is called on a whole group.
+_STACK_VALUES = 2**20
 
 
-def _scaled_gradient(g: torch.Tensor, state: dict, one_minus_beta2: float, eps1):
-    """U = G / max(sqrt(V̂), ε₁), with V̂ factored for tensors of two or more dimensions."""
+def _stacks(xs: list, t: list) -> list[list[int]]:
+    """The indices of the tensors whose scaled gradients are computed together, as one
+    stack: CPU tensors of one shape, dtype and step count (in order of first appearance),
+    at most ``_STACK_VALUES`` values a stack. Each tensor alone while optlib.compile
+    traces the rule (Inductor fuses each tensor's operations itself), for a DTensor (its
+    means are finished across processes one tensor at a time) and on a GPU (whether a
+    stack's reductions give each matrix's bits there has not been measured)."""
+    if torch.compiler.is_compiling():
+        return [[i] for i in range(len(xs))]
+    by_key: dict = {}
+    for i, (x, ti) in enumerate(zip(xs, t, strict=True)):
+        key = i if is_sharded(x) or not x.is_cpu else (x.shape, x.dtype, ti)
+        by_key.setdefault(key, []).append(i)
+    stacks = []
+    for indices in by_key.values():
+        per_stack = max(1, _STACK_VALUES // max(1, xs[indices[0]].numel()))
+        stacks += [indices[k:k + per_stack] for k in range(0, len(indices), per_stack)]
+    return stacks
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Tensors of one shape as one tensor with a new first dimension; one tensor is
+    returned as it is (no copy, no new dimension)."""
+    return torch.stack(tensors) if len(tensors) > 1 else tensors[0]
+
+
+def _norms(xs: list[torch.Tensor]) -> list:
+    """‖x‖ of each tensor over all its elements (for a DTensor, every process's shard) as
+    values of the step: Python floats eagerly (one foreach norm, read at once; each the
+    bits of ``x.norm(2).item()``, as torch's Adafactor reads it), float64 0-dim tensors
+    while optlib.compile traces the rule (see :func:`optlib.tensorlist.is_traced`)."""
+    if torch.compiler.is_compiling():
+        return [reduced(x.norm(2)).double() for x in xs]
+    if not xs or any(is_sharded(x) for x in xs):
+        return [reduced(x.norm(2)).item() for x in xs]
+    return torch.stack(torch._foreach_norm(xs)).tolist()
+
+
+def _scaled_gradients(gs: list[torch.Tensor], states: list[dict], one_minus_beta2, eps1):
+    """U = G / max(sqrt(V̂), ε₁), with V̂ factored for tensors of two or more dimensions,
+    for tensors of one shape: stacked (a new first dimension) when there are several, the
+    tensor's own shape for one. Each tensor's numbers are those of the tensor alone: the
+    reductions run over the last two dimensions, row by row and column by column as for
+    one matrix, and R C is an outer product (one rounding per entry, as ``R @ C``)."""
+    first = gs[0]
     if eps1 is None:
-        eps1 = torch.finfo(g.dtype).eps
+        eps1 = torch.finfo(first.dtype).eps
     if is_traced(one_minus_beta2):            # lerp's weight, in the gradient's dtype
-        one_minus_beta2 = one_minus_beta2.to(g.dtype)
-    if g.dim() > 1:
-        row_var, col_var = state["row_var"], state["col_var"]
+        one_minus_beta2 = one_minus_beta2.to(first.dtype)
+    g = _stack(gs)
+    if first.dim() > 1:
+        row_vars = TensorList(st["row_var"] for st in states)
+        col_vars = TensorList(st["col_var"] for st in states)
         # Means over the whole matrix: for a DTensor, `reduced` sums the pieces' shares.
         row_mean = reduced(torch.norm(g, dim=-1, keepdim=True)).square_().div_(g.size(-1))
-        row_var.lerp_(row_mean, one_minus_beta2)                     # R ← β̂R + (1−β̂) mean_cols(G²)
+        _lerp_(row_vars, row_mean, one_minus_beta2)                   # R ← β̂R + (1−β̂) mean_cols(G²)
         col_mean = reduced(torch.norm(g, dim=-2, keepdim=True)).square_().div_(g.size(-2))
-        col_var.lerp_(col_mean, one_minus_beta2)                     # C ← β̂C + (1−β̂) mean_rows(G²)
-        v_hat = row_var @ col_var                                    # R C ...
+        _lerp_(col_vars, col_mean, one_minus_beta2)                   # C ← β̂C + (1−β̂) mean_rows(G²)
+        row_var, col_var = _stack(row_vars), _stack(col_vars)
+        v_hat = row_var * col_var                                     # R C ...
         v_hat.div_(reduced(row_var.mean(dim=-2, keepdim=True)).clamp_(min=eps1))  # / max(mean R, ε₁)
     else:
-        state["variance"].lerp_(g * g, one_minus_beta2)
-        v_hat = state["variance"].clone()
-    return v_hat.clamp_(min=eps1 * eps1).rsqrt_().mul_(g)
+        variances = TensorList(st["variance"] for st in states)
+        _lerp_(variances, g * g, one_minus_beta2)
+        v_hat = _stack(variances) if len(states) > 1 else variances[0].clone()
+    v_hat.clamp_(min=eps1 * eps1)
+    if len(gs) > 1:   # tensor by tensor: bfloat16's rsqrt rounds by the position in the tensor
+        torch._foreach_rsqrt_(list(v_hat.unbind(0)))
+    else:
+        v_hat.rsqrt_()
+    return v_hat.mul_(g)
+
+
+def _scaled_gradient(g: torch.Tensor, state: dict, one_minus_beta2, eps1) -> torch.Tensor:
+    """U = G / max(sqrt(V̂), ε₁) of one tensor (:func:`_scaled_gradients` of one; the book's
+    ``book.inspect.adafactor_update_rms`` calls it)."""
+    return _scaled_gradients([g], [state], one_minus_beta2, eps1)
+
+
+def _lerp_(targets: TensorList, end: torch.Tensor, weight) -> None:
+    """targets ← lerp(targets, end, weight), ``end`` stacked as :func:`_stack` stacks."""
+    if len(targets) > 1:
+        targets.lerp_(list(end.unbind(0)), weight)
+    else:
+        targets[0].lerp_(end, weight)

@@ -142,6 +142,38 @@ def test_adafactor_state_is_factored():
     assert optlib.state_bytes(opt) == 4 * (30 + 40) + 4     # rows + columns + step
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_adafactor_stacks_give_each_tensors_own_numbers(dtype):
+    """Adafactor computes the scaled gradients of same-shaped tensors as one stack (one
+    reduction per statistic for all of them): bit for bit the numbers of each tensor
+    alone (every tensor a chunk of its own), for matrices, 3-D tensors, vectors and
+    0-dim tensors, with step counts that differ (one tensor skips steps) and an
+    infinite gradient entry, in bfloat16 too (its rsqrt rounds by position in a tensor,
+    so the stack's rsqrt runs tensor by tensor)."""
+    shapes = [(20, 30)] * 5 + [(7, 3)] * 3 + [(2, 4, 5)] * 2 + [(50,)] * 3 + [()] * 2
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
+    runs = []
+    for limit in (None, 1):                   # one call (stacks), each tensor alone
+        params = [torch.nn.Parameter(x.clone()) for x in start]
+        opt = optlib.Adafactor(params, lr=0.05, weight_decay=0.1)
+        opt.eager_chunk_bytes = limit
+        runs.append((opt, params))
+    for step in range(8):
+        grads = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
+        if step == 6:
+            grads[1][0, 0] = float("inf")
+        for opt, params in runs:
+            for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+                p.grad = None if (i == 2 and step % 3 == 1) else g.clone()
+            opt.step()
+    (a, pa), (b, pb) = runs
+    for x, y in zip(pa, pb, strict=True):
+        assert torch.equal(x.nan_to_num(), y.nan_to_num()) and torch.equal(x.isnan(), y.isnan())
+        for key, value in a.state[x].items():
+            assert torch.equal(value.nan_to_num(), b.state[y][key].nan_to_num())
+
+
 def test_newton_schulz_orthogonalises():
     g = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
     o = optlib.matrix.zeropower_via_newtonschulz(g).float()
