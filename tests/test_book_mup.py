@@ -45,6 +45,23 @@ def test_mup_first_step_moves_logits_alike_at_every_width():
     assert change["mup", 512] < 2 * change["mup", 32]
 
 
+def test_fit_is_train_fit_of_the_mlp_with_adam_at_its_rates():
+    from optlib import book
+
+    for par in ("sp", "mup"):
+        task = book.data.DigitsTask(batch_size=16, seed=1)
+        run = mup.fit(task, 64, 1e-2, 3, par, 32, seed=2, validate=False, progress=False)
+        model = mup.mlp(64, par, 32, seed=2)
+        adam = torch.optim.Adam(mup.param_groups(model, 1e-2, par, 32))
+        ref = book.train.fit(model, adam, task, 3, validate=False, progress=False)
+        assert run.loss == ref.loss
+        assert isinstance(run.optimizer, torch.optim.Adam)
+        assert [g["lr"] for g in run.optimizer.param_groups] == \
+            [g["lr"] for g in adam.param_groups]
+        for a, b in zip(run.model.parameters(), model.parameters(), strict=True):
+            assert torch.equal(a, b)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="parametrization"):
         mup.mlp(32, "ntk")

@@ -18,7 +18,7 @@ biases        as SP                    ``lr``
 ============  ======================  ======================
 
 At ``width == base_width`` μP is SP exactly, so the two can be compared at one learning
-rate grid.
+rate grid. :func:`fit` builds such an MLP and trains it with Adam at these rates.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import math
 import torch
 from torch import nn
 
+from . import train as _train
 from .models import mlp as _mlp
 
-__all__ = ["mlp", "param_groups", "PARAMETRIZATIONS"]
+__all__ = ["mlp", "param_groups", "fit", "PARAMETRIZATIONS"]
 
 PARAMETRIZATIONS = ("sp", "mup")
 
@@ -94,3 +95,28 @@ def param_groups(model: nn.Sequential, lr: float, parametrization: str = "sp",
     plain = [linears[0].weight] + [m.bias for m in linears if m.bias is not None]
     return [{"params": plain, "lr": lr},
             {"params": scaled, "lr": lr * base_width / width}]
+
+
+def fit(task, width: int, lr: float, steps: int, parametrization: str = "sp",
+        base_width: int = 32, *, seed: int | None = None, **kwargs):
+    """The MLP of :func:`mlp` trained on ``task`` with ``torch.optim.Adam`` (no weight
+    decay) at the rates of :func:`param_groups`, through :func:`optlib.book.train.fit`.
+
+    Args:
+        task: a task with ``batch(t)``, a :class:`~optlib.book.data.DigitsTask` say (its
+            ``seed`` orders the batches).
+        width: the hidden width.
+        lr: the base learning rate.
+        steps: the number of steps.
+        parametrization: ``"sp"`` or ``"mup"``.
+        base_width: the width at which μP equals SP.
+        seed: the initialization's seed (None: the global generator).
+        **kwargs: more arguments of :func:`optlib.book.train.fit` (``validate``, ``hooks``,
+            ...).
+
+    Returns:
+        The :class:`~optlib.book.train.History`; ``History.model`` is the trained MLP.
+    """
+    model = mlp(width, parametrization, base_width, seed=seed)
+    adam = torch.optim.Adam(param_groups(model, lr, parametrization, base_width))
+    return _train.fit(model, adam, task, steps, **kwargs)
