@@ -255,6 +255,30 @@ def test_same_shaped_tensors_compile_one_graph_for_their_chunks(monkeypatch):
 
 
 @needs_compiler
+def test_large_tensors_of_one_shape_are_chunks_of_one_with_one_graph(monkeypatch):
+    """Tensors of one layout from ALONE_BYTES on (here 24 bytes: the 3 x 2 matrices) are
+    chunks of one tensor each, all one graph; a smaller odd one stays a chunk of its own:
+    2 graphs, the eager numbers of LAMB (which reads each tensor twice: its norms, then
+    the step)."""
+    import optlib.compiled
+
+    monkeypatch.setattr(optlib.compiled, "ALONE_BYTES", 24)
+    shapes = [(3, 2)] * 3 + [(5,), (4,)]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    kwargs = dict(lr=0.1, weight_decay=0.1)
+    compiled = optlib.compile(optlib.LAMB(make_params(shapes=shapes), **kwargs))
+    ours = run(compiled, steps=4)
+    theirs = run(optlib.LAMB(make_params(shapes=shapes), **kwargs), steps=4)
+    (plan,) = compiled.update._plans.values()
+    assert plan[3] == [[0], [1], [2], [3]]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    assert compiled.update.failure is None
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@needs_compiler
 def test_scalars_that_are_entries_of_one_stacked_tensor_keep_their_own_values():
     """The 0-dim views that ``unbind`` makes of one stacked tensor (LAMB's and LARS's trust
     ratios times lr, stacked since they are multiplied in one product) are scalars of a
