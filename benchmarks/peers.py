@@ -851,9 +851,10 @@ CAUSES: dict = {
     ("LAMB", LARGE, "optlib compiled"): Cause(
         "the time is inside the compiled graphs ({ours_in:.3g} of {ours_ms:.3g} ms). LAMB "
         "needs each tensor's norms of θ and of the update before θ moves, so even fused it "
-        "passes over every tensor twice; in one graph over 20 tensors of 2 MB the second "
-        "pass reads from main memory what a loop over tensors still finds in cache (the "
-        "order of work of the eager rows); not profiled further.",
+        "passes over every tensor twice; optlib.compile calls its graph tensor by tensor on "
+        "these 2 MB matrices (optlib.compiled's chunks of one tensor), so that the second "
+        "pass finds the tensor in cache, as {peer}'s loop does; which of the graph's "
+        "kernels take longer was not profiled.",
         _inside_graphs, "the compiled step's time being inside its graphs"),
     ("SGD momentum", LARGE, "optlib"): Cause(
         _ORDER.text[:-1] + "; with three operations a step there is little to keep in "
