@@ -141,6 +141,12 @@ def test_digits_run_with_another_optimizer_or_a_rule(digits):
     h = book.train.digits_run(digits, 3e-3, steps=5, seed=2,
                               optimizer=lambda p, lr: optlib.Adam(p, lr=lr, eps=1e-6))
     assert h.loss == same.loss
+    net = book.models.mlp((64, 128, 10), seed=2)           # fit_split's test numbers
+    split = book.train.fit_split(net, optlib.Adam(net.parameters(), lr=3e-3, eps=1e-6),
+                                 digits, 5, seed=2)
+    assert split.loss == h.loss
+    assert (h.test_loss, h.test_accuracy) == (split.test_loss, split.test_accuracy)
+    assert h.test_loss == book.train.evaluate_loss(model, digits.x_test, digits.y_test)
     assert book.train.digits_run(digits, 3e-3, optimizer=optlib.Adam, steps=5,
                                  seed=2).loss != same.loss       # eps changes the run
     rule = book.train.digits_run(digits, 0.1, optimizer=_sgd_rule, steps=5,
@@ -371,6 +377,11 @@ def test_fit_refuses_a_bad_loss_scale(digits):
 def test_run_1d_matches_gradient_descent():
     path = book.surfaces.run_1d(lambda p: optlib.SGD(p, lr=0.25), lambda x: x**2, 1.0, 3)
     assert torch.allclose(path, torch.tensor([1.0, 0.5, 0.25, 0.125], dtype=torch.float64))
+    seen = []                                   # a hook sees every step and the optimizer
+    book.surfaces.run_1d(lambda p: optlib.RMSprop(p, lr=0.1), lambda x: x**2, 1.0, 3,
+                         hooks=[lambda step: seen.append((step.t, book.inspect.effective_lr(
+                             step.optimizer).item()))])
+    assert [t for t, _ in seen] == [0, 1, 2] and all(r > 0 for _, r in seen)
 
 
 def test_effective_lr_reads_adagrad_and_rmsprop_and_refuses_adam():
@@ -386,6 +397,17 @@ def test_effective_lr_reads_adagrad_and_rmsprop_and_refuses_adam():
     y.grad = torch.ones(3)
     rms.step()
     assert torch.allclose(book.inspect.effective_lr(rms), torch.full((3,), 0.01 / (0.1 + 1e-8)))
+    # one parameter's rates, in its shape
+    w = torch.ones(2, 3, requires_grad=True)
+    two = optlib.Adagrad([x, w], lr=0.1)
+    x.grad, w.grad = torch.tensor([2.0, 0.0]), torch.full((2, 3), 4.0)
+    two.step()
+    assert torch.equal(book.inspect.effective_lr(two, param=w),
+                       book.inspect.effective_lr(two)[2:].view(2, 3))
+    with pytest.raises(ValueError, match="not a parameter"):
+        book.inspect.effective_lr(two, param=y)
+    with pytest.raises(ValueError, match="not both"):
+        book.inspect.effective_lr(two, True, param=w)
     adam = optlib.Adam([y])
     adam.step()
     with pytest.raises(ValueError, match="AdaGrad or RMSprop"):

@@ -19,15 +19,21 @@ __all__ = ["effective_lr", "matrix_params", "projection", "adafactor_update_rms"
            "state_bytes_per_param", "loss_breakdown"]
 
 
-def effective_lr(optimizer: torch.optim.Optimizer, seen_only: bool = False) -> Tensor:
+def effective_lr(optimizer: torch.optim.Optimizer, seen_only: bool = False, *,
+                 param: Tensor | None = None) -> Tensor:
     """Every coordinate's current step size ``lr / (sqrt(s) + eps)`` (one flat tensor), where
     ``s`` is AdaGrad's ``sum`` or RMSprop's ``square_avg``: the factor that multiplies the
     gradient in the next step (ignoring that the next gradient also enters ``s``).
     ``seen_only``: leave out coordinates whose ``s`` is still 0 (they never had a nonzero
-    gradient, and their "rate" ``lr/eps`` is meaningless)."""
+    gradient, and their "rate" ``lr/eps`` is meaningless). ``param``: the rates of that
+    one parameter of the optimizer only, in its shape (not with ``seen_only``)."""
+    if param is not None and seen_only:
+        raise ValueError("give param or seen_only, not both")
     out = []
     for group in optimizer.param_groups:
         for p in group["params"]:
+            if param is not None and p is not param:
+                continue
             st = optimizer.state.get(p, {})
             key = "sum" if "sum" in st else "square_avg" if "square_avg" in st else None
             if key is None:
@@ -35,10 +41,14 @@ def effective_lr(optimizer: torch.optim.Optimizer, seen_only: bool = False) -> T
                     f"effective_lr needs an AdaGrad or RMSprop state (a 'sum' or 'square_avg' "
                     f"entry), got keys {sorted(st)}"
                 )
+            if param is not None:
+                return group["lr"] / (st[key].sqrt() + group["eps"])
             s_ = st[key].flatten()
             if seen_only:
                 s_ = s_[s_ > 0]
             out.append(group["lr"] / (s_.sqrt() + group["eps"]))
+    if param is not None:
+        raise ValueError("param is not a parameter of the optimizer")
     return torch.cat(out)
 
 

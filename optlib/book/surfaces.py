@@ -316,9 +316,12 @@ def escape_steps(paths: Tensor, coordinate: int = 1, radius: float = 1.0) -> lis
 
 
 def run_1d(make_optimizer: Callable, f: Callable[[Tensor], Tensor], x0: float,
-           steps: int) -> Tensor:
+           steps: int, hooks: Sequence[Callable] = ()) -> Tensor:
     """Minimize a scalar function ``f`` from ``x0`` (:func:`optlib.book.train.descend`);
-    return the ``steps + 1`` iterates (float64; NaN after a loss that is not finite)."""
+    return the ``steps + 1`` iterates (float64; NaN after a loss that is not finite).
+    Each of ``hooks`` sees every step as a :class:`optlib.book.train.Step` (to record
+    the optimizer's state), as in :func:`run`."""
     from .train import descend
 
-    return descend(make_optimizer, [float(x0)], steps, loss=lambda x: f(x).sum()).path[:, 0]
+    return descend(make_optimizer, [float(x0)], steps, loss=lambda x: f(x).sum(),
+                   hooks=hooks).path[:, 0]

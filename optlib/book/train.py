@@ -620,8 +620,9 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
     :func:`epochs`, the last batch of each smaller; ``History.eval`` then holds the
     full-batch training loss before training and after every epoch). From a task, give
     ``steps``: step ``t`` trains on ``task.batch(t)`` (the task's batch size and order),
-    and ``History.val_loss`` is the task's validation loss. ``History.test_accuracy`` (an
-    attribute added here) is the test accuracy at the end.
+    and ``History.val_loss`` is the task's validation loss. ``History.test_accuracy`` and
+    ``History.test_loss`` (attributes added here) are the test accuracy and loss at the
+    end, as :func:`fit_split` records them.
 
     ``data_seed`` orders a split's batches apart from the initialization (one network,
     several batch orders); ``outliers`` corrupts some of a split's batches
@@ -705,6 +706,7 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
         kw.update(eval_every=test_every,
                   evaluate=lambda: evaluate_loss(model, split.x_test, split.y_test))
     history = fit(model, opt, stream, steps, **kw, **kwargs)
+    history.test_loss = evaluate_loss(model, split.x_test, split.y_test)
     history.test_accuracy = accuracy(model, split.x_test, split.y_test)
     return history
 
