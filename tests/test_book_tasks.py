@@ -107,6 +107,26 @@ def test_lm_run_is_fit_on_the_tiny_transformer_with_adam(task):
     assert plateau.best == float("inf")     # the run stepped a copy
 
 
+def test_lm_run_takes_the_model_seed_and_qk_norm(task):
+    z_loss, losses = book.scale.z_loss(1e-4), []
+    for seed, qk_norm in ((3, True), (3, False)):
+        model = book.models.tiny_transformer(task.vocab_size, seed=seed, qk_norm=qk_norm)
+        ref = book.train.fit(model, torch.optim.Adam(model.parameters(), lr=1e-2), task, 3,
+                             loss_fn=z_loss, progress=False)
+        seen = []
+        h = book.train.lm_run(task, 1e-2, 3, optimizer=torch.optim.Adam, seed=seed,
+                              qk_norm=qk_norm, loss_fn=z_loss, hooks=[seen.append],
+                              progress=False)
+        assert h.loss == ref.loss and h.val_loss == ref.val_loss
+        assert [s.t for s in seen] == [0, 1, 2]
+        for a, b in zip(h.model.parameters(), model.parameters(), strict=True):
+            assert torch.equal(a, b)
+        losses.append(h.loss)
+    assert losses[0] != losses[1]         # QK-norm is a different model
+    assert book.train.lm_run(task, 1e-2, 1, progress=False).loss != \
+        book.train.lm_run(task, 1e-2, 1, seed=3, progress=False).loss
+
+
 def test_lm_run_with_a_name_is_optimizers_fit_on_the_tiny_transformer(task):
     schedule = schedules.warmup_cosine(2, 4)
     for name, warmup in (("SophiaG", None), ("AdamW schedule-free", 2)):

@@ -712,11 +712,12 @@ def digits_run(data, lr: float, *, momentum: float = 0.0, nesterov: bool = False
 
 
 def lm_run(task, lr: float, steps: int, *, optimizer: Callable | str | None = None,
-           schedule=None, warmup_steps: int | None = None, **kwargs) -> History:
-    """The tiny transformer (:func:`~optlib.book.models.tiny_transformer`, seed 0) trained
-    on a language-model task with ``optlib.Adam``, or with an optimizer of the book's
-    table: the chapters' standard small language model, as :func:`digits_run` is their
-    standard small classifier.
+           schedule=None, warmup_steps: int | None = None, seed: int = 0,
+           qk_norm: bool = False, **kwargs) -> History:
+    """The tiny transformer (:func:`~optlib.book.models.tiny_transformer`, seed 0 unless
+    given) trained on a language-model task with ``optlib.Adam``, or with an optimizer of
+    the book's table: the chapters' standard small language model, as :func:`digits_run`
+    is their standard small classifier.
 
     A :class:`~optlib.schedules.ReduceOnPlateau` schedule is copied, so that one object
     can start several runs fresh, and reads ``task.val_loss`` every ``eval_every`` steps
@@ -733,8 +734,12 @@ def lm_run(task, lr: float, steps: int, *, optimizer: Callable | str | None = No
             (SophiaG its Hessian refreshes, a schedule-free optimizer no schedule).
         schedule: the schedule of :func:`fit`.
         warmup_steps: the schedule-free entry's own warmup (with a name only; default 0).
-        **kwargs: more arguments of :func:`fit` (``momentum``, ``eval_every``,
-            ``save_at``, ``start``, ``clip``, ...).
+        seed: the seed of the model's initialization (the task's own ``seed`` orders the
+            batches).
+        qk_norm: the model normalizes queries and keys
+            (:func:`~optlib.book.models.tiny_transformer`'s argument).
+        **kwargs: more arguments of :func:`fit` (``loss_fn``, ``hooks``, ``momentum``,
+            ``eval_every``, ``save_at``, ``start``, ``clip``, ...).
     """
     import optlib
 
@@ -743,7 +748,7 @@ def lm_run(task, lr: float, steps: int, *, optimizer: Callable | str | None = No
     if warmup_steps is not None and not isinstance(optimizer, str):
         raise ValueError("warmup_steps is for an optimizer given by its name in "
                          f"book.optimizers.TABLE, got {optimizer!r}")
-    model = models.tiny_transformer(task.vocab_size)
+    model = models.tiny_transformer(task.vocab_size, seed=seed, qk_norm=qk_norm)
     if _reads_metric(schedule):
         schedule = copy.deepcopy(schedule)
         kwargs.setdefault("evaluate", lambda: task.val_loss(model))
