@@ -383,18 +383,10 @@ class TensorList(list):
         return self
 
     def reciprocal_(self) -> TensorList:
-        if any(is_sharded(t) for t in self):   # DTensor: as reciprocal (torch 2.10-2.12)
-            for t in self:
-                t.reciprocal_()
-            return self
         torch._foreach_reciprocal_(_plain(self))
         return self
 
     def sign_(self) -> TensorList:
-        if any(is_sharded(t) for t in self):   # DTensor: no _foreach_sign_ rule in torch 2.10-2.12
-            for t in self:
-                t.sign_()
-            return self
         torch._foreach_sign_(_plain(self))
         return self
 
@@ -446,24 +438,18 @@ class TensorList(list):
         return TensorList(torch._foreach_addcdiv(_plain(self), _plain(tensor1), _plain(tensor2), value))
 
     def lerp(self, end: list, weight) -> TensorList:
-        # A copy stepped in place: the same kernel and numbers as the out-of-place
-        # _foreach_lerp, which DTensor (FSDP2's shards) refuses in torch 2.10 to 2.12
-        return self.clone().lerp_(end, weight)
+        return TensorList(torch._foreach_lerp(_plain(self), _plain(end), _scalars(weight)))
 
     def sqrt(self) -> TensorList:
         return TensorList(torch._foreach_sqrt(_plain(self)))
 
     def reciprocal(self) -> TensorList:
-        if any(is_sharded(t) for t in self):   # DTensor: no _foreach_reciprocal rule, 2.10-2.12
-            return TensorList([t.reciprocal() for t in self])
         return TensorList(torch._foreach_reciprocal(_plain(self)))
 
     def abs(self) -> TensorList:
         return TensorList(torch._foreach_abs(_plain(self)))
 
     def sign(self) -> TensorList:
-        if any(is_sharded(t) for t in self):   # DTensor: no _foreach_sign rule in torch 2.10-2.12
-            return TensorList([t.sign() for t in self])
         return TensorList(torch._foreach_sign(_plain(self)))
 
     def neg(self) -> TensorList:
