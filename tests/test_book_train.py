@@ -224,6 +224,38 @@ def test_descend_stops_at_a_loss_that_is_not_finite():
     assert not fine.diverged
 
 
+def test_descend_on_given_gradients_is_the_hand_written_loop():
+    # synthetic gradients: step t uses gradients[t] wherever the point is, as a loop that
+    # sets p.grad and steps would; the loss recorded is the linear <g_t, x>
+    g = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    run = T.descend(lambda p: optlib.Adam(p, lr=0.1), torch.zeros(3), 6, gradients=g)
+    p = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt, path = optlib.Adam([p], lr=0.1), [p.detach().clone()]
+    for t in range(6):
+        p.grad = g[t].clone()
+        opt.step()
+        path.append(p.detach().clone())
+    assert torch.equal(run.path, torch.stack(path)) and run.steps == 6
+    assert run.loss[:6] == [(g[t] * path[t]).sum().item() for t in range(6)]
+    assert run.loss[6] == (g[5] * path[6]).sum().item()      # the last step's gradient
+    states = []                                 # a rule, and hooks, as with a loss
+    T.descend(_sgd_rule, [0.0], 2, gradients=[[1.0], [2.0]], hyper={"lr": 0.5},
+              hooks=[lambda step: states.append((step.t, step.x.grad.item()))])
+    assert states == [(0, 1.0), (1, 2.0)]
+    assert T.descend(_sgd_rule, [1.0], 0, gradients=torch.zeros(0, 1), hyper={"lr": 1.0}
+                     ).loss == [0.0]
+    with pytest.raises(ValueError, match="shape"):
+        T.descend(_sgd_rule, [0.0], 3, gradients=[[1.0], [2.0]], hyper={"lr": 0.5})
+    with pytest.raises(ValueError, match="not both"):
+        T.descend(_sgd_rule, [0.0], 2, loss=_quadratic, gradients=[[1.0], [2.0]],
+                  hyper={"lr": 0.5})
+    with pytest.raises(ValueError, match="not both or neither"):
+        T.descend(_sgd_rule, [0.0], 2, hyper={"lr": 0.5})
+    with pytest.raises(ValueError, match="give no gradient"):
+        T.descend(_sgd_rule, [0.0], 2, gradients=[[1.0], [2.0]], gradient=torch.ones_like,
+                  hyper={"lr": 0.5})
+
+
 def test_descend_stop_hooks_and_noise():
     # stop: at the first point accepted (here the start, or after a few steps)
     near = lambda x: float(x.norm()) < 0.5                              # noqa: E731

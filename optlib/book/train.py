@@ -470,8 +470,10 @@ class Descent:
         return len(self.loss) - 1
 
 
-def descend(optimizer: Callable, start, steps: int, *, loss: Callable[[Tensor], Tensor],
-            gradient: Callable[[Tensor], Tensor] | None = None, hyper: dict | None = None,
+def descend(optimizer: Callable, start, steps: int, *,
+            loss: Callable[[Tensor], Tensor] | None = None,
+            gradient: Callable[[Tensor], Tensor] | None = None,
+            gradients: Tensor | Sequence | None = None, hyper: dict | None = None,
             schedule=None, hooks: Sequence[Callable[[Step], None]] = (),
             noise: float = 0.0, seed: int = 0, stop: Callable[[Tensor], bool] | None = None,
             dtype: torch.dtype = torch.float64) -> Descent:
@@ -497,6 +499,11 @@ def descend(optimizer: Callable, start, steps: int, *, loss: Callable[[Tensor], 
         loss: ``x -> scalar tensor``, the objective.
         gradient: ``x -> tensor``, the exact gradient, used instead of autograd (the
             loss is then computed without gradients, only to be recorded).
+        gradients: instead of ``loss``, the gradient ``g_t`` of every step given in
+            advance, shape ``(steps, *start.shape)``: synthetic gradients, which depend
+            on the step and not on the point (pure noise, a sudden jump). Step ``t``'s
+            loss is then the linear ``<g_t, x>``, whose gradient ``g_t`` is (the last
+            point's: the last step's).
         hyper: the keyword arguments of a rule (``{}`` for none); ``None`` for a factory.
         schedule: ``None``, a ``t -> multiplier`` callable, or a torch scheduler.
         hooks: callables ``hook(step: Step)`` called after every step.
@@ -518,6 +525,25 @@ def descend(optimizer: Callable, start, steps: int, *, loss: Callable[[Tensor], 
         raise ValueError(f"optimizer must be a factory or a rule, got {optimizer!r}")
     # as_tensor(...).clone(): a list or a tensor (torch.tensor(tensor) warns), never aliased
     x = torch.as_tensor(start, dtype=dtype).clone().requires_grad_(True)
+    if (loss is None) == (gradients is None):
+        raise ValueError("give loss (and, if known, gradient) or gradients, not both or "
+                         "neither")
+    t = 0                       # the step being taken (the closures below read it)
+    if gradients is not None:
+        if gradient is not None:
+            raise ValueError("gradients are the steps' gradients: give no gradient")
+        given = torch.as_tensor(gradients, dtype=dtype)
+        if given.shape != (steps, *x.shape):
+            raise ValueError(f"gradients must have shape {(steps, *x.shape)} (steps, "
+                             f"*start.shape), got {tuple(given.shape)}")
+
+        def gradient(point):    # a synthetic gradient: the step's, wherever the point is
+            return given[min(t, steps - 1)].clone()
+
+        def loss(point):        # <g_t, x>: the linear loss whose gradient is g_t
+            if not steps:
+                return torch.zeros((), dtype=point.dtype)
+            return (given[min(t, steps - 1)] * point).sum()
     opt = None if is_rule else optimizer([x])
     hyper = dict(hyper or {})
     rates = LRSchedule(schedule, [hyper] if is_rule else opt.param_groups, is_rule)
