@@ -262,32 +262,41 @@ def plot_trajectories(surface: Surface, trajectories: Mapping[str, Tensor], ax=N
 
 
 def gd_paths(surface, lr: float, starts, steps: int, momentum: float = 0.0) -> Tensor:
-    """Gradient descent (``optlib.SGD``) from every row of ``starts`` (n, 2) at once.
+    """Gradient descent (``optlib.SGD``) from every row of ``starts`` (n, 2) at once: one
+    run of :func:`optlib.book.train.descend` on the (n, 2) tensor of the n points.
 
-    The loss handed to the optimizer is the *sum* of ``surface.f`` over the n points;
-    the gradient of a sum of independent terms with respect to one point is that
-    point's own gradient, so this is n independent runs for the price of one. The
-    gradients are exact (a surface's ``noise`` is not added; use ``surfaces.run`` for that).
-    Returns a float64 tensor (steps + 1, n, 2); a run whose point overflows to a
-    non-finite value is NaN from then on (a diverged run).
+    The gradient is that of the *sum* of ``surface.f`` over the n points; the gradient of
+    a sum of independent terms with respect to one point is that point's own gradient, so
+    this is n independent runs for the price of one. The gradients are exact (a surface's
+    ``noise`` is not added; use ``surfaces.run`` for that). Each run diverges on its own:
+    a point that overflows to a non-finite value is NaN from then on, and the loss that
+    ``descend`` records (and stops on when it is not finite) is the largest finite loss
+    of the n runs, so that one diverged run does not end the others.
+    Returns a float64 tensor (steps + 1, n, 2).
     """
+    from .train import descend
+
     if not (isinstance(steps, int) and steps >= 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
-    xy = torch.as_tensor(starts, dtype=torch.float64).reshape(-1, 2).clone().requires_grad_(True)
-    optimizer = SGD([xy], lr=lr, momentum=momentum)
-    paths = torch.empty(steps + 1, xy.shape[0], 2, dtype=torch.float64)
-    paths[0] = xy.detach()
-    for t in range(1, steps + 1):
-        optimizer.zero_grad()
-        surface.f(xy).sum().backward()
-        optimizer.step()
+
+    def gradient(xy):       # every run's own gradient, also where another run's loss overflowed
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(surface.f(xy).sum(), xy)
+        return g
+
+    def largest_finite(xy):
+        f = surface.f(xy)
+        return torch.where(torch.isfinite(f), f, 0.0).max() if len(f) else f.sum()
+
+    def freeze_diverged(step):  # at NaN, so that its overflow cannot spread to the sum
         with torch.no_grad():
-            # Freeze a diverged run at NaN, so its overflow cannot spread to the sum.
-            xy[~torch.isfinite(xy).all(-1)] = float("nan")
-        paths[t] = xy.detach()
-    return paths
+            step.x[~torch.isfinite(step.x).all(-1)] = float("nan")
+
+    starts = torch.as_tensor(starts, dtype=torch.float64).reshape(-1, 2)
+    return descend(lambda params: SGD(params, lr=lr, momentum=momentum), starts, steps,
+                   loss=largest_finite, gradient=gradient, hooks=[freeze_diverged]).path
 
 
 def steps_to_reach(surface, make_optimizer: Callable, start, tol: float = 1e-3,
