@@ -12,10 +12,10 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import batches
+from .train import fit
 
 __all__ = ["side_by_side", "is_rule", "max_difference"]
 
@@ -56,8 +56,9 @@ def side_by_side(make_model: Callable[[], nn.Module], x: Tensor, y: Tensor, cont
                  lr_at: Callable[[int], float] | None = None) -> dict[str, float]:
     """Train identical float64 copies of ``make_model()`` (each built after
     ``torch.manual_seed(seed)``) on the same minibatches of ``(x, y)`` with the
-    cross-entropy loss, one per contender; return each one's largest parameter difference
-    from the first contender's (0 for the first).
+    cross-entropy loss, one per contender, each with :func:`optlib.book.train.fit`;
+    return each one's largest parameter difference from the first contender's (0 for
+    the first).
 
     Args:
         make_model: builds the model.
@@ -69,36 +70,25 @@ def side_by_side(make_model: Callable[[], nn.Module], x: Tensor, y: Tensor, cont
         steps: the number of steps.
         batch_size: examples per minibatch.
         seed: the seed of the initialization and of the minibatch order.
-        lr_at: the learning rate of step t (t = 0, 1, ...), written into the optimizers'
-            groups and handed to the rules.
+        lr_at: the learning rate of step t (t = 0, 1, ...), handed to the rules and
+            written into the optimizers' groups: :func:`~optlib.book.train.fit`'s
+            schedule (:class:`~optlib.book.train.LRSchedule`) over a base rate of 1.
     """
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not contenders:
         raise ValueError("contenders must not be empty")
     models = {}
-    for name in contenders:
+    for name, contender in contenders.items():
         torch.manual_seed(seed)
-        models[name] = make_model().double()
-    opts = {n: None if is_rule(c) else c(list(models[n].parameters()))
-            for n, c in contenders.items()}
-    states: dict = {n: {} for n in contenders}
-    stream = batches(x.double(), y, batch_size, seed=seed)
-    for t in range(steps):
-        xb, yb = next(stream)
-        for name, contender in contenders.items():
-            model = models[name]
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xb), yb).backward()
-            if opts[name] is None:
-                kwargs = {} if lr_at is None else {"lr": lr_at(t)}
-                params = list(model.parameters())
-                with torch.no_grad():
-                    contender(params, [p.grad for p in params], states[name], **kwargs)
-            else:
-                if lr_at is not None:
-                    for g in opts[name].param_groups:
-                        g["lr"] = lr_at(t)
-                opts[name].step()
+        models[name] = model = make_model().double()
+        rule = is_rule(contender)
+        optimizer = contender if rule else contender(list(model.parameters()))
+        if lr_at is not None and not rule:
+            for group in optimizer.param_groups:
+                group["lr"] = 1.0           # the base rate that lr_at(t) multiplies
+        fit(model, optimizer, batches(x.double(), y, batch_size, seed=seed), steps,
+            schedule=lr_at, hyper={"lr": 1.0} if rule and lr_at is not None else None,
+            validate=False, progress=False)
     first = next(iter(models.values()))
     return {name: max_difference(first, m) for name, m in models.items()}
