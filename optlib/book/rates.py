@@ -44,6 +44,19 @@ def gd_rate(lr: float, eigenvalues: Sequence[float]) -> float:
     return max(abs(1 - lr * lam) for lam in eigenvalues)
 
 
+def _largest_root(coefficients) -> Tensor:
+    """The largest modulus of the roots of z² − b z + c = 0 over the pairs ``(b, c)`` of
+    ``coefficients`` (real tensors, elementwise): the per-step rate of a two-step linear
+    recurrence, maximized over the eigendirections."""
+    rate = None
+    for b, c in coefficients:
+        b = b.to(torch.complex128)
+        disc = torch.sqrt(b * b - 4 * c)
+        r = torch.maximum(((b + disc) / 2).abs(), ((b - disc) / 2).abs())
+        rate = r if rate is None else torch.maximum(rate, r)
+    return rate
+
+
 def heavy_ball_rate(lr, beta, eigenvalues: Sequence[float]) -> Tensor:
     """Exact asymptotic per-step rate of heavy ball on a quadratic (works on grids).
 
@@ -54,13 +67,7 @@ def heavy_ball_rate(lr, beta, eigenvalues: Sequence[float]) -> Tensor:
     """
     lr = torch.as_tensor(lr, dtype=torch.float64)
     beta = torch.as_tensor(beta, dtype=torch.float64)
-    rate = None
-    for lam in eigenvalues:
-        b = (1 + beta - lr * lam).to(torch.complex128)
-        disc = torch.sqrt(b * b - 4 * beta)
-        r = torch.maximum(((b + disc) / 2).abs(), ((b - disc) / 2).abs())
-        rate = r if rate is None else torch.maximum(rate, r)
-    return rate
+    return _largest_root((1 + beta - lr * lam, beta) for lam in eigenvalues)
 
 
 def nesterov_rate(lr, beta, eigenvalues: Sequence[float]) -> Tensor:
@@ -72,14 +79,8 @@ def nesterov_rate(lr, beta, eigenvalues: Sequence[float]) -> Tensor:
     """
     lr = torch.as_tensor(lr, dtype=torch.float64)
     beta = torch.as_tensor(beta, dtype=torch.float64)
-    rate = None
-    for lam in eigenvalues:
-        q = 1 - lr * lam
-        b = ((1 + beta) * q).to(torch.complex128)
-        disc = torch.sqrt(b * b - 4 * beta * q)
-        r = torch.maximum(((b + disc) / 2).abs(), ((b - disc) / 2).abs())
-        rate = r if rate is None else torch.maximum(rate, r)
-    return rate
+    qs = [1 - lr * lam for lam in eigenvalues]           # 1 − a for every λ
+    return _largest_root(((1 + beta) * q, beta * q) for q in qs)
 
 
 def heavy_ball_grid(lr: Tensor, beta: Tensor, eigenvalues: Sequence[float], start: Sequence[float],
