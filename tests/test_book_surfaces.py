@@ -27,6 +27,14 @@ def test_shapes_and_minimum(s):
         assert torch.allclose(eig, torch.tensor(s.hessian_eigenvalues, dtype=torch.float64))
 
 
+def test_grid_covers_the_window_with_x_along_the_columns():
+    s = S.rosenbrock()
+    X, Y, Z = s.grid(5)
+    assert X.shape == Y.shape == Z.shape == (5, 5) and Z.dtype == "float64"
+    assert (X[0, 0], X[0, -1], Y[0, 0], Y[-1, 0]) == (*s.xlim, *s.ylim)
+    assert Z[1, 3] == s.f(torch.tensor([X[1, 3], Y[1, 3]], dtype=torch.float64)).item()
+
+
 def test_quadratic_eigen_and_rotation():
     s = S.quadratic(condition=25.0, angle=math.pi / 6, scale=2.0)
     assert s.hessian_eigenvalues == (2.0, 50.0)

@@ -146,19 +146,14 @@ def contours(surface, levels: int = 12, panel: int = 0, points: int = 121) -> Tr
     as one grey trace (lines separated by gaps), at levels spaced evenly in log scale
     when the surface is non-negative (as ``surfaces.plot_trajectories`` draws them)."""
     import contourpy
-    import torch
 
-    xs = torch.linspace(*surface.xlim, points, dtype=torch.float64)
-    ys = torch.linspace(*surface.ylim, points, dtype=torch.float64)
-    X, Y = torch.meshgrid(xs, ys, indexing="xy")
-    with torch.no_grad():
-        Z = surface.f(torch.stack([X, Y], dim=-1)).numpy()
+    X, Y, Z = surface.grid(points)
     low, high = float(Z.min()), float(Z.max())
     if low >= 0 and high > 0:
         values = np.geomspace(max(low, high * 1e-3), high, levels + 1)[:-1]
     else:
         values = np.linspace(low, high, levels + 2)[1:-1]
-    generator = contourpy.contour_generator(X.numpy(), Y.numpy(), Z)
+    generator = contourpy.contour_generator(X, Y, Z)
     px: list[float] = []
     py: list[float] = []
     for value in values:

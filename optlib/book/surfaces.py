@@ -60,6 +60,20 @@ class Surface:
         p = torch.as_tensor(xy, dtype=torch.float64)
         return torch.autograd.functional.hessian(self.f, p)
 
+    def grid(self, points: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The surface over its window, for contour lines: ``X``, ``Y`` and
+        ``Z = f(X, Y)``, float64 arrays of ``points`` × ``points`` (x along the columns).
+
+        Args:
+            points: grid points along each axis, ends included.
+        """
+        xs = torch.linspace(*self.xlim, points, dtype=torch.float64)
+        ys = torch.linspace(*self.ylim, points, dtype=torch.float64)
+        X, Y = torch.meshgrid(xs, ys, indexing="xy")
+        with torch.no_grad():
+            Z = self.f(torch.stack([X, Y], dim=-1)).numpy()
+        return X.numpy(), Y.numpy(), Z
+
     def __repr__(self) -> str:
         return f"Surface({self.name!r})"
 
@@ -231,18 +245,14 @@ def plot_trajectories(surface: Surface, trajectories: Mapping[str, Tensor], ax=N
     its start (a circle) on; the minimum, if any, is a star."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 4.4))
-    xs = torch.linspace(*surface.xlim, 200, dtype=torch.float64)
-    ys = torch.linspace(*surface.ylim, 200, dtype=torch.float64)
-    X, Y = torch.meshgrid(xs, ys, indexing="xy")
-    with torch.no_grad():
-        Z = surface.f(torch.stack([X, Y], dim=-1)).numpy()
+    X, Y, Z = surface.grid(200)
     low, high = float(Z.min()), float(Z.max())
     if log_levels and low >= 0 and high > 0:
         floor = max(low, high * 1e-6) if low == 0 else low
         lv = np.geomspace(floor, high, levels)
     else:
         lv = np.linspace(low, high, levels)
-    ax.contour(X.numpy(), Y.numpy(), Z, levels=lv, cmap="Greys_r", linewidths=0.6, alpha=0.7)
+    ax.contour(X, Y, Z, levels=lv, cmap="Greys_r", linewidths=0.6, alpha=0.7)
     for label, path in trajectories.items():
         path = torch.as_tensor(path).detach().cpu().double().numpy()
         (line,) = ax.plot(path[:, 0], path[:, 1], label=str(label), lw=1.4,
