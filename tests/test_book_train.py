@@ -298,3 +298,21 @@ def test_descend_stop_hooks_and_noise():
         kwargs = dict(steps=3, loss=_quadratic) | bad
         with pytest.raises(ValueError, match=word):
             T.descend(make, [1.0, 1.0], kwargs.pop("steps"), **kwargs)
+
+
+def test_evaluating_sets_eval_mode_without_gradients_and_restores_the_mode():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5))
+    x = torch.ones(4, 3)
+    for training in (True, False):
+        model.train(training)
+        with T.evaluating(model) as m:
+            assert m is model and not model.training and not torch.is_grad_enabled()
+            out = model(x)
+        assert model.training == training and torch.is_grad_enabled()
+        assert not out.requires_grad and torch.equal(out, model[0](x).detach())
+    model.train()
+    with pytest.raises(RuntimeError), T.evaluating(model):
+        raise RuntimeError("inside")
+    assert model.training
+    assert T.evaluate_loss(model, x, torch.zeros(4, dtype=torch.long)) == T.cross_entropy(
+        model[0](x), torch.zeros(4, dtype=torch.long)).item() and model.training

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .train import evaluating
+
 
 class Split(namedtuple("Split", ["x_train", "y_train", "x_test", "y_test"])):
     """Train and test tensors: ``x_train, y_train, x_test, y_test``.
@@ -266,13 +268,9 @@ class LMTask:
         logits = model(x)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
-    @torch.no_grad()
     def val_loss(self, model: nn.Module) -> float:
-        was_training = model.training
-        model.eval()
-        value = sum(self.loss(model, x, y).item() for x, y in self._val) / len(self._val)
-        model.train(was_training)
-        return value
+        with evaluating(model):
+            return sum(self.loss(model, x, y).item() for x, y in self._val) / len(self._val)
 
 
 class DigitsTask:

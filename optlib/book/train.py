@@ -27,6 +27,7 @@ the loss at every point).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -44,7 +45,8 @@ from .progress import progress as _progress
 
 __all__ = ["Rule", "History", "Checkpoint", "Step", "SophiaHessian", "LRSchedule", "fit",
            "Descent", "descend", "fit_split",
-           "epochs", "digits_run", "lm_run", "cross_entropy", "accuracy", "evaluate_loss"]
+           "epochs", "digits_run", "lm_run", "cross_entropy", "accuracy", "evaluate_loss",
+           "evaluating"]
 
 # A from-scratch update rule: ``rule(params, grads, state, **hyper)`` changes ``params`` in
 # place; ``state`` is a dict the rule owns (empty on the first call).
@@ -364,11 +366,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
     def run_eval(step: int) -> None:
         if evaluate is None:
             return
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             value = float(evaluate())
-        model.train(was_training)
         history.eval_steps.append(step)
         history.eval.append(value)
         if plateau is not None and step > first:
@@ -805,7 +804,25 @@ def fit_split(model: nn.Module, optimizer, split, steps: int, *, batch_size: int
     return history
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """A block in which ``model`` is in eval mode and no gradients are recorded; the
+    model's mode (training or not) is restored after it: how the book evaluates a model
+    (:func:`fit`'s ``evaluate``, :func:`accuracy`, :func:`evaluate_loss`, a task's
+    ``val_loss``).
+
+    Args:
+        model: the model.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Fraction of rows whose arg-max output equals the label (model in eval mode).
 
@@ -814,14 +831,11 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
         x: inputs.
         y: labels.
     """
-    was_training = model.training
-    model.eval()
-    pred = model(x).argmax(dim=-1)
-    model.train(was_training)
+    with evaluating(model):
+        pred = model(x).argmax(dim=-1)
     return (pred == y).float().mean().item()
 
 
-@torch.no_grad()
 def evaluate_loss(model: nn.Module, x: Tensor, y: Tensor,
                   loss_fn: Callable = cross_entropy) -> float:
     """``loss_fn(model(x), y)`` in eval mode without gradients.
@@ -832,8 +846,5 @@ def evaluate_loss(model: nn.Module, x: Tensor, y: Tensor,
         y: targets.
         loss_fn: the loss.
     """
-    was_training = model.training
-    model.eval()
-    value = loss_fn(model(x), y).item()
-    model.train(was_training)
-    return value
+    with evaluating(model):
+        return loss_fn(model(x), y).item()
