@@ -352,6 +352,7 @@ def test_best_lr_table():
             ("b", 1): R(0.5, [1.0] * 30), ("b", 2): R(0.7, [1.0] * 30)}
     rows = book.sweeps.best_lr_table(runs, {"a": (1, 2), "b": (1, 2)}, target=2.0)
     assert rows == [("b", "1e+00<", 1.0, 0.5, 25), ("a", "2e+00>", 3.0, 1.0, None)]
+    assert book.sweeps.best_lrs(runs, {"a": (1, 2), "b": (1, 2)}) == {"a": 2, "b": 1}
 
 
 def test_fit_loss_scale_leaves_adam_nearly_unchanged(digits):

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from .data import batches
 from .train import fit
 
-__all__ = ["lr_wd_grid", "mark_best_per_column", "steps_to", "grid_edge", "best_lr_table"]
+__all__ = ["lr_wd_grid", "mark_best_per_column", "steps_to", "grid_edge", "best_lrs",
+           "best_lr_table"]
 
 
 def lr_wd_grid(make_optimizer: Callable, lrs: Sequence[float], wds: Sequence[float], data,
@@ -79,6 +80,18 @@ def grid_edge(lr: float, lrs: Sequence[float]) -> str:
     return "<" if lr == lrs[0] else ">" if lr == lrs[-1] else " "
 
 
+def best_lrs(runs: dict, grids: dict) -> dict:
+    """Each optimizer's learning rate with the lowest validation loss in its grid:
+    name -> lr.
+
+    Args:
+        runs: ``(name, lr) -> History`` (with ``val_loss``).
+        grids: name -> the learning rates tried.
+    """
+    return {name: min(lrs, key=lambda lr: runs[name, lr].val_loss)
+            for name, lrs in grids.items()}
+
+
 def best_lr_table(runs: dict, grids: dict, target: float) -> list[tuple]:
     """Each optimizer at the learning rate of its grid with the lowest validation loss:
     rows ``(name, "lr" with "<"/">" when at the grid's low/high edge, final training loss,
@@ -90,9 +103,9 @@ def best_lr_table(runs: dict, grids: dict, target: float) -> list[tuple]:
         target: the training loss of :func:`steps_to`.
     """
     rows = []
-    for name, lrs in grids.items():
-        lr = min(lrs, key=lambda lr: runs[name, lr].val_loss)
+    for name, lr in best_lrs(runs, grids).items():
         r = runs[name, lr]
         hit = steps_to(r.loss, target)
-        rows.append((name, f"{lr:.0e}{grid_edge(lr, lrs)}", r.final(), r.val_loss, hit))
+        rows.append((name, f"{lr:.0e}{grid_edge(lr, grids[name])}", r.final(), r.val_loss,
+                     hit))
     return sorted(rows, key=lambda row: row[3])
