@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .optimizer import (
@@ -17,7 +18,7 @@ from .optimizer import (
     step_counter,
     zeros_like_state,
 )
-from .tensorlist import TensorList, choose
+from .tensorlist import TensorList, choose, is_traced, per_tensor, pick
 
 _FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
@@ -338,15 +339,27 @@ class RAdam(_AdamFamily):
         def rectification(rho):                             # r_t
             return ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5
 
-        # (the reciprocal in place where torch's single-tensor RAdam makes a new tensor:
-        # the same numbers, one new tensor fewer; not ``.mul_(lr)``: an in-place foreach
-        # product of bfloat16 tensors and a number rounds differently from torch's ``*``)
-        step = m.div(bc1).mul(lr)                           # η m̂: momentum SGD ...
-        adaptive = v.sqrt().add_(eps).reciprocal_().mul_(bc2**0.5)     # √(1−β₂ᵗ)/(√v + ε)
-        rectified = rho_t > 5.0                             # ... until v̂ is trustworthy,
-        step.mul_where_(rectified, adaptive)                # then η m̂ √(1−β₂ᵗ)/(√v + ε) r_t
-        step.mul_(choose(rectified, rectification, rho_t, 1.0))   # (per tensor: see choose)
-        p.add_(step, alpha=-1.0)
+        # Rectified, θ ← θ − c m/(√v + ε) with the scalar c = η r √(1−β₂ᵗ)/(1−β₁ᵗ), as
+        # Adam's step: the scalars folded first, as torch's foreach RAdam folds them, then
+        # three passes (32 bytes a parameter after the moments, where torch's
+        # single-tensor order, m̂, η m̂, √v + ε, its reciprocal and the products each a
+        # pass, moves 80); torch's numbers at round-off. Before that, momentum SGD
+        # θ ← θ − η m̂ in torch's single-tensor order (its numbers bit for bit).
+        rectified = rho_t > 5.0                             # v̂ is trustworthy from here on
+        c = lr * choose(rectified, rectification, rho_t, 0.0) * bc2**0.5 / bc1
+        if is_traced(rectified):       # optlib.compile: torch.where, tensor by tensor
+            adaptive = m.div(v.sqrt().add_(eps)).mul(c)
+            sgd = m.div(bc1).mul(lr)
+            for x, r, a, b in zip(p, per_tensor(rectified, len(p)), adaptive, sgd, strict=True):
+                x.sub_(torch.where(r, a, b))
+            return
+        on = per_tensor(rectified, len(p))
+        if any(on):
+            p.select(on).addcdiv_(m.select(on), v.select(on).sqrt().add_(eps),
+                                  value=-pick(c, on))
+        if not all(on):
+            off = [not k for k in on]
+            p.select(off).add_(m.select(off).div(pick(bc1, off)).mul(lr), alpha=-1.0)
 
 
 class Adamax(Optimizer):
