@@ -5,6 +5,7 @@ for the record whose outputs are the ones committed."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -97,6 +98,64 @@ def test_a_kernel_under_the_record_profile_passes_the_check_and_switches_onednn_
     out = subprocess.run([sys.executable, "-c", code], env=numerics.kernel_environment("record"),
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["False", "AVX2"]
+
+
+_VML_CHECK = """
+import math, numpy as np, torch
+from optlib import book
+from optlib.book import numerics
+book.setup(seed=0)
+gen = torch.Generator().manual_seed(0)
+for name in numerics.VML_FUNCTIONS:
+    f = getattr(torch, name)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(10_007, generator=gen, dtype=dtype) * 3
+        if name in ("sqrt", "log"):
+            x = x.abs()
+        if name == "sqrt":       # IEEE 754's square root
+            want = torch.from_numpy(np.sqrt(x.numpy()))
+        else:                    # the C library's, in double precision, rounded
+            want = torch.tensor([getattr(math, name)(v) for v in x.tolist()],
+                                dtype=torch.float64).to(dtype)
+        out = torch.empty(0, dtype=dtype)
+        forms = {"plain": f(x), "in-place": getattr(x.clone(), name + "_")(),
+                 "out=": f(x, out=out), "foreach": getattr(torch, "_foreach_" + name)([x])[0],
+                 "strided": f(x[::2])}
+        for form, got in forms.items():
+            expected = want[::2] if form == "strided" else want
+            print(name, str(dtype), form, int((got != expected).sum()))
+x = torch.tensor([4.0, 2.0], requires_grad=True)
+x.sqrt().sum().backward()
+print("grad", *x.grad.tolist(), torch.sqrt(torch.tensor(9)).item(),
+      torch.tensor([2.0], dtype=torch.bfloat16).sqrt().item(),
+      *torch.exp(torch.tensor([1000.0, -1000.0])).tolist(), *torch.log(torch.tensor([0.0])).tolist())
+"""
+
+
+@needs_avx2
+def test_under_the_record_profile_the_vml_functions_give_the_same_bits_on_every_cpu():
+    # torch's own CPU sqrt, exp, log, ... (MKL VML) pick their code path from the CPU (an
+    # AMD EPYC: one float32 root in six an ulp off): the record profile replaces them
+    out = subprocess.run([sys.executable, "-c", _VML_CHECK], capture_output=True, text=True,
+                         env=numerics.kernel_environment("record"), timeout=300, check=True)
+    lines = out.stdout.strip().splitlines()
+    counts = [line.split() for line in lines[:-1]]
+    assert len(counts) == 5 * 2 * len(numerics.VML_FUNCTIONS), lines
+    assert all(int(c[-1]) == 0 for c in counts), [c for c in counts if int(c[-1])]
+    # autograd's formula (1 / (2 sqrt x)), an integer input, a half type, IEEE's limits
+    values = [float(v) for v in lines[-1].split()[1:]]
+    assert values == pytest.approx([0.25, 0.5 / 2**0.5, 3.0, 1.4140625, math.inf, 0.0, -math.inf],
+                                   rel=1e-7)
+    assert not out.stderr.strip(), out.stderr       # no warning for nbval to see
+
+
+def test_without_the_record_profile_torch_keeps_its_own_kernels():
+    code = ("import torch; from optlib.book import numerics; numerics.apply(); "
+            "print(len(numerics._VML_REPLACEMENTS))")
+    env = {k: v for k, v in os.environ.items() if k != numerics.MARKER}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "0"
 
 
 def test_kernel_environment_profiles():

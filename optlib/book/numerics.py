@@ -22,7 +22,18 @@ chapter must reproduce on any machine, so a chapter runs *for the record* (by
   :func:`apply`), because it dispatches on ``DNNL_MAX_CPU_ISA`` and the CPU even under
   the two pins above: a small transformer still changed in the fifth digit without this;
 - one OpenMP and MKL thread (a reduction split over threads adds in another order), a
-  fixed ``PYTHONHASHSEED`` (the order of sets of strings).
+  fixed ``PYTHONHASHSEED`` (the order of sets of strings);
+- the CPU kernels of ``torch.sqrt``, ``exp``, ``log``, ``tanh``, ``erf``, ``sin`` and
+  ``cos`` (their in-place and ``out=`` forms too, which the ``torch._foreach_*`` functions
+  call) replaced by :func:`apply`: torch computes them for float32 and float64 with MKL's
+  vector math library (VML), which picks its code path from the processor on its own,
+  whatever ``MKL_CBWR`` and ``ATEN_CPU_CAPABILITY`` say. On an AMD EPYC one float32 square
+  root in six was one ulp away from the correctly rounded one, so every Adam-family run
+  took other steps than on the Intel Xeon that had recorded the chapters (notes/numerics.md).
+  Under the record profile the square root is numpy's (IEEE 754's, correctly rounded on
+  every CPU) and the others are the C library's double-precision functions rounded to the
+  tensor's type (one code path on every CPU with AVX2 and FMA; slower, and only these
+  seven functions).
 
 The variables must be in the kernel's environment before torch is imported, so the
 process that starts the kernel sets them (:func:`kernel_environment`); inside the kernel
@@ -45,8 +56,10 @@ edited by hand) cannot be committed unnoticed.
 
 from __future__ import annotations
 
+import cmath
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 
@@ -159,12 +172,99 @@ def apply() -> None:
         import torch
 
         torch.backends.mkldnn.enabled = False
+        _replace_vml_kernels()
+
+
+#: torch's CPU kernels that call MKL's vector math library (VML) for float32 and float64
+#: (found with a debugger's breakpoints on VML's entry points, torch 2.13): VML picks its
+#: code path from the processor itself, whatever ``MKL_CBWR`` and ``ATEN_CPU_CAPABILITY``
+#: say, so these results differ from one CPU to another. GELU, softmax, log-softmax,
+#: sigmoid, SiLU, LayerNorm and attention do not call it.
+VML_FUNCTIONS = ("sqrt", "exp", "log", "tanh", "erf", "sin", "cos")
+#: Under the record profile they are replaced by IEEE 754's square root (numpy's, correctly
+#: rounded on every CPU) and by the C library's double-precision functions (glibc's, one
+#: code path on every x86-64 CPU with AVX2 and FMA) rounded to the tensor's type; where
+#: Python's math raises, the IEEE 754 value of the special input is taken from here.
+_SPECIAL = {"exp": {math.inf: math.inf, -math.inf: 0.0}, "log": {0.0: -math.inf, math.inf: math.inf},
+            "tanh": {}, "erf": {}, "sin": {}, "cos": {}}
+#: The kernels that :func:`apply` registers (kept alive here; registered once a process).
+_VML_REPLACEMENTS: list = []
+
+
+def _scalar(name: str):
+    """``math.<name>`` with IEEE 754's results where math raises (overflow, log of 0, ...)."""
+    f, special = getattr(math, name), _SPECIAL[name]
+
+    def value(v: float) -> float:
+        try:
+            return f(v)
+        except (OverflowError, ValueError):
+            if v in special:
+                return special[v]
+            return math.inf if name == "exp" else math.nan
+    return value
+
+
+def _replacement_values(name: str, x):
+    """``torch.<name>(x)`` for a CPU tensor, computed without MKL VML (see VML_FUNCTIONS)."""
+    import numpy as np
+    import torch
+
+    if not (x.is_floating_point() or x.is_complex()):
+        x = x.to(torch.get_default_dtype())         # of integers: the default float type
+    if x.dtype in (torch.float16, torch.bfloat16):  # torch rounds the float32 value, as here
+        return _replacement_values(name, x.float()).to(x.dtype)
+    if x.is_complex():      # Python's complex functions (small tensors: eigenvalues, rates)
+        if name == "erf":
+            raise NotImplementedError("torch.erf of a complex tensor")
+        f = getattr(cmath, name)
+        flat = [f(v) for v in x.detach().reshape(-1).tolist()]
+        return torch.tensor(flat, dtype=x.dtype).reshape(x.shape)
+    if name == "sqrt":
+        a = x.detach().contiguous().numpy()
+        out = np.empty_like(a)
+        np.sqrt(a, out=out)
+        return torch.from_numpy(out).reshape(x.shape)
+    value = _scalar(name)
+    flat = [value(v) for v in x.detach().reshape(-1).tolist()]
+    return torch.tensor(flat, dtype=torch.float64).to(x.dtype).reshape(x.shape)
+
+
+def _replace_vml_kernels() -> None:
+    """Register, for the CPU, kernels of VML_FUNCTIONS that give the same bits on every CPU."""
+    if _VML_REPLACEMENTS:
+        return
+    import warnings
+
+    import torch
+
+    library = torch.library.Library("aten", "IMPL")
+
+    def kernels(name):
+        def plain(x):
+            return _replacement_values(name, x)
+
+        def in_place(x):
+            return x.copy_(_replacement_values(name, x))
+
+        def out_form(x, *, out):
+            values = _replacement_values(name, x)
+            out.resize_(values.shape)
+            return out.copy_(values)
+        return {name: plain, f"{name}_": in_place, f"{name}.out": out_form}
+
+    with warnings.catch_warnings():     # "overriding a previously registered kernel": meant
+        warnings.simplefilter("ignore")
+        for name in VML_FUNCTIONS:
+            for op, kernel in kernels(name).items():
+                library.impl(op, kernel, "CPU")
+    _VML_REPLACEMENTS.append(library)
 
 
 def definition_digest() -> str:
     """A short digest of the record profile's definition: it changes when the pins do."""
-    text = json.dumps({"variables": PINNED, "capability": PINNED_CAPABILITY, "onednn": False},
-                      sort_keys=True)
+    text = json.dumps({"variables": PINNED, "capability": PINNED_CAPABILITY, "onednn": False,
+                       "replaced": VML_FUNCTIONS}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
