@@ -125,8 +125,13 @@ def test_float32_follows_float64(entry, overrides):
             x.grad, y.grad = g, g.float()
         for opt in opts:
             opt.step()
+    # Shampoo's inverse fourth roots come from float32 eigendecompositions of its factors
+    # (LAPACK's, in MKL, whose float32 path differs by CPU): with momentum the float32 run
+    # ended below 1e-4 of its displacement from float64 on a Xeon, 1.6e-4 on an AMD EPYC,
+    # where every other setting of every optimizer stays below 2e-5
+    bound = 3e-4 if entry.name == "Shampoo" else 1e-4
     for x, y, z in zip(a64, a32, start, strict=True):
-        assert (y.double() - x).norm() <= 1e-4 * (x - z).norm()
+        assert (y.double() - x).norm() <= bound * (x - z).norm()
 
 
 # ---- parameter groups ----------------------------------------------------------------------
