@@ -183,25 +183,24 @@ def apply() -> None:
 VML_FUNCTIONS = ("sqrt", "exp", "log", "tanh", "erf", "sin", "cos")
 #: Under the record profile they are replaced by IEEE 754's square root (numpy's, correctly
 #: rounded on every CPU) and by the C library's double-precision functions (glibc's, one
-#: code path on every x86-64 CPU with AVX2 and FMA) rounded to the tensor's type; where
-#: Python's math raises, the IEEE 754 value of the special input is taken from here.
-_SPECIAL = {"exp": {math.inf: math.inf, -math.inf: 0.0}, "log": {0.0: -math.inf, math.inf: math.inf},
-            "tanh": {}, "erf": {}, "sin": {}, "cos": {}}
+#: code path on every x86-64 CPU with AVX2 and FMA) rounded to the tensor's type.
 #: The kernels that :func:`apply` registers (kept alive here; registered once a process).
 _VML_REPLACEMENTS: list = []
 
 
 def _scalar(name: str):
-    """``math.<name>`` with IEEE 754's results where math raises (overflow, log of 0, ...)."""
-    f, special = getattr(math, name), _SPECIAL[name]
+    """``math.<name>`` with IEEE 754's results where math raises: an overflowing ``exp``
+    is inf, the ``log`` of 0 is -inf, any other domain error (log of a negative, sin of
+    inf) is NaN."""
+    f = getattr(math, name)
 
     def value(v: float) -> float:
         try:
             return f(v)
-        except (OverflowError, ValueError):
-            if v in special:
-                return special[v]
-            return math.inf if name == "exp" else math.nan
+        except OverflowError:
+            return math.inf
+        except ValueError:
+            return -math.inf if name == "log" and v == 0 else math.nan
     return value
 
 
