@@ -233,7 +233,7 @@ def test_every_written_reason_formats_with_a_runs_measurements():
              ratio=1.2, count=20, falls_back=False, ours_ms=2.0, peer_ms=1.0, ours_in=1.0,
              peer_in=1.0, ours_ops=10, peer_ops=10, ours_bytes=120.0, peer_bytes=100.0,
              one_call_ms=2.0, per_tensor_ops=1.0, peer_per_tensor_ops=1.0)
-    names = ("torch", "torch foreach", "torch for-loop", "lion-pytorch")
+    names = ("torch", "torch foreach", "torch for-loop", "lion-pytorch", peers.NO_GRAFT)
     m.update(ms=dict.fromkeys(names, 1.0), ops=dict.fromkeys(names, 1),
              bytes=dict.fromkeys(names, 1.0), in_ops=dict.fromkeys(names, 1.0),
              ratio_to=dict.fromkeys(names, 1.0))
@@ -241,3 +241,31 @@ def test_every_written_reason_formats_with_a_runs_measurements():
         if isinstance(cause, peers.Cause):
             assert cause.text.format(**m), key
             cause.applies(m)
+
+
+def test_shampoo_is_timed_beside_its_rule_without_grafting():
+    """Shampoo's diagnostic row: optlib's Shampoo with graft=None (pytorch-optimizer's rule,
+    which has no grafting), compared with nothing; the reason for its slower row rests on
+    it, and on the one-call-per-group row being found by its label, not by its kind."""
+    impls = {i.label: i for i in peers.contestants("Shampoo", compile=False, per_tensor=True)}
+    assert impls[peers.NO_GRAFT].kind == peers.DIAGNOSTIC and not impls[peers.NO_GRAFT].ours
+    assert impls[peers.NO_GRAFT].make(peers.make_matrices(1, (2, 2))).defaults["graft"] is None
+
+    def row(impl, kind, runs, ours=False):
+        r = _row("Shampoo", impl, kind, runs, ours=ours, shape=peers.SMALL)
+        r.update(in_ops_ms=1.0, ops=10, bytes_per_param=100.0)
+        return r
+
+    results = [row("optlib", "eager", [1.5, 1.5], ours=True),
+               row(peers.NO_GRAFT, peers.DIAGNOSTIC, [1.0, 1.0]),
+               row(peers.ONE_CALL, peers.DIAGNOSTIC, [1.4, 1.4]),
+               row("pytorch-optimizer", "eager", [1.0, 1.0])]
+    entry = next(s for s in peers.summarize(results) if s["impl"] == "optlib")
+    assert entry["peer"] == "pytorch-optimizer"
+    m = peers.measured(results, entry)
+    assert m["one_call_ms"] == 1.4
+    reason = peers.cause_of(peers.CAUSES, "Shampoo", peers.SMALL, "optlib", m)
+    assert reason.startswith("optlib's Shampoo grafts Adam's step size") and "takes 1 ms" in reason
+    results[1]["runs_ms"] = [1.4, 1.4]         # without grafting as slow: the reason goes
+    assert "no written reason fits" in peers.cause_of(peers.CAUSES, "Shampoo", peers.SMALL,
+                                                      "optlib", peers.measured(results, entry))
