@@ -232,7 +232,8 @@ def test_every_written_reason_formats_with_a_runs_measurements():
     m = dict(family="X", shape="20x10x10", impl="optlib", peer="pytorch-optimizer for-loop",
              ratio=1.2, count=20, falls_back=False, ours_ms=2.0, peer_ms=1.0, ours_in=1.0,
              peer_in=1.0, ours_ops=10, peer_ops=10, ours_bytes=120.0, peer_bytes=100.0,
-             one_call_ms=2.0, per_tensor_ops=1.0, peer_per_tensor_ops=1.0)
+             one_call_ms=2.0, per_tensor_ops=1.0, peer_per_tensor_ops=1.0, ours_host=1.0,
+             peer_host=0.0)
     names = ("torch", "torch foreach", "torch for-loop", "lion-pytorch", peers.NO_GRAFT)
     m.update(ms=dict.fromkeys(names, 1.0), ops=dict.fromkeys(names, 1),
              bytes=dict.fromkeys(names, 1.0), in_ops=dict.fromkeys(names, 1.0),
@@ -264,6 +265,7 @@ def test_shampoo_is_timed_beside_its_rule_without_grafting():
     assert entry["peer"] == "pytorch-optimizer"
     m = peers.measured(results, entry)
     assert m["one_call_ms"] == 1.4
+    assert (m["ours_host"], m["peer_host"]) == (0.5, 0.0)    # the median less the time inside
     reason = peers.cause_of(peers.CAUSES, "Shampoo", peers.SMALL, "optlib", m)
     assert reason.startswith("optlib's Shampoo grafts Adam's step size") and "takes 1 ms" in reason
     results[1]["runs_ms"] = [1.4, 1.4]         # without grafting as slow: the reason goes
