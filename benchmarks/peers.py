@@ -874,14 +874,15 @@ def _compiled_calls(family: str) -> Cause:
         "optlib.compile calls its graph once per 2 MB matrix, 20 calls a step "
         "(optlib.compiled's chunks of one tensor, so that each tensor's passes find it in "
         "cache), where torch's fused step is one call over the 20. The arithmetic inside "
-        "the graphs takes about the fused kernel's time ({ours_in:.3g} against "
-        "{peer_in:.3g} ms), and the rest of the step is on the host ({ours_host:.2g} "
+        "the graphs takes about the fused kernel's time, or a little more ({ours_in:.3g} "
+        "against {peer_in:.3g} ms), and the rest of the step is on the host ({ours_host:.2g} "
         "against {peer_host:.2g} ms): each graph call's guards and wrappers. In thread CPU "
         f"time (this AMD EPYC, one thread, interleaved): optlib compiled {ours} ms a "
         f"step, torch fused {fused}, {ours - fused:.1f} ms more for 20 calls, about "
         f"{(ours - fused) / 20 * 1000:.0f} µs a call. Fewer, larger graph calls are "
         "optlib.compile's to make.",
-        _inside_as_peer, "the time inside the compiled graphs being about the fused kernel's")
+        lambda m: m["ours_in"] <= 1.2 * m["peer_in"],
+        "the time inside the compiled graphs being at most 1.2 times the fused kernel's")
 
 
 OVERHEAD = "200x1x1"
