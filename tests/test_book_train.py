@@ -95,6 +95,23 @@ def test_divergence_stops_and_is_recorded():
     assert h.final() == math.inf
 
 
+def test_reject_stops_before_the_step_and_keeps_no_later_checkpoint():
+    _, full = _digits_run(steps=30, save_at=[10, 20, 30])
+    seen = []
+
+    def reject(loss):           # refuse the 15th batch (step 14), before its backward pass
+        seen.append(loss)
+        return len(seen) == 15
+
+    _, h = _digits_run(steps=30, save_at=[10, 20, 30], reject=reject)
+    assert h.rejected and not h.diverged and h.steps == 14 and len(h.loss) == 15
+    assert h.loss == full.loss[:15] and sorted(h.checkpoints) == [10]  # no step on batch 14
+    assert all(torch.equal(a, b) for a, b in zip(full.checkpoints[10].model.values(),
+                                                 h.checkpoints[10].model.values(), strict=True))
+    _, never = _digits_run(steps=30, reject=lambda loss: False)
+    assert never.loss == full.loss and not never.rejected and full.rejected is False
+
+
 def test_stop_ends_training_at_the_first_accepted_evaluation():
     _, full = _digits_run(steps=30)        # accuracies after 0, 10, 20 and 30 steps
     target = full.eval[2]

@@ -15,12 +15,13 @@ accumulation").
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .train import cross_entropy, fit
 
 
 def accumulate(model: nn.Module, loss_fn: Callable[[nn.Module, Tensor, Tensor], Tensor],
@@ -136,29 +137,51 @@ def log_normalizer(model: nn.Module, x: Tensor) -> Tensor:
     return torch.logsumexp(model(x), dim=-1)
 
 
+class _Skipping:
+    """``task`` as a run sees it after skipping batches: step ``t`` trains on batch
+    ``t + offset``, through ``corrupt`` when given."""
+
+    def __init__(self, task, offset: int, corrupt):
+        self.task, self.offset, self.corrupt = task, offset, corrupt
+
+    def batch(self, t: int) -> tuple[Tensor, Tensor]:
+        b = t + self.offset
+        x, y = self.task.batch(b)
+        return (x, y) if self.corrupt is None else self.corrupt(b, x, y)
+
+
 def train_with_rollback(task, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, *,
                         corrupt: Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
                         rollback: bool = False, every: int = 25, window: int = 20,
-                        factor: float = 3.0, jump: float = 1.0) -> dict:
+                        factor: float = 3.0, jump: float = 1.0,
+                        loss_fn: Callable[[Tensor, Tensor], Tensor] = cross_entropy) -> dict:
     """Train on ``task.batch(b)`` for ``steps`` optimizer steps, optionally rolling back spikes.
 
+    Every ``every`` steps the weights and the optimizer state are kept in memory. With
+    ``rollback``, a batch whose loss exceeds both ``factor`` times the median of the last
+    ``window`` losses and that median plus ``jump`` is not stepped on: the run returns to
+    the last checkpoint and continues with the batch *after* the spike, skipping the ones
+    in between (the recipe of Chowdhery et al. 2022, "PaLM", who restart about 100 steps
+    before a spike and skip 200 to 500 batches).
+
+    The loop is :func:`optlib.book.train.fit`'s, run in segments: the guard is its
+    ``reject``, the checkpoints its ``save_at`` and ``start``, and after a rollback step
+    ``t`` trains on batch ``t`` plus the number of batches skipped so far. Its divergence
+    rule holds: a loss that is not finite (and not rolled back) ends the run, as the last
+    loss.
+
     Args:
-        task: a task with ``batch(b)`` and ``loss(model, x, y)`` (a ``DigitsTask``, say).
-        model, optimizer: trained in place.
+        task: a task with ``batch(b)`` (a ``DigitsTask``, say).
+        model: the model, trained in place.
+        optimizer: its ``torch.optim.Optimizer``.
         steps: optimizer steps to take.
         corrupt: ``corrupt(b, x, y) -> (x, y)`` replaces batch ``b`` (to inject a bad batch).
         rollback: detect spikes and roll back (else every batch is stepped on).
         every: steps between in-memory checkpoints.
-        window, factor, jump: a spike is a loss above ``factor`` times the median of the
-            last ``window`` losses and above that median plus ``jump``.
-
-    Every ``every`` steps the weights, the optimizer state and the data position are kept in
-    memory. With ``rollback``, a batch whose loss exceeds both ``factor`` times the median of
-    the last ``window`` losses and that median plus ``jump`` is not stepped on: the run
-    returns to the last checkpoint and continues with the batch *after* the spike, skipping
-    the ones in between (the recipe of Chowdhery et al. 2022, "PaLM", who restart about 100
-    steps before a spike and skip 200 to 500 batches). ``corrupt(b, x, y)`` may replace
-    batch ``b`` (to inject a bad batch).
+        window: how many of the last losses the median of the guard takes.
+        factor: a spike's loss exceeds ``factor`` times that median,
+        jump: and that median plus ``jump``.
+        loss_fn: ``loss_fn(outputs, targets)``, as in :func:`~optlib.book.train.fit`.
 
     Returns:
         ``{"loss": [...], "rollbacks": [batch indices], "batches": [batch index per step]}``.
@@ -168,31 +191,30 @@ def train_with_rollback(task, model: nn.Module, optimizer: torch.optim.Optimizer
     if not (isinstance(every, int) and every >= 1 and isinstance(window, int) and window >= 1):
         raise ValueError(f"every and window must be positive integers, got {every!r}, {window!r}")
     out = {"loss": [], "rollbacks": [], "batches": []}
-    b = 0
-    saved = None
-    while len(out["loss"]) < steps:
-        t = len(out["loss"])
-        if t % every == 0 and (saved is None or saved[0] != t):
-            saved = (t, b, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
-        x, y = task.batch(b)
-        if corrupt is not None:
-            x, y = corrupt(b, x, y)
-        loss = task.loss(model, x, y)
-        recent = out["loss"][-window:]
-        median = float(np.median(recent)) if recent else 0.0
-        spike = loss.item() > max(factor * median, median + jump)
-        if rollback and len(recent) == window and spike:
-            out["rollbacks"].append(b)
-            t0, _, weights, state = saved
-            model.load_state_dict(weights)
-            optimizer.load_state_dict(state)
-            del out["loss"][t0:], out["batches"][t0:]
-            b += 1                                   # skip every batch up to the spike
-            continue
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        out["loss"].append(loss.item())
-        out["batches"].append(b)
-        b += 1
-    return out
+    kept = []                   # the losses of the steps kept, as the guard reads them
+
+    def spike(loss: float) -> bool:
+        recent = kept[-window:]
+        if len(recent) == window:
+            median = float(np.median(recent))
+            if loss > max(factor * median, median + jump):
+                return True
+        kept.append(loss)
+        return False
+
+    start, offset = None, 0
+    while True:
+        first = 0 if start is None else start.step
+        history = fit(model, optimizer, _Skipping(task, offset, corrupt), steps, loss_fn=loss_fn,
+                      start=start, save_at=range(0, steps, every),
+                      reject=spike if rollback else None, validate=False, progress=False)
+        losses = history.loss[:-1] if history.rejected else history.loss
+        out["loss"][first:] = losses
+        out["batches"][first:] = range(first + offset, first + offset + len(losses))
+        if not history.rejected:
+            return out
+        b = first + len(losses) + offset              # the spike's batch
+        out["rollbacks"].append(b)
+        start = history.checkpoints[max(history.checkpoints)]
+        del kept[start.step:]
+        offset = b + 1 - start.step                   # skip every batch up to the spike

@@ -17,7 +17,9 @@ Every chapter trains through :func:`fit`, whatever it trains:
   :class:`SophiaHessian` is such a hook;
 * one divergence rule: a minibatch loss that is not finite (or above ``diverge_above``,
   when given) stops training and is recorded as the last loss, with ``History.diverged``
-  set; ``stop`` ends a run early at an evaluation (train until a target loss).
+  set; ``reject`` stops it the same way at a batch the caller refuses to step on
+  (``History.rejected``: a rollback guard); ``stop`` ends a run early at an evaluation
+  (train until a target loss).
 
 The toy problems (a point on a surface, a scalar, a matrix quadratic) have no model and no
 data: :func:`descend` is their loop, with :func:`fit`'s schedule (:class:`LRSchedule`),
@@ -122,6 +124,8 @@ class History:
         eval: the ``evaluate()`` values there.
         val_loss: a task's validation loss after training (nan otherwise).
         diverged: the loss stopped being finite (training stopped there).
+        rejected: ``reject`` refused the last batch, whose loss is the last loss and took
+            no step (training stopped there).
         stopped: ``stop`` accepted an evaluation (training stopped there).
         checkpoints: the :class:`Checkpoint` of each ``save_at`` step.
         model: the trained model.
@@ -138,6 +142,7 @@ class History:
     eval: list = field(default_factory=list)
     val_loss: float = math.nan
     diverged: bool = False
+    rejected: bool = False
     stopped: bool = False
     checkpoints: dict = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)
@@ -275,7 +280,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         eval_every: int = 50, hooks: Sequence[Callable[[Step], None]] = (),
         start: Checkpoint | None = None, save_at: Iterable[int] = (),
         hyper: dict | None = None, loss_scale: float = 1.0, validate: bool = True,
-        diverge_above: float | None = None, stop: Callable[[float], bool] | None = None,
+        diverge_above: float | None = None, reject: Callable[[float], bool] | None = None,
+        stop: Callable[[float], bool] | None = None,
         progress: bool | None = None) -> History:
     """Train ``model`` until ``steps`` steps are done; return the :class:`History`.
 
@@ -315,6 +321,10 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         validate: record a task's ``val_loss(model)`` after training.
         diverge_above: a finite loss above this also counts as diverged (a run whose loss
             has grown by orders of magnitude is not coming back).
+        reject: ``reject(loss)`` on each minibatch loss, before the divergence rule and
+            before the backward pass: true stops training there without a step, the loss
+            recorded as the last one (``History.rejected``); a caller that rolls back and
+            skips the batch resumes from a checkpoint (:func:`optlib.book.scale.train_with_rollback`).
         stop: ``stop(value)`` on each value of ``evaluate`` (the one before training
             included): true ends training there (``History.stopped``).
         progress: show a bar (default: yes, except under pytest/nbval or with
@@ -396,6 +406,9 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         value = loss.item()
         history.loss.append(value)
         history.lr.append(lr_now)
+        if reject is not None and reject(value):
+            history.rejected = True
+            break
         if not math.isfinite(value) or (diverge_above is not None and value > diverge_above):
             history.diverged = True
             break
@@ -432,7 +445,7 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
                 h(info)
         if (t + 1) % eval_every == 0 or t + 1 == steps:
             run_eval(t + 1)
-    if steps in save_at and not (history.diverged or history.stopped):
+    if steps in save_at and not (history.diverged or history.rejected or history.stopped):
         history.checkpoints[steps] = _checkpoint(steps, model, None if is_rule else optimizer)
     if hasattr(optimizer, "eval"):      # schedule-free: evaluate at the averaged weights x
         optimizer.eval()
