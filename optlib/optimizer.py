@@ -367,9 +367,13 @@ class State:
 
         On the CPU the 1 is added as a 0-dim tensor, as torch.optim adds it: a Python
         number makes foreach wrap it into a tensor once per counter (200 conversions per
-        step for 200 tensors, about 0.3 ms here). The counts are the same (integers)."""
+        step for 200 tensors, about 0.3 ms here). One counter (a chunk of one tensor,
+        :func:`eager_chunks`) is added to directly, as torch's for-loop does it. The counts
+        are the same (integers)."""
         counters = self[key]
-        if counters and counters[0].is_cpu:
+        if len(counters) == 1 and not torch.compiler.is_compiling():
+            counters[0].add_(1)
+        elif counters and counters[0].is_cpu:
             torch._foreach_add_(counters, torch.scalar_tensor(1.0, device="cpu"), alpha=1.0)
         else:
             torch._foreach_add_(counters, 1)
