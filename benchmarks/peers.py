@@ -751,17 +751,17 @@ _ORDER = Cause(
 #: 2 MB matrix of 20x1000x500 is), optlib with the 20 in one chunk, and the peer's
 #: for-loop, in µs per step.
 CHUNK_COST = {
-    "AdamW": (3712, 1258, 2139, "torch.optim.AdamW's"),
-    "Adagrad": (2292, 752, 1148, "torch.optim.Adagrad's"),
-    "Adadelta": (3859, 1312, 2027, "torch.optim.Adadelta's"),
-    "Adamax": (2973, 983, 1584, "torch.optim.Adamax's"),
-    "NAdam": (4107, 1333, 2265, "torch.optim.NAdam's"),
-    "AdamWScheduleFree": (3175, 1175, 2103, "pytorch-optimizer's ScheduleFreeAdamW"),
-    "LARS": (5570, 1229, 2891, "pytorch-optimizer's LARS"),
-    "RAdam": (3417, 972, 1362, "pytorch-optimizer's RAdam"),
-    "Adam": (3313, 1087, 1884, "torch.optim.Adam's"),
-    "RMSprop": (2475, 812, 1305, "torch.optim.RMSprop's"),
-    "SGD momentum": (1194, 479, 586, "torch.optim.SGD's"),
+    "AdamW": (3371, 1146, 2009, "torch.optim.AdamW's"),
+    "Adagrad": (2020, 696, 1093, "torch.optim.Adagrad's"),
+    "Adadelta": (3577, 1243, 1940, "torch.optim.Adadelta's"),
+    "Adamax": (2608, 914, 1486, "torch.optim.Adamax's"),
+    "NAdam": (3783, 1259, 2176, "torch.optim.NAdam's"),
+    "AdamWScheduleFree": (3062, 1148, 2024, "pytorch-optimizer's ScheduleFreeAdamW"),
+    "LARS": (5288, 1133, 2734, "pytorch-optimizer's LARS"),
+    "RAdam": (3195, 998, 1363, "pytorch-optimizer's RAdam"),
+    "Adam": (3086, 1083, 1866, "torch.optim.Adam's"),
+    "RMSprop": (2214, 780, 1245, "torch.optim.RMSprop's"),
+    "SGD momentum": (1160, 416, 545, "torch.optim.SGD's"),
 }
 
 
@@ -776,7 +776,7 @@ def _chunk_host(family: str) -> Cause:
         "parameter; {ours_ops} operator calls against {peer_ops}), and every call of "
         "optlib's rule on a chunk pays a fixed cost on the host (the rule's Python, the "
         "state's gathering, the step counters) beyond a plain loop's. Measured in thread "
-        "CPU time on this AMD EPYC on main at 4fd78d8 (a chunk of one tensor runs the "
+        "CPU time on this AMD EPYC on main at e76b349 (a chunk of one tensor runs the "
         "tensor's own operations), on 20 one-element tensors, where the arithmetic is "
         f"negligible: optlib {chunks:,} µs a step with each tensor a chunk of its own, as "
         f"here, {one:,} with the 20 in one chunk, {who} for-loop {peer:,}: about "
