@@ -100,7 +100,8 @@ DIAGNOSTIC = "diagnostic"
 #: The diagnostic row: optlib's eager rule once over each whole group (no chunks).
 ONE_CALL = "optlib, one call per group"
 #: Shampoo's diagnostic row: optlib's Shampoo without grafting (``graft=None``), the rule
-#: whose numbers equal pytorch-optimizer's Shampoo, which has no grafting.
+#: of pytorch-optimizer's Shampoo, which has no grafting (the same numbers where the roots
+#: are refreshed every step; here both refresh every 10 steps, at different steps).
 NO_GRAFT = "optlib, graft=None"
 
 
@@ -902,8 +903,9 @@ _SHAMPOO_GRAFT = Cause(
     "more operator calls and 72 more bytes per parameter (counted on 200 matrices of "
     "100 x 50 between refreshes: 6805 calls and 302 bytes, 4805 and 230 without "
     "grafting, the peer 4002 and 194; the run's count below can catch the peer at a "
-    "refresh, with its SVDs). Without it (the diagnostic row 'optlib, graft=None', "
-    "whose numbers equal the peer's) optlib's step takes {ms[optlib, graft=None]:.3g} "
+    "refresh, with its SVDs). Without it (the diagnostic row 'optlib, graft=None', the "
+    "peer's rule: the same numbers where the roots are refreshed every step) optlib's "
+    "step takes {ms[optlib, graft=None]:.3g} "
     "ms against the peer's {peer_ms:.3g} (in thread CPU time, interleaved, on this AMD "
     "EPYC at a load of 6-8: 92.7 ms with grafting, 63.7 without, the peer 61.3). "
     "Profiled by operator (torch.profiler, "
