@@ -101,7 +101,10 @@ the two was Inductor's test builds of each vector instruction set, which optlib.
 now skips
 (``cpp.vec_isa_ok``, below): from an empty cache the first step's CPU time went from 26.6
 to 12.7 s (benchmarks/results/compile-time-2026-11-27.md). A group of at most 32 tensors
-whose layouts all differ stays one graph, as before (a small model: one compile). Rules
+whose layouts all differ stays one graph, as before (a small model: one compile).
+Tensors of one layout of 1 MiB or more go one per chunk where the rule computes a tensor
+of their size and then reduces it (LAMB's norm of its direction; see
+``CompiledUpdate._chunks``), and together otherwise. Rules
 compute per tensor (norms, trust ratios and moments are each tensor's own), so a chunk's
 step is the group's step restricted to it. Each parameter group, and each change of the
 tensors with a gradient, plans its chunks anew and compiles what it has not compiled
@@ -173,6 +176,62 @@ class _TracedState(State):
         return PerTensor([c.to(torch.float64) for c in column])
 
 
+def _tensors(value):
+    """The tensors in ``value``, a tensor or a (nested) list or tuple of them."""
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _tensors(item)
+
+
+def _example(arg):
+    """The example value that dynamo noted for an FX node argument (lists followed)."""
+    if isinstance(arg, torch.fx.Node):
+        return arg.meta.get("example_value")
+    if isinstance(arg, list | tuple):
+        return [_example(a) for a in arg]
+    return None
+
+
+def _reduced_sizes(gm) -> set[int]:
+    """The sizes (numbers of elements) of the tensors that a graph traced by dynamo
+    computes and then reduces: the input of an operation whose results are all smaller
+    than its largest input, where that input is not one of the graph's arguments but has
+    the size of one. LAMB's norm of its direction u (computed from the moments in the
+    graph), Adafactor's row and column means of g², Muon's products of matrices. Not
+    LARS's norms of θ and g (arguments of the graph, read as they come), nor the
+    elementwise rules (SGD, Adam, AdamW, Adagrad, ...), whose operations give tensors of
+    their inputs' sizes or combine 0-dim step counts and learning rates, nor a reduction of
+    a small intermediate (the stack of per-tensor trust ratios)."""
+    sizes = {t.numel() for node in gm.graph.nodes if node.op == "placeholder"
+             for t in _tensors(node.meta.get("example_value"))}
+    reduced = set()
+    for node in gm.graph.nodes:
+        if node.op not in ("call_function", "call_method"):
+            continue
+        args = [*node.args, *node.kwargs.values()]
+        inputs = [t.numel() for t in _tensors(_example(args))]
+        outputs = [t.numel() for t in _tensors(node.meta.get("example_value"))]
+        if not (inputs and outputs and max(outputs) < max(inputs)):
+            continue
+        for arg in _nodes(args):
+            if arg.op == "placeholder":
+                continue
+            reduced.update(n for t in _tensors(arg.meta.get("example_value"))
+                           if (n := t.numel()) > 1 and n in sizes and n > max(outputs))
+    return reduced
+
+
+def _nodes(value):
+    """The FX nodes in ``value``, a node or a (nested) list or tuple of them."""
+    if isinstance(value, torch.fx.Node):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _nodes(item)
+
+
 def _rule(update, group, params, grads, columns, new, shared, states):
     """What torch.compile traces: the optimizer's own rule on the group's lists."""
     update(group, TensorList(params), TensorList(grads),
@@ -185,7 +244,8 @@ _copies = itertools.count()
 CHUNK = 32
 
 #: The size in bytes from which tensors of one layout are chunks of one tensor each (one
-#: graph, called once per tensor): see ``CompiledUpdate._chunks``.
+#: graph, called once per tensor) where the rule reduces a tensor of theirs that it
+#: computes (LAMB): see ``CompiledUpdate._chunks``.
 ALONE_BYTES = 1 << 20
 
 
@@ -255,6 +315,9 @@ class CompiledUpdate:
         # 0-dim state (see _shared) and, in ``self.fast``, its direct call.
         self._plans: dict[object, tuple] = {}
         self._known: dict[tuple, tuple] = {}
+        #: the sizes of the tensors that the rule's graphs compute and then reduce (LAMB's
+        #: norm of its direction, Adafactor's means): see ``_chunks``
+        self.reduced: set[int] = set()
 
     @property
     def direct_steps(self) -> int:
@@ -267,7 +330,28 @@ class CompiledUpdate:
         # (Code objects compare by value, so the copy needs a name of its own.)
         name = f"_rule_{next(_copies)}"
         rule = types.FunctionType(_rule.__code__.replace(co_name=name), _rule.__globals__, name)
-        return torch.compile(rule, **self.fast.backend(self.options))
+        options = self.fast.backend(self.options)
+        backend = options.get("backend")
+        if callable(backend):
+            def inspecting(gm, example_inputs):
+                self._inspect(gm)
+                return backend(gm, example_inputs)
+            options = {**options, "backend": inspecting}
+        return torch.compile(rule, **options)
+
+    def _inspect(self, gm) -> None:
+        """Note the sizes of the tensors that a graph which dynamo hands the backend computes
+        and reduces (:func:`_reduced_sizes`); where there are new ones, the plans are made
+        anew (large tensors of such sizes then go one per chunk: ``_chunks``). A graph it
+        cannot read (symbolic sizes under ``dynamic=True``, say) notes nothing: the tensors
+        stay together, which changes only the speed."""
+        try:
+            sizes = {int(n) for n in _reduced_sizes(gm)}
+        except Exception:  # noqa: BLE001 -- a plan is a matter of speed: never fail a compile
+            return
+        if not sizes <= self.reduced:
+            self.reduced |= sizes
+            self._plans.clear()
 
     def _place(self, group: dict) -> object:
         """What identifies ``group`` from step to step: its index in the optimizer's
@@ -304,11 +388,19 @@ class CompiledUpdate:
         Otherwise tensors of the same layout (shape, strides, dtype, device, and kinds and
         shapes of state) go together, in chunks of at most ``CHUNK`` of nearly equal
         size: same-shaped chunks are one graph, compiled once and called for each. Such
-        tensors of ``ALONE_BYTES`` (1 MiB) or more are chunks of one each, still one graph:
-        a rule that reads a tensor twice (LAMB and LARS take its norms before they move
-        it) then makes its second pass over one tensor while it is still in cache, rather
-        than over all of them from main memory (the order of work of the eager step's
-        chunks; LAMB on 20 matrices of 2 MB, one thread: 60 -> 45 ms a step, interleaved).
+        tensors of ``ALONE_BYTES`` (1 MiB) or more are chunks of one each, still one graph,
+        where the rule computes a tensor of their size and then reduces it
+        (``self.reduced``, noted from the graphs compiled so far: LAMB's norm of its
+        direction u, Adafactor's means of g², Muon's products): its second pass over that
+        tensor then runs while it is still in cache, rather than over all of them from main
+        memory (LAMB on 20 matrices of 2 MB, one thread: 60 -> 45 ms a step, interleaved).
+        A first step, before any graph said so, goes over them together; the plan is made
+        anew once a graph shows such a reduction. Other rules keep the tensors together: a
+        call per tensor made the elementwise ones slower (SGD momentum, Adam, AdamW and
+        Adagrad on 20 matrices of 2 MB: 1.16-1.27x torch's fused step, against 0.93-0.99x
+        in one call, interleaved in one process). LARS, whose norms are of θ and g as they
+        come, stays together too (one per chunk was 1.3x slower in one run, but two equal
+        plans differed by 1.17x in another: not better, at least).
         The others go in chunks of the same kinds of state (Adafactor keeps factored
         moments for matrices, a full one for vectors). The plan is remembered while the
         group steps the very same parameters and state dicts."""
@@ -329,7 +421,8 @@ class CompiledUpdate:
         else:
             chunks, rest = [], {}
             for layout, where in layouts.items():
-                if len(where) > 1 and math.prod(layout[0]) * layout[2].itemsize >= ALONE_BYTES:
+                size = math.prod(layout[0])
+                if len(where) > 1 and size in self.reduced and size * layout[2].itemsize >= ALONE_BYTES:
                     chunks += [[i] for i in where]
                 elif len(where) > 1:
                     chunks += _split(where)
