@@ -278,8 +278,8 @@ def _is_one(alpha) -> bool:
 
 
 def _alone(xs: list) -> Tensor | None:
-    """The tensor of a list of one float32 or float64 CPU tensor (not a ``DTensor``, nothing
-    traced), on which a method calls the tensor's own operation; else None (a foreach
+    """The tensor of a list of one float32 or float64 CPU tensor or parameter (not a subclass
+    such as ``DTensor``; nothing traced), on which a method calls the tensor's own operation; else None (a foreach
     call). Not bfloat16 or float16: there foreach rounds a number otherwise than the
     tensor's operation (``tests/test_tensorlist.py`` checks the bits for all four).
 
@@ -293,16 +293,20 @@ def _alone(xs: list) -> Tensor | None:
     EPYC), which a step on 20 matrices of 1000 x 500 pays some 180 times."""
     if len(xs) == 1:
         x = xs[0]
-        if (x.dtype in _EXACT and x.is_cpu and not is_sharded(x)
+        if (type(x) in _PLAIN and x.dtype in _EXACT and x.is_cpu
                 and not torch.compiler.is_compiling()):
             return x
     return None
 
 
+#: The types :func:`_alone` takes (exactly these: a subclass such as ``DTensor`` keeps foreach).
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
 def _one(x):
     """The entry of a one-tensor list's argument: a list's or PerTensor's first, a number
     itself."""
-    return x[0] if isinstance(x, list | tuple) else x
+    return x[0] if isinstance(x, _SEQUENCES) else x
 
 
 def _plain(x: list) -> list:
