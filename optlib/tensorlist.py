@@ -279,9 +279,10 @@ def _is_one(alpha) -> bool:
 
 def _alone(xs: list) -> Tensor | None:
     """The tensor of a list of one float32 or float64 CPU tensor or parameter (not a subclass
-    such as ``DTensor``; nothing traced), on which a method calls the tensor's own operation; else None (a foreach
-    call). Not bfloat16 or float16: there foreach rounds a number otherwise than the
-    tensor's operation (``tests/test_tensorlist.py`` checks the bits for all four).
+    such as ``DTensor``; nothing traced), on which a method calls the tensor's own
+    operation; else None (a foreach call). Not bfloat16 or float16: there foreach rounds
+    a number otherwise than the tensor's operation (``tests/test_tensorlist.py`` checks
+    the bits for all four).
 
     Why: the eager step calls its rule on each large matrix alone (a chunk of its own,
     :func:`~optlib.optimizer.eager_chunks`), so a rule's every operation is a foreach
