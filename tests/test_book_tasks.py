@@ -179,6 +179,22 @@ def test_digits_task_evaluates_a_float64_model_in_float64():
     assert t.accuracy(wide) == t.accuracy(model)
 
 
+def test_digits_task_evaluates_in_eval_mode_and_restores_the_mode():
+    t = book.data.DigitsTask(batch_size=8)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 10), torch.nn.Dropout(0.5))
+    x, y = t.split.x_test, t.split.y_test
+    for training in (True, False):
+        model.train(training)
+        clean = torch.nn.functional.cross_entropy(model[0](x), y).item()
+        assert t.val_loss(model) == clean and model.training == training
+        assert t.accuracy(model) == (model[0](x).argmax(-1) == y).float().mean().item()
+        assert model.training == training
+    with torch.no_grad():
+        assert t.train_loss(model) == torch.nn.functional.cross_entropy(
+            model[0](t.split.x_train), t.split.y_train).item()
+
+
 def test_adafactor_update_rms_matches_the_step():
     torch.manual_seed(0)
     p = torch.nn.Parameter(torch.randn(6, 5, dtype=torch.float64))

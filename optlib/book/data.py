@@ -304,33 +304,34 @@ class DigitsTask:
         """``x`` in the dtype of the model's parameters (float64 for a ``.double()`` copy)."""
         return x.to(next(model.parameters()).dtype)
 
-    @torch.no_grad()
     def val_loss(self, model: nn.Module) -> float:
-        """The loss on the test set, in the model's dtype.
+        """The loss on the test set, in the model's dtype (model in eval mode).
 
         Args:
             model: the classifier.
         """
-        return self.loss(model, self._inputs(model, self.split.x_test), self.split.y_test).item()
+        with evaluating(model):
+            return self.loss(model, self._inputs(model, self.split.x_test),
+                             self.split.y_test).item()
 
-    @torch.no_grad()
     def train_loss(self, model: nn.Module) -> float:
-        """The loss on the whole training set, in the model's dtype.
+        """The loss on the whole training set, in the model's dtype (model in eval mode).
 
         Args:
             model: the classifier.
         """
-        return self.loss(model, self._inputs(model, self.split.x_train),
-                         self.split.y_train).item()
+        with evaluating(model):
+            return self.loss(model, self._inputs(model, self.split.x_train),
+                             self.split.y_train).item()
 
-    @torch.no_grad()
     def accuracy(self, model: nn.Module) -> float:
-        """The test accuracy, in the model's dtype.
+        """The test accuracy, in the model's dtype (model in eval mode).
 
         Args:
             model: the classifier.
         """
-        logits = model(self._inputs(model, self.split.x_test))
+        with evaluating(model):
+            logits = model(self._inputs(model, self.split.x_test))
         return (logits.argmax(-1) == self.split.y_test).float().mean().item()
 
 
