@@ -61,7 +61,7 @@ from torch import Tensor
 import optlib
 
 from . import sandbox
-from .sandbox import StudentError, Trajectory
+from .sandbox import StudentError, Trajectory, _hyper_text
 
 #: Hyperparameters used when ``hyper`` is not given: lrs large enough that a wrong
 #: formula shows at once, the other values the references' defaults.
@@ -118,10 +118,6 @@ def _resolve(reference) -> type:
 def _label(cls: type) -> str:
     module = cls.__module__
     return f"optlib.{cls.__name__}" if module.startswith("optlib") else f"{module}.{cls.__name__}"
-
-
-def _hyper_text(hyper: dict) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in hyper.items()) or "defaults"
 
 
 def _fmt(x: float) -> str:

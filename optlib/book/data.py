@@ -21,10 +21,9 @@ from importlib import resources
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .train import evaluating
+from .train import cross_entropy, evaluating
 
 
 class Split(namedtuple("Split", ["x_train", "y_train", "x_test", "y_test"])):
@@ -265,8 +264,7 @@ class LMTask:
 
     @staticmethod
     def loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        logits = model(x)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return cross_entropy(model(x), y)
 
     def val_loss(self, model: nn.Module) -> float:
         with evaluating(model):

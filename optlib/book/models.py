@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .train import cross_entropy
+
 
 @contextlib.contextmanager
 def _seeded(seed: int | None):
@@ -192,8 +194,7 @@ class TinyTransformer(nn.Module):
         return out
 
     def loss(self, idx: Tensor, targets: Tensor) -> Tensor:
-        logits = self(idx)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return cross_entropy(self(idx), targets)
 
     @torch.no_grad()
     def generate(self, idx: Tensor, n: int, generator: torch.Generator | None = None,
