@@ -39,6 +39,14 @@ def test_mean_spread():
         report.mean_spread([])
 
 
+def test_minus_reference_pairs_the_seeds():
+    assert report.minus_reference([1.5, 2.5, 3.5], [1.0, 2.0, 2.0], ".2f") == \
+        report.mean_spread([0.5, 0.5, 1.5], ".2f") == "0.83 ± 0.58"
+    assert report.minus_reference([1.0], [1.0], is_reference=True) == "(the reference)"
+    with pytest.raises(ValueError, match="seed by seed"):
+        report.minus_reference([1.0, 2.0], [1.0])
+
+
 def test_magnitude_keeps_only_the_order_of_magnitude():
     assert report.magnitude(8.88) == report.magnitude(13.6) == "~1e+01"
     assert report.magnitude(2.09e-4) == "~1e-04"

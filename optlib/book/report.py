@@ -4,7 +4,8 @@ The last bits of a float depend on the CPU's instruction set, the torch version 
 device, so a chapter never prints round-off as if it were a value: ``gap`` prints a
 difference that is at round-off level as "< bound" (``gap_table`` one per line, beside
 its name), ``mean_spread`` reports a result over several seeds as its mean and spread,
-and ``magnitude`` a chaotic result by its order of magnitude, so that a reader on another
+``minus_reference`` one against a reference run on the same seeds, and ``magnitude`` a
+chaotic result by its order of magnitude, so that a reader on another
 machine sees numbers that support the same claim.
 """
 
@@ -105,3 +106,28 @@ def mean_spread(values: Sequence[float], fmt: str = ".3f") -> str:
     if len(values) == 1:
         return f"{values[0]:{fmt}} (one seed)"
     return f"{statistics.fmean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def minus_reference(values: Sequence[float], reference: Sequence[float], fmt: str = ".3f",
+                    *, is_reference: bool = False) -> str:
+    """A result over seeds against a reference run on the same seeds: the
+    :func:`mean_spread` of the paired differences ``values[s] − reference[s]``, or
+    ``"(the reference)"`` on the reference's own row: how a table puts each run beside
+    the one it is measured against.
+
+    Args:
+        values: one result per seed.
+        reference: the reference's result on the same seeds, in the same order.
+        fmt: the format of the mean and the spread.
+        is_reference: this row is the reference itself.
+
+    Raises:
+        ValueError: ``values`` and ``reference`` of different lengths, or empty.
+    """
+    if is_reference:
+        return "(the reference)"
+    values, reference = list(values), list(reference)
+    if len(values) != len(reference):
+        raise ValueError(f"values and reference must pair up seed by seed, got "
+                         f"{len(values)} and {len(reference)} values")
+    return mean_spread([v - r for v, r in zip(values, reference, strict=True)], fmt)
