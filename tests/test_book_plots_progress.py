@@ -46,6 +46,17 @@ def test_heatmap_annotations():
     plt.close("all")
 
 
+def test_distance_and_steps_draws_both_panels():
+    left, right = P.distance_and_steps(
+        {"a": torch.tensor([3.0, -2.0, 1.5], dtype=torch.float64), "b": [1.0, 0.5, 0.25]})
+    assert [line.get_label() for line in left.get_lines()] == ["a", "b"]
+    np.testing.assert_array_equal(left.get_lines()[0].get_ydata(), [3.0, 2.0, 1.5])
+    np.testing.assert_array_equal(right.get_lines()[0].get_xydata(), [[1, 5.0], [2, 3.5]])
+    assert right.get_xscale() == right.get_yscale() == "log"
+    assert right.get_ylim() == (1e-3, 5)
+    plt.close("all")
+
+
 def test_progress_rules(monkeypatch, capsys):
     monkeypatch.delenv("OPTLIB_PROGRESS", raising=False)
     assert not _progress.progress_enabled()  # under pytest

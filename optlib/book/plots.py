@@ -164,3 +164,26 @@ def smooth(values, k: int = 25) -> np.ndarray:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     x = np.asarray(values, dtype=float)
     return np.convolve(x, np.ones(k) / k, mode="valid")
+
+
+def distance_and_steps(paths: Mapping, step_ylim: tuple[float, float] = (1e-3, 5)):
+    """Two panels for runs on a one-dimensional problem whose minimum is at 0: the
+    distance ``|x_t|`` against the step (left), and the step length ``|x_t − x_{t−1}|``
+    on log-log axes (right), one line per path.
+
+    Args:
+        paths: label -> the points ``x_0 .. x_T`` of a run (a 1-D tensor or sequence, as
+            :func:`optlib.book.surfaces.run_1d` returns).
+        step_ylim: the limits of the step length's axis.
+
+    Returns:
+        The two ``Axes`` (distance, step length), to add reference lines to.
+    """
+    _, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    paths = {k: np.asarray([float(v) for v in path], dtype=float) for k, path in paths.items()}
+    curves({k: np.abs(x) for k, x in paths.items()}, ax=left,
+           ylabel=r"distance to the minimum $|x|$")
+    curves({k: (np.arange(1, len(x)), np.abs(np.diff(x))) for k, x in paths.items()},
+           ax=right, logx=True, logy=True, ylabel=r"step length $|x_t - x_{t-1}|$")
+    right.set_ylim(*step_ylim)
+    return left, right
