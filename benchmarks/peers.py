@@ -835,6 +835,12 @@ _CPU_AS_PEER = Cause(
     lambda m: _near(m["ours_bytes"], m["peer_bytes"]) and _inside_as_peer(m),
     "about the peer's bytes and time inside operators")
 
+def _same_passes(m) -> bool:
+    """The peer's bytes and at most eight more operator calls (the step's scalars and
+    counts as 0-dim tensors, the passes over the tensors the peer's)."""
+    return _near(m["ours_bytes"], m["peer_bytes"]) and m["ours_ops"] <= m["peer_ops"] + 8
+
+
 _STEP_COUNTS = Cause(
     "optlib makes the same passes over the 200 tensors as {peer} (one foreach call each: "
     "the moments' lerp, mul and addcmul, the sqrt, the add of ε and the addcdiv of the "
@@ -845,8 +851,7 @@ _STEP_COUNTS = Cause(
     "step's scalars are 0-dim tensors, where pytorch-optimizer counts once per group. "
     "Measured in thread CPU time on this AMD EPYC (interleaved, median of 15 steps): "
     "optlib 10.6 ms, {peer} 9.6, torch's foreach RAdam 15.5.",
-    lambda m: _near(m["ours_bytes"], m["peer_bytes"]) and m["ours_ops"] <= m["peer_ops"] + 8,
-    "the peer's bytes and at most eight more operator calls")
+    _same_passes, "the peer's bytes and at most eight more operator calls")
 
 _SCHEDULE_FREE_SMALL = Cause(
     "optlib makes the same ten foreach passes over the 200 tensors as schedulefree and "
@@ -855,8 +860,7 @@ _SCHEDULE_FREE_SMALL = Cause(
     "tensors and read one back, and one of its divisions is out of place (a new list of "
     "200 tensors, where schedulefree divides in place). Measured in thread CPU time on "
     "this AMD EPYC (interleaved, median of 15 steps): optlib 17.2 ms, schedulefree 15.7.",
-    lambda m: m["peer"] == "schedulefree" and _near(m["ours_bytes"], m["peer_bytes"])
-    and m["ours_ops"] <= m["peer_ops"] + 8,
+    lambda m: m["peer"] == "schedulefree" and _same_passes(m),
     "schedulefree's bytes and at most eight more operator calls")
 
 _FALLS_BACK = Cause(

@@ -176,22 +176,18 @@ class _TracedState(State):
         return PerTensor([c.to(torch.float64) for c in column])
 
 
-def _tensors(value):
-    """The tensors in ``value``, a tensor or a (nested) list or tuple of them."""
-    if isinstance(value, Tensor):
+def _leaves(value, kind: type):
+    """The ``kind`` items (tensors, FX nodes) in ``value``, one or a (nested) list or tuple."""
+    if isinstance(value, kind):
         yield value
     elif isinstance(value, list | tuple):
         for item in value:
-            yield from _tensors(item)
+            yield from _leaves(item, kind)
 
 
-def _example(arg):
-    """The example value that dynamo noted for an FX node argument (lists followed)."""
-    if isinstance(arg, torch.fx.Node):
-        return arg.meta.get("example_value")
-    if isinstance(arg, list | tuple):
-        return [_example(a) for a in arg]
-    return None
+def _sizes(node) -> list[int]:
+    """The numbers of elements of the tensors dynamo noted as an FX node's example value."""
+    return [t.numel() for t in _leaves(node.meta.get("example_value"), Tensor)]
 
 
 def _reduced_sizes(gm) -> set[int]:
@@ -204,32 +200,21 @@ def _reduced_sizes(gm) -> set[int]:
     elementwise rules (SGD, Adam, AdamW, Adagrad, ...), whose operations give tensors of
     their inputs' sizes or combine 0-dim step counts and learning rates, nor a reduction of
     a small intermediate (the stack of per-tensor trust ratios)."""
-    sizes = {t.numel() for node in gm.graph.nodes if node.op == "placeholder"
-             for t in _tensors(node.meta.get("example_value"))}
+    sizes = {n for node in gm.graph.nodes if node.op == "placeholder" for n in _sizes(node)}
     reduced = set()
     for node in gm.graph.nodes:
         if node.op not in ("call_function", "call_method"):
             continue
-        args = [*node.args, *node.kwargs.values()]
-        inputs = [t.numel() for t in _tensors(_example(args))]
-        outputs = [t.numel() for t in _tensors(node.meta.get("example_value"))]
+        args = list(_leaves([*node.args, *node.kwargs.values()], torch.fx.Node))
+        inputs = [n for arg in args for n in _sizes(arg)]
+        outputs = _sizes(node)
         if not (inputs and outputs and max(outputs) < max(inputs)):
             continue
-        for arg in _nodes(args):
+        for arg in args:
             if arg.op == "placeholder":
                 continue
-            reduced.update(n for t in _tensors(arg.meta.get("example_value"))
-                           if (n := t.numel()) > 1 and n in sizes and n > max(outputs))
+            reduced.update(n for n in _sizes(arg) if n > 1 and n in sizes and n > max(outputs))
     return reduced
-
-
-def _nodes(value):
-    """The FX nodes in ``value``, a node or a (nested) list or tuple of them."""
-    if isinstance(value, torch.fx.Node):
-        yield value
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _nodes(item)
 
 
 def _rule(update, group, params, grads, columns, new, shared, states):
