@@ -52,6 +52,18 @@ def test_steps_to_reach_matches_the_contraction_rate():
                             [1.0, 1.0], max_steps=500) is None
 
 
+def test_first_step():
+    # SGD with lr 1/2 on x²/2 halves x: from 30, |x| < 1 first at step 5 (30/32).
+    path = S.run_1d(lambda p: optlib.SGD(p, lr=0.5), lambda x: x**2 / 2, 30.0, steps=8)
+    assert S.first_step(path.abs() < 1) == 5
+    assert S.first_step(path.abs() < 1e-3) is None
+    assert S.first_step(torch.tensor([True])) == 0
+    with pytest.raises(ValueError, match="holds must be a 1-D boolean tensor"):
+        S.first_step(path.abs())
+    with pytest.raises(ValueError, match="holds must be a 1-D boolean tensor"):
+        S.first_step(torch.ones(2, 2, dtype=torch.bool))
+
+
 def test_escape_steps():
     paths = S.gd_paths(S.saddle(), 0.1, [[1.0, 1e-3], [1.0, 0.0]], steps=200)
     escaped, never = S.escape_steps(paths)

@@ -327,11 +327,28 @@ def steps_to_reach(surface, make_optimizer: Callable, start, tol: float = 1e-3,
     return run.steps if run.stopped else None
 
 
+def first_step(holds: Tensor) -> int | None:
+    """The first step at which a condition holds along a run.
+
+    Args:
+        holds: a boolean tensor with one entry per step (``path.abs() < 1`` for the
+            iterates of :func:`run_1d`, whose entry 0 is the start).
+
+    Returns:
+        The index of the first true entry, or ``None`` if there is none.
+    """
+    if holds.dim() != 1 or holds.dtype != torch.bool:
+        raise ValueError(f"holds must be a 1-D boolean tensor, got {holds.dtype} of "
+                         f"shape {tuple(holds.shape)}")
+    hits = holds.nonzero()
+    return int(hits[0]) if len(hits) else None
+
+
 def escape_steps(paths: Tensor, coordinate: int = 1, radius: float = 1.0) -> list[int | None]:
     """For paths (steps + 1, n, 2): the first step at which ``|coordinate| > radius``, per
     run (``None`` for a run that never gets out)."""
     outside = paths[..., coordinate].abs() > radius
-    return [int(col.nonzero()[0]) if col.any() else None for col in outside.T]
+    return [first_step(column) for column in outside.T]
 
 
 def run_1d(make_optimizer: Callable, f: Callable[[Tensor], Tensor], x0: float,
