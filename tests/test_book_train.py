@@ -333,3 +333,100 @@ def test_evaluating_sets_eval_mode_without_gradients_and_restores_the_mode():
     assert model.training
     assert T.evaluate_loss(model, x, torch.zeros(4, dtype=torch.long)) == T.cross_entropy(
         model[0](x), torch.zeros(4, dtype=torch.long)).item() and model.training
+
+
+# fit's gradient, autocast and scaler: accumulation and mixed precision in the one loop
+
+def _adamw_on_digits(dtype=torch.float32):
+    model = M.mlp((64, 32, 10), seed=0, dtype=dtype)
+    return model, torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+
+
+def test_fit_with_accumulation_is_the_hand_written_loop_and_the_large_batch():
+    from optlib.book import scale
+
+    task = D.DigitsTask(batch_size=16, seed=0)
+    steps, k, clip = 6, 4, 0.5
+    schedule = optlib.schedules.warmup_cosine(2, steps)
+    model, opt = _adamw_on_digits(torch.float64)
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    losses = []
+    for t in range(steps):      # what fit(gradient=...) should do, written out
+        opt.zero_grad()
+        x, y = task.batch(t)
+        losses.append(scale.accumulate(model, task.loss, x.double(), y, k))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        lambda_lr.step()
+    fitted, fit_opt = _adamw_on_digits(torch.float64)
+    h = T.fit(fitted, fit_opt, task, steps, schedule=schedule, clip=clip,
+              gradient=lambda m, x, y: scale.accumulate(m, task.loss, x.double(), y, k))
+    assert h.loss == losses and h.steps == steps
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fitted.parameters(),
+                                                 strict=True))
+    one, one_opt = _adamw_on_digits(torch.float64)
+    T.fit(one, one_opt, task, steps, schedule=schedule, clip=clip,
+          gradient=lambda m, x, y: scale.accumulate(m, task.loss, x.double(), y, 1))
+    gap = max((a - b).abs().max().item() for a, b in zip(one.parameters(),
+                                                         fitted.parameters(), strict=True))
+    assert 0 < gap < 1e-12      # k micro-batches: the large batch's step, to round-off
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fit_with_autocast_and_a_grad_scaler_is_the_recipe(dtype):
+    task = D.DigitsTask(batch_size=32, seed=0)
+    steps, clip = 8, 1.0
+
+    def scaler():   # 2^20 overflows float16 gradients: steps are skipped, the scale moves
+        return torch.amp.GradScaler("cpu", init_scale=2.0**20, growth_interval=2)
+
+    model, opt = _adamw_on_digits()
+    start = [p.detach().clone() for p in model.parameters()]
+    hand, losses = scaler(), []
+    for t in range(steps):      # torch's recipe for autocast with a GradScaler
+        x, y = task.batch(t)
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=dtype):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        losses.append(loss.item())
+        hand.scale(loss).backward()
+        hand.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        hand.step(opt)
+        hand.update()
+        if t == 0:
+            first = [p.detach().clone() for p in model.parameters()]
+    fitted, fit_opt = _adamw_on_digits()
+    fit_scaler = scaler()
+    h = T.fit(fitted, fit_opt, task, steps, clip=clip, autocast=dtype, scaler=fit_scaler)
+    assert h.loss == losses and fit_scaler.get_scale() == hand.get_scale()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fitted.parameters(),
+                                                 strict=True))
+    assert fitted[0].weight.dtype == fit_opt.state[fitted[0].weight]["exp_avg"].dtype \
+        == torch.float32
+    skipped = all(torch.equal(a, b) for a, b in zip(start, first, strict=True))
+    assert skipped == (dtype == torch.float16)      # bf16 has float32's range: no overflow
+    assert (hand.get_scale() < 2.0**20) == skipped
+    if skipped:
+        assert h.update_ratio[0] == 0.0 and math.isinf(h.grad_norm[0])
+
+
+def test_fit_bad_gradient_autocast_and_scaler():
+    model, opt = _adamw_on_digits()
+    task = D.DigitsTask(batch_size=8, seed=0)
+    grad = lambda m, x, y: 0.0   # noqa: E731
+    with pytest.raises(ValueError, match="gradient must be a callable"):
+        T.fit(model, opt, task, 1, gradient=3)
+    with pytest.raises(ValueError, match=r"no loss_scale \(2.0\)"):
+        T.fit(model, opt, task, 1, gradient=grad, loss_scale=2.0)
+    with pytest.raises(ValueError, match="no loss_scale"):
+        T.fit(model, opt, task, 1, gradient=grad, autocast=torch.bfloat16)
+    with pytest.raises(ValueError, match="autocast must be a torch dtype or None, got 'bf16'"):
+        T.fit(model, opt, task, 1, autocast="bf16")
+    with pytest.raises(ValueError, match="scaler must be a torch.amp.GradScaler"):
+        T.fit(model, opt, task, 1, scaler=object())
+    rule = lambda params, grads, state, lr: None   # noqa: E731
+    with pytest.raises(ValueError, match="scaler must be a torch.amp.GradScaler"):
+        T.fit(model, rule, task, 1, scaler=torch.amp.GradScaler("cpu"), hyper={"lr": 0.1})
+    with pytest.raises(ValueError, match=r"loss_scale \(2.0\) and scaler both scale"):
+        T.fit(model, opt, task, 1, loss_scale=2.0, scaler=torch.amp.GradScaler("cpu"))

@@ -29,6 +29,10 @@ def accumulate(model: nn.Module, loss_fn: Callable[[nn.Module, Tensor, Tensor], 
                clip_each: float | None = None) -> float:
     """Add the gradient of the batch ``(x, y)`` into ``.grad``, in ``micro_batches`` pieces.
 
+    :func:`optlib.book.train.fit` trains with it as its ``gradient``:
+    ``fit(model, optimizer, task, steps, gradient=lambda m, x, y: accumulate(m, loss_fn,
+    x, y, k))`` clips, steps and schedules once per batch of ``k`` micro-batches.
+
     Args:
         model: the model; its gradients are added to (call ``zero_grad`` first).
         loss_fn: ``loss_fn(model, x, y)``, the mean loss of a (micro-)batch.

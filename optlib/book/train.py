@@ -12,6 +12,10 @@ Every chapter trains through :func:`fit`, whatever it trains:
   ``LambdaLR`` does), or a torch scheduler steps after every step; a
   :class:`~optlib.schedules.ReduceOnPlateau` schedule reads each evaluation, and
   ``momentum(t)`` cycles the momentum (or Adam's β₁) as torch's ``OneCycleLR`` does;
+* the gradient is that of ``loss_fn(model(x), y)``, optionally under ``autocast`` with a
+  ``GradScaler`` (mixed precision), or whatever a ``gradient`` callable puts into
+  ``.grad`` (:func:`~optlib.book.scale.accumulate`: gradient accumulation over
+  micro-batches); the optimizer steps once per batch either way;
 * ``clip`` bounds the global gradient norm; ``save_at`` keeps checkpoints, ``start``
   branches a run from one; ``hooks`` see every step (:class:`Step`), and
   :class:`SophiaHessian` is such a hook;
@@ -282,6 +286,8 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         hyper: dict | None = None, loss_scale: float = 1.0, validate: bool = True,
         diverge_above: float | None = None, reject: Callable[[float], bool] | None = None,
         stop: Callable[[float], bool] | None = None,
+        gradient: Callable[[nn.Module, Tensor, Tensor], float] | None = None,
+        autocast: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
         progress: bool | None = None) -> History:
     """Train ``model`` until ``steps`` steps are done; return the :class:`History`.
 
@@ -322,11 +328,24 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         diverge_above: a finite loss above this also counts as diverged (a run whose loss
             has grown by orders of magnitude is not coming back).
         reject: ``reject(loss)`` on each minibatch loss, before the divergence rule and
-            before the backward pass: true stops training there without a step, the loss
-            recorded as the last one (``History.rejected``); a caller that rolls back and
-            skips the batch resumes from a checkpoint (:func:`optlib.book.scale.train_with_rollback`).
+            before the backward pass (after ``gradient``, which does both): true stops
+            training there without a step, the loss recorded as the last one
+            (``History.rejected``); a caller that rolls back and skips the batch resumes
+            from a checkpoint (:func:`optlib.book.scale.train_with_rollback`).
         stop: ``stop(value)`` on each value of ``evaluate`` (the one before training
             included): true ends training there (``History.stopped``).
+        gradient: ``gradient(model, x, y)``, called after ``zero_grad`` instead of the
+            forward and backward passes: it fills ``.grad`` with the batch's gradient and
+            returns the batch's loss (:func:`optlib.book.scale.accumulate` over
+            micro-batches). Clipping, the step, the schedule and the hooks still happen
+            once per batch. Not with ``loss_scale``, ``autocast`` or ``scaler``.
+        autocast: run the forward pass and the loss under ``torch.autocast`` in this
+            dtype (``torch.bfloat16``, ``torch.float16``) on the batch's device; the
+            weights, gradients and optimizer state keep their own dtype.
+        scaler: a ``torch.amp.GradScaler`` (float16): the backward pass runs on the
+            scaled loss, the gradients are unscaled before clipping (so ``clip`` and
+            ``History.grad_norm`` see the true ones), and ``scaler.step`` skips a step
+            whose gradients hold an inf or NaN, then ``scaler.update`` adjusts the scale.
         progress: show a bar (default: yes, except under pytest/nbval or with
             ``OPTLIB_PROGRESS=0``).
 
@@ -352,6 +371,19 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
     if plateau is not None and evaluate is None:
         raise ValueError("a schedule with step(metric), such as ReduceOnPlateau, needs "
                          "evaluate: the metric it reads")
+    if gradient is not None and not callable(gradient):
+        raise ValueError(f"gradient must be a callable (model, x, y) -> loss, got {gradient!r}")
+    if gradient is not None and (loss_scale != 1.0 or autocast is not None
+                                 or scaler is not None):
+        raise ValueError("gradient computes the loss and its gradient itself: it takes no "
+                         f"loss_scale ({loss_scale}), autocast ({autocast}) or scaler")
+    if autocast is not None and not isinstance(autocast, torch.dtype):
+        raise ValueError(f"autocast must be a torch dtype or None, got {autocast!r}")
+    if scaler is not None and (is_rule or not isinstance(scaler, torch.amp.GradScaler)):
+        raise ValueError("scaler must be a torch.amp.GradScaler, with a torch optimizer; "
+                         f"got {scaler!r} with {optimizer!r}")
+    if scaler is not None and loss_scale != 1.0:
+        raise ValueError(f"loss_scale ({loss_scale}) and scaler both scale the loss: pass one")
     if momentum is not None and (is_rule or not callable(momentum)):
         raise ValueError("momentum must be a step -> momentum callable, with a torch "
                          f"optimizer; got {momentum!r} with {optimizer!r}")
@@ -402,8 +434,13 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         tick = time.perf_counter()
         x, y = task.batch(t) if task is not None else next(it)
         (model if is_rule else optimizer).zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        value = loss.item()
+        if gradient is not None:
+            value = float(gradient(model, x, y))
+        else:
+            with (contextlib.nullcontext() if autocast is None
+                  else torch.autocast(x.device.type, dtype=autocast)):
+                loss = loss_fn(model(x), y)
+            value = loss.item()
         history.loss.append(value)
         history.lr.append(lr_now)
         if reject is not None and reject(value):
@@ -412,7 +449,14 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
         if not math.isfinite(value) or (diverge_above is not None and value > diverge_above):
             history.diverged = True
             break
-        (loss if loss_scale == 1.0 else loss * loss_scale).backward()
+        if gradient is None:
+            if scaler is not None:
+                loss = scaler.scale(loss)
+            elif loss_scale != 1.0:
+                loss = loss * loss_scale
+            loss.backward()
+        if scaler is not None:
+            scaler.unscale_(optimizer)      # the true gradients, for clip and grad_norm
         if clip is not None:
             norm = float(clip_grad_norm_(params, clip))
         spent = time.perf_counter() - tick
@@ -428,7 +472,11 @@ def fit(model: nn.Module, optimizer, data, steps: int, *, loss_fn: Callable = cr
             kwargs = {}
             for h in kwarg_hooks:
                 kwargs.update(h.step_kwargs(x, y))
-            optimizer.step(**kwargs)
+            if scaler is None:
+                optimizer.step(**kwargs)
+            else:
+                scaler.step(optimizer, **kwargs)    # skipped if a gradient is inf or NaN
+                scaler.update()
         history.seconds.append(spent + time.perf_counter() - tick)
         with torch.no_grad():
             delta = _norm(torch._foreach_sub([p.detach() for p in params], before))
