@@ -103,8 +103,9 @@ now skips
 to 12.7 s (benchmarks/results/compile-time-2026-11-27.md). A group of at most 32 tensors
 whose layouts all differ stays one graph, as before (a small model: one compile).
 Tensors of one layout of 1 MiB or more go one per chunk where the rule computes a tensor
-of their size and then reduces it (LAMB's norm of its direction; see
-``CompiledUpdate._chunks``), and together otherwise. Rules
+of their size and then reduces it (``Optimizer.reduces_computed``: LAMB's norm of its
+direction, Adafactor's means of g², Muon's products; see ``CompiledUpdate._chunks``), and
+together otherwise. Rules
 compute per tensor (norms, trust ratios and moments are each tensor's own), so a chunk's
 step is the group's step restricted to it. Each parameter group, and each change of the
 tensors with a gradient, plans its chunks anew and compiles what it has not compiled
@@ -176,47 +177,6 @@ class _TracedState(State):
         return PerTensor([c.to(torch.float64) for c in column])
 
 
-def _leaves(value, kind: type):
-    """The ``kind`` items (tensors, FX nodes) in ``value``, one or a (nested) list or tuple."""
-    if isinstance(value, kind):
-        yield value
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _leaves(item, kind)
-
-
-def _sizes(node) -> list[int]:
-    """The numbers of elements of the tensors dynamo noted as an FX node's example value."""
-    return [t.numel() for t in _leaves(node.meta.get("example_value"), Tensor)]
-
-
-def _reduced_sizes(gm) -> set[int]:
-    """The sizes (numbers of elements) of the tensors that a graph traced by dynamo
-    computes and then reduces: the input of an operation whose results are all smaller
-    than its largest input, where that input is not one of the graph's arguments but has
-    the size of one. LAMB's norm of its direction u (computed from the moments in the
-    graph), Adafactor's row and column means of g², Muon's products of matrices. Not
-    LARS's norms of θ and g (arguments of the graph, read as they come), nor the
-    elementwise rules (SGD, Adam, AdamW, Adagrad, ...), whose operations give tensors of
-    their inputs' sizes or combine 0-dim step counts and learning rates, nor a reduction of
-    a small intermediate (the stack of per-tensor trust ratios)."""
-    sizes = {n for node in gm.graph.nodes if node.op == "placeholder" for n in _sizes(node)}
-    reduced = set()
-    for node in gm.graph.nodes:
-        if node.op not in ("call_function", "call_method"):
-            continue
-        args = list(_leaves([*node.args, *node.kwargs.values()], torch.fx.Node))
-        inputs = [n for arg in args for n in _sizes(arg)]
-        outputs = _sizes(node)
-        if not (inputs and outputs and max(outputs) < max(inputs)):
-            continue
-        for arg in args:
-            if arg.op == "placeholder":
-                continue
-            reduced.update(n for n in _sizes(arg) if n > 1 and n in sizes and n > max(outputs))
-    return reduced
-
-
 def _rule(update, group, params, grads, columns, new, shared, states):
     """What torch.compile traces: the optimizer's own rule on the group's lists."""
     update(group, TensorList(params), TensorList(grads),
@@ -230,7 +190,7 @@ CHUNK = 32
 
 #: The size in bytes from which tensors of one layout are chunks of one tensor each (one
 #: graph, called once per tensor) where the rule reduces a tensor of theirs that it
-#: computes (LAMB): see ``CompiledUpdate._chunks``.
+#: computes (``Optimizer.reduces_computed``: LAMB): see ``CompiledUpdate._chunks``.
 ALONE_BYTES = 1 << 20
 
 
@@ -300,9 +260,8 @@ class CompiledUpdate:
         # 0-dim state (see _shared) and, in ``self.fast``, its direct call.
         self._plans: dict[object, tuple] = {}
         self._known: dict[tuple, tuple] = {}
-        #: the sizes of the tensors that the rule's graphs compute and then reduce (LAMB's
-        #: norm of its direction, Adafactor's means): see ``_chunks``
-        self.reduced: set[int] = set()
+        #: whether large tensors of one layout go one per chunk (see ``_chunks``)
+        self.reduces_computed = bool(optimizer.reduces_computed)
 
     @property
     def direct_steps(self) -> int:
@@ -315,28 +274,7 @@ class CompiledUpdate:
         # (Code objects compare by value, so the copy needs a name of its own.)
         name = f"_rule_{next(_copies)}"
         rule = types.FunctionType(_rule.__code__.replace(co_name=name), _rule.__globals__, name)
-        options = self.fast.backend(self.options)
-        backend = options.get("backend")
-        if callable(backend):
-            def inspecting(gm, example_inputs):
-                self._inspect(gm)
-                return backend(gm, example_inputs)
-            options = {**options, "backend": inspecting}
-        return torch.compile(rule, **options)
-
-    def _inspect(self, gm) -> None:
-        """Note the sizes of the tensors that a graph which dynamo hands the backend computes
-        and reduces (:func:`_reduced_sizes`); where there are new ones, the plans are made
-        anew (large tensors of such sizes then go one per chunk: ``_chunks``). A graph it
-        cannot read (symbolic sizes under ``dynamic=True``, say) notes nothing: the tensors
-        stay together, which changes only the speed."""
-        try:
-            sizes = {int(n) for n in _reduced_sizes(gm)}
-        except Exception:  # noqa: BLE001 -- a plan is a matter of speed: never fail a compile
-            return
-        if not sizes <= self.reduced:
-            self.reduced |= sizes
-            self._plans.clear()
+        return torch.compile(rule, **self.fast.backend(self.options))
 
     def _place(self, group: dict) -> object:
         """What identifies ``group`` from step to step: its index in the optimizer's
@@ -374,18 +312,17 @@ class CompiledUpdate:
         shapes of state) go together, in chunks of at most ``CHUNK`` of nearly equal
         size: same-shaped chunks are one graph, compiled once and called for each. Such
         tensors of ``ALONE_BYTES`` (1 MiB) or more are chunks of one each, still one graph,
-        where the rule computes a tensor of their size and then reduces it
-        (``self.reduced``, noted from the graphs compiled so far: LAMB's norm of its
-        direction u, Adafactor's means of g², Muon's products): its second pass over that
-        tensor then runs while it is still in cache, rather than over all of them from main
-        memory (LAMB on 20 matrices of 2 MB, one thread: 60 -> 45 ms a step, interleaved).
-        A first step, before any graph said so, goes over them together; the plan is made
-        anew once a graph shows such a reduction. Other rules keep the tensors together: a
-        call per tensor made the elementwise ones slower (SGD momentum, Adam, AdamW and
-        Adagrad on 20 matrices of 2 MB: 1.16-1.27x torch's fused step, against 0.93-0.99x
-        in one call, interleaved in one process). LARS, whose norms are of θ and g as they
-        come, stays together too (one per chunk was 1.3x slower in one run, but two equal
-        plans differed by 1.17x in another: not better, at least).
+        where the rule computes a tensor of their size and then reduces it (its class says
+        so, ``Optimizer.reduces_computed``: LAMB's norm of its direction u, Adafactor's
+        means of g², Muon's products): its second pass over that tensor then runs while it
+        is still in cache, rather than over all of them from main memory (LAMB on 20
+        matrices of 2 MB, one thread: 60 -> 45 ms a step, interleaved). Other rules keep
+        the tensors together: a call per tensor made the elementwise ones slower (SGD
+        momentum, Adam, AdamW and Adagrad on 20 matrices of 2 MB: 1.16-1.27x torch's fused
+        step, against 0.93-0.99x in one call, interleaved in one process). LARS, whose
+        norms are of θ and g as they come, stays together too (one per chunk was 1.3x
+        slower in one run, but two equal plans differed by 1.17x in another: not better,
+        at least).
         The others go in chunks of the same kinds of state (Adafactor keeps factored
         moments for matrices, a full one for vectors). The plan is remembered while the
         group steps the very same parameters and state dicts."""
@@ -407,7 +344,8 @@ class CompiledUpdate:
             chunks, rest = [], {}
             for layout, where in layouts.items():
                 size = math.prod(layout[0])
-                if len(where) > 1 and size in self.reduced and size * layout[2].itemsize >= ALONE_BYTES:
+                if (len(where) > 1 and self.reduces_computed
+                        and size * layout[2].itemsize >= ALONE_BYTES):
                     chunks += [[i] for i in where]
                 elif len(where) > 1:
                     chunks += _split(where)

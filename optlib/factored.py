@@ -73,6 +73,7 @@ class Adafactor(Optimizer):
     """
 
     supports_complex = False
+    reduces_computed = True         # the row and column means of g²
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
                  weight_decay=0.0, *, foreach=None, maximize=False):

@@ -157,6 +157,8 @@ class LAMB(_AdamFamily):
         trust_ratio: scale each tensor's step by ‖θ‖/‖u‖ (False: plain AdamW-direction steps).
     """
 
+    reduces_computed = True         # the norm of its direction u
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
                  trust_ratio=True):
         # Adam's validation (torch's messages) and state (step, exp_avg, exp_avg_sq).

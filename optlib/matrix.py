@@ -125,6 +125,7 @@ class Muon(Optimizer):
     """
 
     supports_complex = False
+    reduces_computed = True         # the Newton-Schulz products of the momentum
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=NS_COEFFICIENTS, eps=1e-7, ns_steps=5, adjust_lr_fn=None):
@@ -300,6 +301,8 @@ class MuonWithAdamW(Optimizer):
         muon_kwargs: Muon's hyperparameters for the Muon groups (torch's defaults otherwise).
         adamw_kwargs: AdamW's hyperparameters for the other groups.
     """
+
+    reduces_computed = True         # in its Muon groups (see Muon)
 
     def __init__(self, params, muon_kwargs=None, adamw_kwargs=None):
         if isinstance(params, torch.nn.Module):

@@ -416,6 +416,11 @@ class Optimizer(torch.optim.Optimizer):
     #: Group entries that :meth:`step_values` keeps (running sums, counters) and the rule
     #: never reads: :func:`optlib.compile` does not compare them between steps.
     bookkeeping_keys: tuple[str, ...] = ()
+    #: Whether the rule computes a tensor of a parameter's size and then reduces it (LAMB's
+    #: norm of its direction, Adafactor's means of g², Muon's matrix products):
+    #: :func:`optlib.compile` then steps large tensors of one shape one per call, so that
+    #: the reduction reads the tensor while it is in cache. Speed only: same numbers.
+    reduces_computed: bool = False
 
     def init_state(self, p: Tensor, group: dict) -> dict:
         """State of a parameter on its first step with a gradient. Default: none (then no
