@@ -353,19 +353,9 @@ class TensorList(list):
         return self
 
     def sub_(self, other, alpha: Number = 1) -> TensorList:
-        if (x := _alone(self)) is not None:
-            if isinstance(other, list):
-                x.sub_(other[0], alpha=alpha)
-            else:
-                x.sub_(_one(other if _is_one(alpha) else other * alpha))
-            return self
-        if isinstance(other, list):
-            if is_traced(_scalars(alpha)):   # a 0-dim tensor alpha: other · alpha
-                return self.sub_(TensorList(other).mul(alpha))
-            torch._foreach_sub_(_plain(self), _plain(other), alpha=alpha)
-        else:
-            torch._foreach_sub_(_plain(self), _scalars(other if _is_one(alpha) else other * alpha))
-        return self
+        # x − α·y is x + (−α)·y to the bit (negation is exact; torch's sub is its add with
+        # −α): add_'s paths, its 0-dim scalar included (tests/test_tensorlist.py)
+        return self.add_(other, alpha=-alpha)
 
     def mul_(self, other) -> TensorList:
         if (x := _alone(self)) is not None:

@@ -18,7 +18,7 @@ def _bits(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("method", ["mul_", "div_", "add_", "mul", "div", "add"])
+@pytest.mark.parametrize("method", ["mul_", "div_", "add_", "sub_", "mul", "div", "add"])
 def test_a_number_gives_the_bits_of_foreach_with_a_number(dtype, method):
     """Each method with a number against ``torch._foreach_*`` with the same Python number:
     the same dtype and bits (NaN payloads, signed zeros, overflow and subnormals
